@@ -1,0 +1,14 @@
+//! Wire contracts shared by the control plane and the guest daemon.
+//!
+//! * [`frame`] — the binary frame codec of the host↔guest channel (pure, table-tested).
+//! * [`msg`] — typed JSON messages carried inside frames (stream open requests, control messages).
+//! * [`mux`] — the stream multiplexer both ends run over one virtio-serial byte stream.
+//!
+//! This crate owns no I/O policy: it does not know about QEMU, sockets or device nodes.
+
+pub mod frame;
+pub mod msg;
+pub mod mux;
+
+/// Version of the host↔guest protocol. Bumped on any incompatible change to frames or messages.
+pub const PROTOCOL_VERSION: u32 = 1;

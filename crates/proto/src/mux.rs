@@ -1,0 +1,559 @@
+//! Stream multiplexer over one reliable byte stream (the VM's virtio-serial port).
+//!
+//! Both ends run the same code. A [`Mux`] owns a reader task (decodes frames and dispatches them to
+//! streams; it never blocks on a stream's consumer) and a writer task (serialises frames from every
+//! stream). Each stream has credit-based flow control for DATA: a sender may have at most
+//! [`INITIAL_WINDOW`] unacknowledged bytes in flight, the receiver returns credit with WINDOW frames
+//! as its consumer reads, so one slow stream never stalls the others and memory stays bounded.
+//!
+//! Connection life: both ends send HELLO (`ack: false`) on start and answer every HELLO with
+//! `ack: false` by a HELLO with `ack: true`. A HELLO with `ack: false` on a live connection means
+//! the peer restarted (daemon respawned, host reconnected): every stream is reset. A header that
+//! does not decode ends the connection ([`Mux::closed`] resolves); a payload that does not parse
+//! only fails its stream.
+
+use crate::frame::{self, Frame, FrameError, FrameType, MAX_PAYLOAD};
+use crate::msg::{Ctrl, ErrorKind, Hello, OpenRequest};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// DATA bytes a sender may have in flight per stream before it waits for WINDOW credit.
+pub const INITIAL_WINDOW: u32 = 1024 * 1024;
+/// Consumed bytes accumulated before a WINDOW frame is sent back.
+const WINDOW_BATCH: u32 = 64 * 1024;
+/// Frames queued for the writer before senders wait.
+const WRITE_QUEUE: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Host,
+    Guest,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Guest => "guest",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum MuxError {
+    #[error("channel closed: {0}")]
+    Closed(String),
+    #[error("stream reset: {0}")]
+    Reset(String),
+    #[error("channel handshake failed: {0}")]
+    Handshake(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What a stream's consumer receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Bytes on sub-channel `fd` (0 = stdin/stdout, 1 = stderr).
+    Data { fd: u8, data: Bytes },
+    Ctrl(Ctrl),
+    /// The peer will send no more DATA.
+    Eof,
+    /// The stream was aborted (by the peer, a bad frame or the connection ending).
+    Reset(String),
+}
+
+struct StreamSlot {
+    tx: mpsc::UnboundedSender<Event>,
+    credit: Arc<Credit>,
+}
+
+#[derive(Default)]
+struct Credit {
+    avail: Mutex<i64>,
+    notify: Notify,
+    dead: AtomicBool,
+}
+
+impl Credit {
+    fn new(initial: u32) -> Arc<Self> {
+        let c = Credit::default();
+        *c.avail.lock().expect("credit lock") = initial as i64;
+        Arc::new(c)
+    }
+    fn grant(&self, n: u32) {
+        *self.avail.lock().expect("credit lock") += n as i64;
+        self.notify.notify_waiters();
+    }
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+struct Shared {
+    role: Role,
+    out: mpsc::Sender<Frame>,
+    streams: Mutex<HashMap<u32, StreamSlot>>,
+    next_id: AtomicU32,
+    /// `Some(reason)` once the connection ended.
+    closed: watch::Sender<Option<String>>,
+    accept_tx: mpsc::UnboundedSender<(OpenRequest, Stream)>,
+}
+
+/// Handle to a live connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Mux {
+    shared: Arc<Shared>,
+    accept_rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(OpenRequest, Stream)>>>,
+    peer: Hello,
+}
+
+impl Mux {
+    /// Sends HELLO, waits for the peer's, and starts the reader and writer tasks.
+    /// The caller bounds the wait with a timeout.
+    pub async fn connect<R, W>(mut reader: R, mut writer: W, role: Role) -> Result<Mux, MuxError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let hello = |ack| Frame::new(FrameType::Hello, 0, serde_json::to_vec(&own_hello(role, ack)).expect("json"));
+        writer.write_all(&hello(false).to_bytes()).await.map_err(|e| MuxError::Handshake(format!("write: {e}")))?;
+        writer.flush().await.map_err(|e| MuxError::Handshake(format!("flush: {e}")))?;
+
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let peer = loop {
+            frame::resync_to_hello(&mut buf);
+            match frame::decode(&mut buf) {
+                Ok(Some(f)) if f.kind == FrameType::Hello => {
+                    let peer: Hello = serde_json::from_slice(&f.payload)
+                        .map_err(|e| MuxError::Handshake(format!("bad HELLO: {e}")))?;
+                    if !peer.ack {
+                        writer.write_all(&hello(true).to_bytes()).await.map_err(|e| MuxError::Handshake(e.to_string()))?;
+                        writer.flush().await.map_err(|e| MuxError::Handshake(e.to_string()))?;
+                    }
+                    break peer;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                // Garbage that happened to start like a HELLO: drop a byte and rescan.
+                Err(_) => {
+                    bytes::Buf::advance(&mut buf, 1);
+                    continue;
+                }
+            }
+            let n = reader.read_buf(&mut buf).await.map_err(|e| MuxError::Handshake(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(MuxError::Handshake("peer closed the channel before HELLO".into()));
+            }
+        };
+        if peer.protocol != crate::PROTOCOL_VERSION {
+            return Err(MuxError::Handshake(format!(
+                "peer speaks protocol {} (version {}), this side speaks {}",
+                peer.protocol,
+                peer.version,
+                crate::PROTOCOL_VERSION
+            )));
+        }
+
+        let (out_tx, out_rx) = mpsc::channel(WRITE_QUEUE);
+        let (accept_tx, accept_rx) = mpsc::unbounded_channel();
+        let (closed, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            role,
+            out: out_tx,
+            streams: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(match role {
+                Role::Host => 1,
+                Role::Guest => 2,
+            }),
+            closed,
+            accept_tx,
+        });
+        tokio::spawn(write_loop(writer, out_rx, shared.clone()));
+        tokio::spawn(read_loop(reader, buf, shared.clone()));
+        Ok(Mux { shared, accept_rx: Arc::new(tokio::sync::Mutex::new(accept_rx)), peer })
+    }
+
+    /// The peer's HELLO.
+    pub fn peer(&self) -> &Hello {
+        &self.peer
+    }
+
+    /// Opens a stream with `req`.
+    pub async fn open(&self, req: &OpenRequest) -> Result<Stream, MuxError> {
+        if let Some(reason) = self.shared.closed.borrow().clone() {
+            return Err(MuxError::Closed(reason));
+        }
+        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let stream = self.shared.register(id);
+        let payload = serde_json::to_vec(req).expect("OpenRequest serialises");
+        self.shared.send(Frame::new(FrameType::Open, id, payload)).await?;
+        Ok(stream)
+    }
+
+    /// Next stream the peer opened. `None` once the connection ended.
+    pub async fn accept(&self) -> Option<(OpenRequest, Stream)> {
+        let mut rx = self.accept_rx.lock().await;
+        tokio::select! {
+            s = rx.recv() => s,
+            _ = self.closed() => None,
+        }
+    }
+
+    /// Resolves with the reason once the connection ended.
+    pub async fn closed(&self) -> String {
+        let mut rx = self.shared.closed.subscribe();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return "channel dropped".into();
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.borrow().is_some()
+    }
+
+    /// Ends the connection: every stream is reset, the tasks stop.
+    pub fn close(&self, reason: &str) {
+        self.shared.shutdown(reason);
+    }
+
+    /// Number of open streams (for metrics and leak tests).
+    pub fn stream_count(&self) -> usize {
+        self.shared.streams.lock().expect("streams lock").len()
+    }
+}
+
+fn own_hello(role: Role, ack: bool) -> Hello {
+    Hello {
+        protocol: crate::PROTOCOL_VERSION,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        role: role.name().to_string(),
+        ack,
+    }
+}
+
+impl Shared {
+    fn register(self: &Arc<Self>, id: u32) -> Stream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let credit = Credit::new(INITIAL_WINDOW);
+        self.streams.lock().expect("streams lock").insert(id, StreamSlot { tx, credit: credit.clone() });
+        Stream {
+            tx: StreamSender { id, shared: self.clone(), credit },
+            rx: StreamReceiver { id, shared: self.clone(), rx, consumed: 0, eof_seen: false, reset_seen: false },
+        }
+    }
+
+    async fn send(&self, f: Frame) -> Result<(), MuxError> {
+        if let Some(r) = self.closed.borrow().clone() {
+            return Err(MuxError::Closed(r));
+        }
+        self.out.send(f).await.map_err(|_| MuxError::Closed("writer stopped".into()))
+    }
+
+    fn send_now(&self, f: Frame) {
+        // Used from Drop and the reader: never wait. If the queue is full the frame is delivered
+        // by a task; losing it only matters if the connection is already gone.
+        if let Err(mpsc::error::TrySendError::Full(f)) = self.out.try_send(f) {
+            let out = self.out.clone();
+            tokio::spawn(async move {
+                let _ = out.send(f).await;
+            });
+        }
+    }
+
+    fn reset_stream(&self, id: u32, reason: &str, tell_peer: bool) {
+        if let Some(slot) = self.streams.lock().expect("streams lock").remove(&id) {
+            slot.credit.kill();
+            let _ = slot.tx.send(Event::Reset(reason.to_string()));
+        }
+        if tell_peer {
+            self.send_now(Frame::new(FrameType::Reset, id, reason.as_bytes().to_vec()));
+        }
+    }
+
+    fn reset_all(&self, reason: &str) {
+        let slots: Vec<_> = self.streams.lock().expect("streams lock").drain().collect();
+        for (_, slot) in slots {
+            slot.credit.kill();
+            let _ = slot.tx.send(Event::Reset(reason.to_string()));
+        }
+    }
+
+    fn shutdown(&self, reason: &str) {
+        let first = self.closed.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+        if first {
+            tracing::debug!(role = self.role.name(), reason, "channel closed");
+        }
+        self.reset_all(&format!("channel closed: {reason}"));
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Frame>, shared: Arc<Shared>) {
+    let mut buf = BytesMut::with_capacity(128 * 1024);
+    let mut closed = shared.closed.subscribe();
+    loop {
+        let first = tokio::select! {
+            f = rx.recv() => f,
+            _ = closed.wait_for(|c| c.is_some()) => None,
+        };
+        let Some(first) = first else { break };
+        first.encode(&mut buf);
+        // Coalesce whatever else is queued into one write.
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => f.encode(&mut buf),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = w.write_all(&buf).await.and(w.flush().await) {
+            shared.shutdown(&format!("write failed: {e}"));
+            break;
+        }
+        buf.clear();
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(mut r: R, mut buf: BytesMut, shared: Arc<Shared>) {
+    let mut closed = shared.closed.subscribe();
+    loop {
+        loop {
+            match frame::decode(&mut buf) {
+                Ok(Some(f)) => dispatch(&shared, f),
+                Ok(None) => break,
+                Err(e) => {
+                    shared.shutdown(&format!("lost frame sync: {e}"));
+                    return;
+                }
+            }
+        }
+        let n = tokio::select! {
+            n = r.read_buf(&mut buf) => n,
+            _ = closed.wait_for(|c| c.is_some()) => return,
+        };
+        match n {
+            Ok(0) => {
+                shared.shutdown("peer closed the channel");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.shutdown(&format!("read failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+fn dispatch(shared: &Arc<Shared>, f: Frame) {
+    let id = f.stream;
+    let deliver = |ev: Event| -> bool {
+        let streams = shared.streams.lock().expect("streams lock");
+        match streams.get(&id) {
+            Some(slot) => slot.tx.send(ev).is_ok(),
+            None => false,
+        }
+    };
+    match f.kind {
+        FrameType::Hello => match serde_json::from_slice::<Hello>(&f.payload) {
+            Ok(h) if !h.ack => {
+                tracing::info!(peer_role = %h.role, peer_version = %h.version, "peer restarted; resetting streams");
+                shared.reset_all("peer restarted");
+                let ack = serde_json::to_vec(&own_hello(shared.role, true)).expect("json");
+                shared.send_now(Frame::new(FrameType::Hello, 0, ack));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("ignoring HELLO that does not parse: {e}"),
+        },
+        FrameType::Open => {
+            let stream = shared.register(id);
+            match serde_json::from_slice::<OpenRequest>(&f.payload) {
+                Ok(req) => {
+                    let _ = shared.accept_tx.send((req, stream));
+                }
+                Err(e) => {
+                    let msg = format!("bad OPEN request: {e}");
+                    let err = Ctrl::error(ErrorKind::Protocol, msg.clone());
+                    shared.send_now(Frame::new(FrameType::Ctrl, id, serde_json::to_vec(&err).expect("json")));
+                    drop(stream); // sends RESET
+                }
+            }
+        }
+        FrameType::Data => {
+            if !deliver(Event::Data { fd: f.flags, data: f.payload }) {
+                shared.reset_stream(id, "unknown stream", true);
+            }
+        }
+        FrameType::Ctrl => match serde_json::from_slice::<Ctrl>(&f.payload) {
+            Ok(c) => {
+                deliver(Event::Ctrl(c));
+            }
+            Err(e) => shared.reset_stream(id, &format!("bad CTRL message: {e}"), true),
+        },
+        FrameType::Eof => {
+            deliver(Event::Eof);
+        }
+        FrameType::Reset => {
+            let reason = String::from_utf8_lossy(&f.payload).into_owned();
+            shared.reset_stream(id, &reason, false);
+        }
+        FrameType::Window => match f.window_credit() {
+            Ok(n) => {
+                if let Some(slot) = shared.streams.lock().expect("streams lock").get(&id) {
+                    slot.credit.grant(n);
+                }
+            }
+            Err(e) => shared.reset_stream(id, &e.to_string(), true),
+        },
+    }
+}
+
+/// A bidirectional stream. Split it to read and write from different tasks.
+pub struct Stream {
+    pub tx: StreamSender,
+    pub rx: StreamReceiver,
+}
+
+impl Stream {
+    pub fn split(self) -> (StreamSender, StreamReceiver) {
+        (self.tx, self.rx)
+    }
+    pub fn id(&self) -> u32 {
+        self.tx.id
+    }
+    pub async fn recv(&mut self) -> Event {
+        self.rx.recv().await
+    }
+    pub async fn send_data(&self, fd: u8, data: &[u8]) -> Result<(), MuxError> {
+        self.tx.send_data(fd, data).await
+    }
+    pub async fn send_ctrl(&self, c: &Ctrl) -> Result<(), MuxError> {
+        self.tx.send_ctrl(c).await
+    }
+    pub async fn send_eof(&self) -> Result<(), MuxError> {
+        self.tx.send_eof().await
+    }
+}
+
+/// Sending half of a stream. Clones share the stream's credit.
+#[derive(Clone)]
+pub struct StreamSender {
+    id: u32,
+    shared: Arc<Shared>,
+    credit: Arc<Credit>,
+}
+
+impl StreamSender {
+    /// Sends `data` on sub-channel `fd`, split into frames, waiting for credit as needed.
+    pub async fn send_data(&self, fd: u8, mut data: &[u8]) -> Result<(), MuxError> {
+        while !data.is_empty() {
+            let n = self.take_credit(data.len().min(MAX_PAYLOAD)).await?;
+            let f = Frame::new(FrameType::Data, self.id, Bytes::copy_from_slice(&data[..n])).with_flags(fd);
+            self.shared.send(f).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    async fn take_credit(&self, want: usize) -> Result<usize, MuxError> {
+        loop {
+            let notified = self.credit.notify.notified();
+            if self.credit.dead.load(Ordering::SeqCst) {
+                return Err(MuxError::Reset("stream closed".into()));
+            }
+            {
+                let mut avail = self.credit.avail.lock().expect("credit lock");
+                if *avail > 0 {
+                    let n = (*avail as usize).min(want);
+                    *avail -= n as i64;
+                    return Ok(n);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub async fn send_ctrl(&self, c: &Ctrl) -> Result<(), MuxError> {
+        if self.credit.dead.load(Ordering::SeqCst) {
+            return Err(MuxError::Reset("stream closed".into()));
+        }
+        self.shared.send(Frame::new(FrameType::Ctrl, self.id, serde_json::to_vec(c).expect("json"))).await
+    }
+
+    /// Half-closes this direction.
+    pub async fn send_eof(&self) -> Result<(), MuxError> {
+        self.shared.send(Frame::new(FrameType::Eof, self.id, Bytes::new())).await
+    }
+
+    /// Aborts the stream on both ends.
+    pub fn reset(&self, reason: &str) {
+        self.shared.reset_stream(self.id, reason, true);
+    }
+}
+
+/// Receiving half of a stream. Dropping it before the stream finished resets the stream, which
+/// tells the peer to stop (kill the process, close the connection).
+pub struct StreamReceiver {
+    id: u32,
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    consumed: u32,
+    eof_seen: bool,
+    reset_seen: bool,
+}
+
+impl StreamReceiver {
+    /// Next event. After [`Event::Reset`] every call returns another `Reset`.
+    pub async fn recv(&mut self) -> Event {
+        let ev = match self.rx.recv().await {
+            Some(ev) => ev,
+            None => Event::Reset("stream closed".into()),
+        };
+        match &ev {
+            Event::Data { data, .. } => {
+                self.consumed += data.len() as u32;
+                if self.consumed >= WINDOW_BATCH {
+                    self.shared.send_now(Frame::window(self.id, self.consumed));
+                    self.consumed = 0;
+                }
+            }
+            Event::Eof => self.eof_seen = true,
+            Event::Reset(_) => self.reset_seen = true,
+            Event::Ctrl(_) => {}
+        }
+        ev
+    }
+}
+
+impl Drop for StreamReceiver {
+    fn drop(&mut self) {
+        let present = self.shared.streams.lock().expect("streams lock").contains_key(&self.id);
+        if present && !self.reset_seen {
+            // The consumer is gone: the peer must stop sending. If the peer already finished
+            // (EOF), a RESET is still right: it frees the peer's slot for this stream.
+            let reason = if self.eof_seen { "done" } else { "receiver dropped" };
+            self.shared.reset_stream(self.id, reason, true);
+        } else if present {
+            self.shared.streams.lock().expect("streams lock").remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
