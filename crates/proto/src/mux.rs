@@ -12,7 +12,7 @@
 //! does not decode ends the connection ([`Mux::closed`] resolves); a payload that does not parse
 //! only fails its stream.
 
-use crate::frame::{self, Frame, FrameError, FrameType, MAX_PAYLOAD};
+use crate::frame::{self, Frame, FrameType, MAX_PAYLOAD};
 use crate::msg::{Ctrl, ErrorKind, Hello, OpenRequest};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;

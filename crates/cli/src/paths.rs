@@ -1,0 +1,27 @@
+//! Where Mayfly keeps its files.
+
+use std::path::PathBuf;
+
+/// `--data-dir`, else `$MAYFLY_DATA_DIR` (handled by clap), else `$XDG_DATA_HOME/mayfly`,
+/// else `~/.local/share/mayfly`.
+pub fn data_dir(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(d) = explicit {
+        return d;
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("mayfly");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share/mayfly")
+}
+
+/// The guest daemon binary that goes into images: next to this executable.
+pub fn guest_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MAYFLY_GUEST_BIN") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("mayfly-guest")))
+        .unwrap_or_else(|| PathBuf::from("mayfly-guest"))
+}

@@ -1,0 +1,164 @@
+//! The QEMU command line, built as a pure function of the spec so it can be table-tested.
+//!
+//! Shape (q35, no default devices, everything virtio-pci):
+//! `qemu-system-x86_64 -name mayfly-<id> -M q35 -accel tcg,tb-size=N -cpu max -nodefaults
+//!  -no-user-config -nographic -m M -smp N -kernel vmlinux -initrd initrd.img -append ...
+//!  -drive overlay (virtio-blk) -device virtio-serial-pci + virtserialport mayfly.0 -> channel.sock
+//!  -device virtio-rng-pci -serial file:console.log -qmp unix:qmp.sock -nic none -sandbox on,...`
+
+use crate::accel::Accel;
+use crate::rundir::RunDir;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Name of the virtio-serial port the guest daemon opens.
+pub const CHANNEL_PORT_NAME: &str = "mayfly.0";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuArgs {
+    pub id: String,
+    pub accel: Accel,
+    pub machine: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub tcg_tb_size_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub sandbox: bool,
+}
+
+pub fn build(a: &QemuArgs, run: &RunDir) -> Vec<OsString> {
+    let mut v: Vec<OsString> = Vec::new();
+    let mut push = |s: String| v.push(OsString::from(s));
+    push("-name".into());
+    push(format!("mayfly-{},debug-threads=off", a.id));
+    push("-M".into());
+    push(a.machine.clone());
+    push("-accel".into());
+    match a.accel {
+        Accel::Tcg => push(format!("tcg,tb-size={}", a.tcg_tb_size_mib)),
+        Accel::Kvm => push("kvm".into()),
+    }
+    push("-cpu".into());
+    push(match a.accel {
+        Accel::Tcg => "max".into(),
+        Accel::Kvm => "host".into(),
+    });
+    for s in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+        push(s.into());
+    }
+    push("-m".into());
+    push(format!("{}M", a.memory_mib));
+    push("-smp".into());
+    push(a.vcpus.to_string());
+    push("-kernel".into());
+    push(a.kernel.display().to_string());
+    push("-initrd".into());
+    push(a.initrd.display().to_string());
+    push("-append".into());
+    push(a.cmdline.clone());
+    push("-drive".into());
+    push(format!(
+        "file={},if=none,id=root,format=qcow2,discard=unmap,detect-zeroes=unmap",
+        qemu_escape(&run.overlay().display().to_string())
+    ));
+    push("-device".into());
+    push("virtio-blk-pci,drive=root".into());
+    push("-device".into());
+    push("virtio-serial-pci,id=vser".into());
+    push("-chardev".into());
+    push(format!("socket,id=chan,path={},server=on,wait=off", qemu_escape(&run.channel().display().to_string())));
+    push("-device".into());
+    push(format!("virtserialport,bus=vser.0,chardev=chan,name={CHANNEL_PORT_NAME}"));
+    push("-object".into());
+    push("rng-random,id=rng,filename=/dev/urandom".into());
+    push("-device".into());
+    push("virtio-rng-pci,rng=rng".into());
+    push("-chardev".into());
+    push(format!("file,id=con,path={}", qemu_escape(&run.console().display().to_string())));
+    push("-serial".into());
+    push("chardev:con".into());
+    push("-qmp".into());
+    push(format!("unix:{},server=on,wait=off", qemu_escape(&run.qmp().display().to_string())));
+    push("-nic".into());
+    push("none".into());
+    if a.sandbox {
+        push("-sandbox".into());
+        push("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into());
+    }
+    v
+}
+
+/// QEMU option values separate with commas; a literal comma is written twice.
+fn qemu_escape(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(accel: Accel) -> QemuArgs {
+        QemuArgs {
+            id: "abc123".into(),
+            accel,
+            machine: "q35".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            tcg_tb_size_mib: 64,
+            kernel: "/img/vmlinux".into(),
+            initrd: "/img/initrd.img".into(),
+            cmdline: "console=ttyS0 quiet".into(),
+            sandbox: true,
+        }
+    }
+
+    fn joined(a: &QemuArgs, dir: &str) -> String {
+        let run = RunDir::new(std::path::Path::new(dir), &a.id);
+        build(a, &run).iter().map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn tcg_command_line() {
+        let s = joined(&args(Accel::Tcg), "/run/vms");
+        for want in [
+            "-name mayfly-abc123,debug-threads=off",
+            "-M q35",
+            "-accel tcg,tb-size=64",
+            "-cpu max",
+            "-nodefaults",
+            "-m 512M -smp 2",
+            "-kernel /img/vmlinux -initrd /img/initrd.img -append console=ttyS0 quiet",
+            "file=/run/vms/abc123/overlay.qcow2,if=none,id=root,format=qcow2",
+            "socket,id=chan,path=/run/vms/abc123/channel.sock,server=on,wait=off",
+            "virtserialport,bus=vser.0,chardev=chan,name=mayfly.0",
+            "-qmp unix:/run/vms/abc123/qmp.sock,server=on,wait=off",
+            "-nic none",
+            "-sandbox on,",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in {s}");
+        }
+        assert!(!s.contains("-netdev user"), "no default user-mode networking");
+    }
+
+    #[test]
+    fn kvm_command_line() {
+        let s = joined(&args(Accel::Kvm), "/v");
+        assert!(s.contains("-accel kvm -cpu host"), "{s}");
+        assert!(!s.contains("tb-size"));
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let s = joined(&args(Accel::Tcg), "/data,dir");
+        assert!(s.contains("file=/data,,dir/abc123/overlay.qcow2,"), "{s}");
+    }
+
+    #[test]
+    fn sandbox_can_be_disabled() {
+        let mut a = args(Accel::Tcg);
+        a.sandbox = false;
+        assert!(!joined(&a, "/v").contains("-sandbox"));
+    }
+}

@@ -1,0 +1,395 @@
+//! QEMU implementation of [`VmBackend`].
+//!
+//! A VM is one `qemu-system-x86_64` child process plus its run directory (see [`crate::rundir`]).
+//! Creation is a cleanup stack: overlay, process and record are undone in reverse if any later
+//! step fails. Stopping asks QEMU to quit over QMP, falls back to SIGKILL, reaps the process and
+//! deletes the run directory — whatever state the VM was in.
+
+use crate::accel::{self, Accel, AccelSetting, HostVirt};
+use crate::channel::GuestChannel;
+use crate::cleanup::Cleanup;
+use crate::cmdline::{self, QemuArgs};
+use crate::qmp::Qmp;
+use crate::rundir::{RunDir, VmRecord};
+use crate::{ExitInfo, Vm, VmBackend, VmError, VmSpec};
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// Operator settings for the QEMU backend.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// `qemu-system-x86_64` (looked up on PATH) or an absolute path.
+    pub binary: PathBuf,
+    pub qemu_img: PathBuf,
+    /// Parent of the per-VM run directories.
+    pub state_dir: PathBuf,
+    pub accel: AccelSetting,
+    /// `q35` here; `microvm` suits real KVM hosts.
+    pub machine: String,
+    /// TCG translation-buffer size; smaller saves host memory per VM.
+    pub tcg_tb_size_mib: u32,
+    /// Run QEMU with `-sandbox on` (seccomp).
+    pub sandbox: bool,
+    /// Spawn → guest daemon answer limit.
+    pub boot_timeout: Duration,
+    /// Kill QEMU when the thread that spawned it exits (for short-lived CLI runs).
+    pub die_with_parent: bool,
+}
+
+impl QemuConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: "qemu-system-x86_64".into(),
+            qemu_img: "qemu-img".into(),
+            state_dir: state_dir.into(),
+            accel: AccelSetting::Auto,
+            machine: "q35".into(),
+            tcg_tb_size_mib: 64,
+            sandbox: true,
+            boot_timeout: Duration::from_secs(90),
+            die_with_parent: false,
+        }
+    }
+}
+
+pub struct QemuBackend {
+    cfg: QemuConfig,
+    accel: Accel,
+}
+
+impl QemuBackend {
+    /// Checks the QEMU tools exist and resolves the accelerator.
+    pub fn new(cfg: QemuConfig) -> Result<Self, VmError> {
+        for (bin, pkg) in [(&cfg.binary, "qemu-system-x86"), (&cfg.qemu_img, "qemu-utils")] {
+            if find_program(bin).is_none() {
+                return Err(VmError::Missing {
+                    what: bin.display().to_string(),
+                    path: "PATH".into(),
+                    hint: format!("install it with: sudo apt-get install {pkg}"),
+                });
+            }
+        }
+        let accel = accel::resolve(cfg.accel, HostVirt::probe()).map_err(VmError::Accel)?;
+        std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(|source| VmError::Io { vm: "-".into(), step: "creating the VM state directory", source })?;
+        tracing::info!(?accel, state_dir = %cfg.state_dir.display(), "QEMU backend ready");
+        Ok(Self { cfg, accel })
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    pub fn config(&self) -> &QemuConfig {
+        &self.cfg
+    }
+
+    /// Ids of the run directories present (live or left over).
+    pub fn run_dir_ids(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.cfg.state_dir) else { return Vec::new() };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+
+    /// Destroys the VM in run directory `id` that no live object owns: kills its QEMU (if the
+    /// recorded pid still is that VM's QEMU), waits for it to go, deletes the directory.
+    pub async fn reap(&self, id: &str) {
+        let run = RunDir::new(&self.cfg.state_dir, id);
+        if let Ok(rec) = VmRecord::load(&run.record()) {
+            if crate::rundir::pid_is_vm(rec.pid, id) {
+                tracing::warn!(vm = id, pid = rec.pid, "killing orphaned QEMU");
+                kill(rec.pid);
+                for _ in 0..200 {
+                    if !crate::rundir::pid_is_vm(rec.pid, id) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        remove_dir(&run.dir);
+    }
+
+    async fn create_overlay(&self, spec: &VmSpec, run: &RunDir) -> Result<(), VmError> {
+        let mut cmd = Command::new(&self.cfg.qemu_img);
+        cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&spec.base_disk)
+            .arg(run.overlay());
+        if let Some(size) = spec.disk_size_bytes {
+            cmd.arg(size.to_string());
+        }
+        let out = cmd
+            .output()
+            .await
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "running qemu-img", source })?;
+        if !out.status.success() {
+            return Err(VmError::QemuImg { vm: spec.id.clone(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl VmBackend for QemuBackend {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn create(&self, spec: VmSpec) -> Result<Arc<dyn Vm>, VmError> {
+        if !crate::valid_id(&spec.id) {
+            return Err(VmError::InvalidId(spec.id));
+        }
+        for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd), ("base disk", &spec.base_disk)] {
+            if !path.exists() {
+                return Err(VmError::Missing {
+                    what: format!("image {} {what}", spec.image),
+                    path: path.display().to_string(),
+                    hint: format!("rebuild it with: mayfly image build {}", spec.image),
+                });
+            }
+        }
+        let started = Instant::now();
+        let run = RunDir::new(&self.cfg.state_dir, &spec.id);
+        let mut cleanup = Cleanup::new();
+        match std::fs::create_dir(&run.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(VmError::Exists(spec.id)),
+            Err(source) => return Err(VmError::Io { vm: spec.id, step: "creating the run directory", source }),
+        }
+        let dir = run.dir.clone();
+        cleanup.push("run directory", move || remove_dir(&dir));
+
+        self.create_overlay(&spec, &run).await?;
+
+        let args = QemuArgs {
+            id: spec.id.clone(),
+            accel: self.accel,
+            machine: self.cfg.machine.clone(),
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            tcg_tb_size_mib: self.cfg.tcg_tb_size_mib,
+            kernel: spec.kernel.clone(),
+            initrd: spec.initrd.clone(),
+            cmdline: spec.cmdline.clone(),
+            sandbox: self.cfg.sandbox,
+        };
+        let stderr = std::fs::File::create(run.dir.join("qemu.log"))
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating qemu.log", source })?;
+        let mut cmd = Command::new(&self.cfg.binary);
+        cmd.args(cmdline::build(&args, &run))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(false);
+        if self.cfg.die_with_parent {
+            // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "spawning QEMU", source })?;
+        let pid = child.id().expect("child has a pid before it is awaited");
+        cleanup.push("QEMU process", move || kill(pid));
+
+        let record = VmRecord {
+            id: spec.id.clone(),
+            pid,
+            image: spec.image.clone(),
+            started_at_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        };
+        std::fs::write(run.record(), serde_json::to_vec_pretty(&record).expect("json"))
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "writing vm.json", source })?;
+
+        let (exit_tx, exit_rx) = watch::channel(None::<ExitInfo>);
+        let stop_requested = Arc::new(AtomicBool::new(false));
+        let requested = stop_requested.clone();
+        let vm_id = spec.id.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let info = match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    ExitInfo { code: s.code(), signal: s.signal(), requested: requested.load(Ordering::SeqCst) }
+                }
+                Err(_) => ExitInfo { code: None, signal: None, requested: requested.load(Ordering::SeqCst) },
+            };
+            tracing::info!(vm = %vm_id, exit = %info, requested = info.requested, "VM process exited");
+            let _ = exit_tx.send(Some(info));
+        });
+
+        let channel = GuestChannel::new(&spec.id, &run.channel(), self.cfg.boot_timeout);
+        if let Err(reason) = wait_ready(&run, &channel, exit_rx.clone(), self.cfg.boot_timeout).await {
+            let mut console = run.console_tail(3000);
+            let qemu_log = crate::rundir::console_tail(&run.dir.join("qemu.log"), 2000);
+            if !qemu_log.trim().is_empty() {
+                console.push_str("\n--- qemu stderr ---\n");
+                console.push_str(qemu_log.trim());
+            }
+            kill(pid);
+            let mut rx = exit_rx.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|e| e.is_some())).await;
+            return Err(VmError::Boot { vm: spec.id, reason, console });
+        }
+        let boot_time = started.elapsed();
+        tracing::info!(vm = %spec.id, pid, boot_ms = boot_time.as_millis() as u64, accel = ?self.accel, "VM ready");
+        cleanup.disarm();
+        Ok(Arc::new(QemuVm { id: spec.id, pid, run, channel, exit_rx, stop_requested, boot_time }))
+    }
+}
+
+/// Waits for the guest daemon's HELLO, failing early if QEMU exits.
+async fn wait_ready(
+    run: &RunDir,
+    channel: &GuestChannel,
+    mut exit_rx: watch::Receiver<Option<ExitInfo>>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let attempt = async {
+        // QEMU creates the socket during start-up, before the guest runs.
+        while !run.channel().exists() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        channel.mux().await.map(|_| ()).map_err(|e| e.to_string())
+    };
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline.into(), attempt) => match r {
+            Ok(r) => r,
+            Err(_) => Err(format!("guest daemon did not answer within {} s", timeout.as_secs())),
+        },
+        e = exit_rx.wait_for(|e| e.is_some()) => {
+            let info = e.map(|e| e.clone().expect("some")).ok();
+            Err(info.map(|i| i.to_string()).unwrap_or_else(|| "QEMU exited".into()) + " before the guest daemon answered")
+        }
+    }
+}
+
+pub struct QemuVm {
+    id: String,
+    pid: u32,
+    run: RunDir,
+    channel: GuestChannel,
+    exit_rx: watch::Receiver<Option<ExitInfo>>,
+    stop_requested: Arc<AtomicBool>,
+    boot_time: Duration,
+}
+
+impl QemuVm {
+    pub fn run_dir(&self) -> &Path {
+        &self.run.dir
+    }
+
+    fn exited(&self) -> bool {
+        self.exit_rx.borrow().is_some()
+    }
+}
+
+#[async_trait]
+impl Vm for QemuVm {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn pid(&self) -> Option<u32> {
+        (!self.exited()).then_some(self.pid)
+    }
+
+    fn channel(&self) -> &GuestChannel {
+        &self.channel
+    }
+
+    fn boot_time(&self) -> Duration {
+        self.boot_time
+    }
+
+    async fn stop(&self) -> Result<(), VmError> {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.channel.disconnect().await;
+        if !self.exited() {
+            // Ask politely; the guest holds nothing worth flushing, so do not wait long.
+            let quit = async {
+                let mut qmp = Qmp::connect(&self.run.qmp()).await?;
+                qmp.execute("quit", None).await
+            };
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(2), quit).await.unwrap_or(Ok(serde_json::Value::Null)) {
+                tracing::debug!(vm = %self.id, "QMP quit failed ({e}); killing");
+            }
+            let mut rx = self.exit_rx.clone();
+            if tokio::time::timeout(Duration::from_secs(3), rx.wait_for(|e| e.is_some())).await.is_err() {
+                kill(self.pid);
+                let _ = rx.wait_for(|e| e.is_some()).await;
+            }
+        }
+        remove_dir(&self.run.dir);
+        tracing::info!(vm = %self.id, "VM stopped and cleaned up");
+        Ok(())
+    }
+
+    async fn wait_exit(&self) -> ExitInfo {
+        let mut rx = self.exit_rx.clone();
+        let info = match rx.wait_for(|e| e.is_some()).await {
+            Ok(e) => e.clone().expect("some"),
+            Err(_) => ExitInfo { code: None, signal: None, requested: false },
+        };
+        info
+    }
+
+    fn console_tail(&self, max_bytes: usize) -> String {
+        self.run.console_tail(max_bytes)
+    }
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        // Last line of defence: a VM object that goes away never leaves QEMU or files behind.
+        if !self.exited() && !self.stop_requested.load(Ordering::SeqCst) {
+            tracing::warn!(vm = %self.id, "VM dropped without stop(); killing QEMU");
+            kill(self.pid);
+        }
+        if self.run.dir.exists() && (self.exited() || !self.stop_requested.load(Ordering::SeqCst)) {
+            remove_dir(&self.run.dir);
+        }
+    }
+}
+
+fn kill(pid: u32) {
+    // SAFETY: plain syscall; at worst the pid is gone (ESRCH), which is fine.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "cannot remove run directory: {e}");
+        }
+    }
+}
+
+/// Finds `bin` on PATH (or checks it when it is a path).
+pub fn find_program(bin: &Path) -> Option<PathBuf> {
+    if bin.components().count() > 1 {
+        return bin.exists().then(|| bin.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
