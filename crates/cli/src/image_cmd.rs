@@ -36,7 +36,7 @@ pub async fn run(cmd: ImageCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 guest_bin: guest_bin.unwrap_or_else(crate::paths::guest_bin),
                 force,
             };
-            let outcome = tokio::task::spawn_blocking(move || mayfly_image::build(&recipe, &opts))
+            let outcome = tokio::task::spawn_blocking(move || mayfly_image::build(&recipe, &opts, &mayfly_image::TerminalProgress::new()))
                 .await
                 .context("image build task")??;
             println!("{outcome}");
@@ -51,7 +51,8 @@ pub async fn run(cmd: ImageCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
             }
             println!("{:<12} {:<18} {:>10}  {}", "NAME", "KEY", "SIZE", "BUILT");
             for i in list {
-                println!("{:<12} {:<18} {:>10}  {}", i.name, &i.key[..i.key.len().min(16)], human_bytes(i.size_bytes), i.built_at);
+                let built = i.built_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                println!("{:<12} {:<18} {:>10}  {}", i.name, &i.key[..i.key.len().min(16)], human_bytes(i.size_bytes), built);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,17 +1,20 @@
 //! `mayfly` — one binary for the control plane, images, sessions and developer VMs.
 
-mod paths;
-mod vm_cmd;
+mod client;
 mod image_cmd;
+mod paths;
+mod session_cmd;
 mod terminal;
+mod vm_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "mayfly", version, about = "Fresh VMs as browser IDEs, on your own machine")]
 struct Cli {
-    /// Data directory (images, VM state, database). Default: $XDG_DATA_HOME/mayfly.
+    /// Data directory (images, VM state, database, token). Default: $XDG_DATA_HOME/mayfly.
     #[arg(long, global = true, env = "MAYFLY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -20,37 +23,110 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the control plane (API, IDE, previews) until interrupted.
+    Serve {
+        /// Config file (TOML). Default: <data-dir>/config.toml if present.
+        #[arg(long, env = "MAYFLY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, e.g. 127.0.0.1:7070 (overrides the config).
+        #[arg(long)]
+        bind: Option<String>,
+    },
     /// Build and list guest images.
     #[command(subcommand)]
     Image(image_cmd::ImageCmd),
+    /// Create a session; prints its id and IDE URL.
+    New {
+        #[arg(long)]
+        image: Option<String>,
+        /// Maximum lifetime in seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// List sessions.
+    Ls,
+    /// Delete sessions (their VMs are destroyed).
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Run a command in a session; its exit code becomes ours.
+    Exec {
+        id: String,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Interactive shell in a session, in this terminal.
+    Shell { id: String },
+    /// Listening ports of a session and their preview URLs.
+    Ports { id: String },
     /// Developer VMs without a server: boot, run, destroy.
     #[command(subcommand)]
     Vm(vm_cmd::VmCmd),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAYFLY_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("MAYFLY_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if std::env::args().nth(1).as_deref() == Some("serve") {
+                    "info,sqlx=warn,tower_http=warn"
+                } else {
+                    "warn"
+                })
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let data_dir = paths::data_dir(cli.data_dir);
-    // current_thread: QEMU children are spawned from the main thread, so PDEATHSIG ties their
-    // lifetime to this process for short-lived developer commands.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = match cli.cmd {
+        Cmd::Serve { .. } => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        // current_thread: QEMU children of `vm` commands are spawned from the main thread, so
+        // PDEATHSIG ties their lifetime to this process.
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    }
+    .expect("tokio runtime");
     let result = rt.block_on(async move {
+        let client = || client::Client::from_env(&data_dir);
         match cli.cmd {
+            Cmd::Serve { config, bind } => serve(config, bind, &data_dir).await,
             Cmd::Image(c) => image_cmd::run(c, &data_dir).await,
             Cmd::Vm(c) => vm_cmd::run(c, &data_dir).await,
+            Cmd::New { image, ttl } => session_cmd::new(&client()?, image, ttl).await,
+            Cmd::Ls => session_cmd::ls(&client()?).await,
+            Cmd::Rm { ids } => session_cmd::rm(&client()?, &ids).await,
+            Cmd::Exec { id, cwd, timeout, cmd } => session_cmd::exec(&client()?, &id, cmd, cwd, timeout).await,
+            Cmd::Shell { id } => session_cmd::shell(&client()?, &id).await,
+            Cmd::Ports { id } => session_cmd::ports(&client()?, &id).await,
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
+            ExitCode::from(1)
         }
     }
+}
+
+async fn serve(config: Option<PathBuf>, bind: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let mut cfg = mayfly_server::ServerConfig::load(config.as_deref(), data_dir)?;
+    if let Some(b) = bind {
+        cfg.bind = b.parse().map_err(|e| anyhow::anyhow!("--bind {b:?}: {e}"))?;
+    }
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutdown requested");
+    };
+    mayfly_server::run(cfg, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }

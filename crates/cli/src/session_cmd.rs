@@ -1,0 +1,110 @@
+//! Session verbs over the API: new, ls, rm, exec, shell, ports.
+
+use crate::client::Client;
+use crate::terminal::{self, TermInput};
+use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use mayfly_proto::api::{ExecBody, PtyControl};
+use std::io::Write;
+use std::process::ExitCode;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({});
+    if let Some(i) = image {
+        body["image"] = i.into();
+    }
+    if let Some(t) = ttl {
+        body["ttl_seconds"] = t.into();
+    }
+    let s = client.create(body).await?;
+    println!("{}\t{}", s.id, s.ide_url);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ls(client: &Client) -> anyhow::Result<ExitCode> {
+    let list = client.list().await?;
+    println!("{:<14} {:<10} {:<10} {:<22} {}", "ID", "STATE", "IMAGE", "CREATED", "IDE");
+    for s in list {
+        println!("{:<14} {:<10} {:<10} {:<22} {}", s.id, s.state.as_str(), s.image, s.created_at, s.ide_url);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rm(client: &Client, ids: &[String]) -> anyhow::Result<ExitCode> {
+    for id in ids {
+        client.delete(id).await.with_context(|| format!("removing {id}"))?;
+        println!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn exec(client: &Client, id: &str, cmd: Vec<String>, cwd: Option<String>, timeout: Option<u64>) -> anyhow::Result<ExitCode> {
+    let r = client.exec(id, &ExecBody { cmd, cwd, env: Default::default(), timeout_seconds: timeout }).await?;
+    std::io::stdout().write_all(r.stdout.as_bytes())?;
+    std::io::stderr().write_all(r.stderr.as_bytes())?;
+    if r.timed_out {
+        eprintln!("mayfly: command timed out");
+    }
+    Ok(match (r.exit_code, r.signal) {
+        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+        (None, Some(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        _ => ExitCode::from(255),
+    })
+}
+
+pub async fn ports(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let ports = client.ports(id).await?;
+    if ports.is_empty() {
+        println!("no listening ports in {id}");
+    }
+    for p in ports {
+        println!("{:<6} {:<8} {}", p.port, format!("{:?}", p.visibility).to_lowercase(), p.url);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn shell(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let (cols, rows) = terminal::size();
+    let mut req = client.pty_url(id, cols, rows).into_client_request()?;
+    req.headers_mut().insert("authorization", format!("Bearer {}", client.token()).parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .with_context(|| format!("opening a terminal in session {id}"))?;
+    let (mut sink, mut stream) = ws.split();
+    let (in_tx, mut in_rx) = mpsc::channel::<TermInput>(64);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let pump_in = tokio::spawn(async move {
+        while let Some(i) = in_rx.recv().await {
+            let msg = match i {
+                TermInput::Data(d) => Message::Binary(d),
+                TermInput::Resize { cols, rows } => {
+                    Message::Text(serde_json::to_string(&PtyControl::Resize { cols, rows }).expect("json"))
+                }
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let pump_out = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Binary(b) => {
+                    if out_tx.send(b.into()).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+    terminal::run(in_tx, out_rx).await?;
+    pump_in.abort();
+    pump_out.abort();
+    Ok(ExitCode::SUCCESS)
+}
