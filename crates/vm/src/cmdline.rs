@@ -26,6 +26,18 @@ pub struct QemuArgs {
     pub initrd: PathBuf,
     pub cmdline: String,
     pub sandbox: bool,
+    pub memory: MemoryBacking,
+}
+
+/// Where guest RAM lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryBacking {
+    /// Anonymous memory (a plain cold boot).
+    Anonymous,
+    /// RAM in a file mapped shared: the template VM whose RAM *is* the snapshot.
+    TemplateFile(PathBuf),
+    /// A clone: the template's RAM file mapped private (copy-on-write), state from `-incoming`.
+    CloneOf(PathBuf),
 }
 
 pub fn build(a: &QemuArgs, run: &RunDir) -> Vec<OsString> {
@@ -34,7 +46,19 @@ pub fn build(a: &QemuArgs, run: &RunDir) -> Vec<OsString> {
     push("-name".into());
     push(format!("mayfly-{},debug-threads=off", a.id));
     push("-M".into());
-    push(a.machine.clone());
+    match &a.memory {
+        MemoryBacking::Anonymous => push(a.machine.clone()),
+        MemoryBacking::TemplateFile(path) | MemoryBacking::CloneOf(path) => {
+            let share = if matches!(a.memory, MemoryBacking::TemplateFile(_)) { "on" } else { "off" };
+            push(format!("{},memory-backend=mem", a.machine));
+            push("-object".into());
+            push(format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share={share}",
+                a.memory_mib,
+                qemu_escape(&path.display().to_string())
+            ));
+        }
+    }
     push("-accel".into());
     match a.accel {
         Accel::Tcg => push(format!("tcg,tb-size={}", a.tcg_tb_size_mib)),
@@ -83,6 +107,10 @@ pub fn build(a: &QemuArgs, run: &RunDir) -> Vec<OsString> {
     push(format!("unix:{},server=on,wait=off", qemu_escape(&run.qmp().display().to_string())));
     push("-nic".into());
     push("none".into());
+    if matches!(a.memory, MemoryBacking::CloneOf(_)) {
+        push("-incoming".into());
+        push("defer".into());
+    }
     if a.sandbox {
         push("-sandbox".into());
         push("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into());
@@ -111,6 +139,7 @@ mod tests {
             initrd: "/img/initrd.img".into(),
             cmdline: "console=ttyS0 quiet".into(),
             sandbox: true,
+            memory: MemoryBacking::Anonymous,
         }
     }
 
@@ -153,6 +182,20 @@ mod tests {
     fn commas_in_paths_are_escaped() {
         let s = joined(&args(Accel::Tcg), "/data,dir");
         assert!(s.contains("file=/data,,dir/abc123/overlay.qcow2,"), "{s}");
+    }
+
+    #[test]
+    fn template_and_clone_memory() {
+        let mut a = args(Accel::Tcg);
+        a.memory = MemoryBacking::TemplateFile("/t/mem".into());
+        let s = joined(&a, "/v");
+        assert!(s.contains("-M q35,memory-backend=mem -object memory-backend-file,id=mem,size=512M,mem-path=/t/mem,share=on"), "{s}");
+        assert!(!s.contains("-incoming"));
+        a.memory = MemoryBacking::CloneOf("/t/mem".into());
+        let s = joined(&a, "/v");
+        assert!(s.contains("mem-path=/t/mem,share=off"), "{s}");
+        assert!(s.contains("-incoming defer"), "{s}");
+        assert!(!joined(&args(Accel::Tcg), "/v").contains("memory-backend"));
     }
 
     #[test]

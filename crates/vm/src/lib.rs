@@ -13,6 +13,7 @@ pub mod cmdline;
 pub mod qemu;
 pub mod qmp;
 pub mod rundir;
+pub mod snapshot;
 
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -85,6 +86,8 @@ pub enum VmError {
     },
     #[error("accelerator: {0}")]
     Accel(String),
+    #[error("snapshot {dir}: {reason}")]
+    Snapshot { dir: String, reason: String },
 }
 
 #[async_trait]
@@ -94,6 +97,10 @@ pub trait VmBackend: Send + Sync {
 
     /// Boots a fresh VM and returns once its guest daemon answered.
     async fn create(&self, spec: VmSpec) -> Result<Arc<dyn Vm>, VmError>;
+
+    /// Starts a clone of a template snapshot (memory and disk) and returns once its guest daemon
+    /// answered and its identity (clock, RNG, hostname, machine id) was refreshed.
+    async fn restore(&self, spec: VmSpec, template: &snapshot::Template) -> Result<Arc<dyn Vm>, VmError>;
 }
 
 #[async_trait]

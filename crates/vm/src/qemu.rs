@@ -8,7 +8,8 @@
 use crate::accel::{self, Accel, AccelSetting, HostVirt};
 use crate::channel::GuestChannel;
 use crate::cleanup::Cleanup;
-use crate::cmdline::{self, QemuArgs};
+use crate::cmdline::{self, MemoryBacking, QemuArgs};
+use crate::snapshot::Template;
 use crate::qmp::Qmp;
 use crate::rundir::{RunDir, VmRecord};
 use crate::{ExitInfo, Vm, VmBackend, VmError, VmSpec};
@@ -59,8 +60,10 @@ impl QemuConfig {
 }
 
 pub struct QemuBackend {
-    cfg: QemuConfig,
+    pub(crate) cfg: QemuConfig,
     accel: Accel,
+    /// `qemu-system-x86_64 --version`, recorded in templates.
+    pub(crate) qemu_version: String,
 }
 
 impl QemuBackend {
@@ -78,8 +81,13 @@ impl QemuBackend {
         let accel = accel::resolve(cfg.accel, HostVirt::probe()).map_err(VmError::Accel)?;
         std::fs::create_dir_all(&cfg.state_dir)
             .map_err(|source| VmError::Io { vm: "-".into(), step: "creating the VM state directory", source })?;
-        tracing::info!(?accel, state_dir = %cfg.state_dir.display(), "QEMU backend ready");
-        Ok(Self { cfg, accel })
+        let qemu_version = std::process::Command::new(&cfg.binary)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        tracing::info!(?accel, qemu = %qemu_version, state_dir = %cfg.state_dir.display(), "QEMU backend ready");
+        Ok(Self { cfg, accel, qemu_version })
     }
 
     pub fn accel(&self) -> Accel {
@@ -118,36 +126,53 @@ impl QemuBackend {
         remove_dir(&run.dir);
     }
 
-    async fn create_overlay(&self, spec: &VmSpec, run: &RunDir) -> Result<(), VmError> {
+    async fn create_overlay(&self, vm: &str, backing: &Path, size: Option<u64>, run: &RunDir) -> Result<(), VmError> {
         let mut cmd = Command::new(&self.cfg.qemu_img);
-        cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(&spec.base_disk)
-            .arg(run.overlay());
-        if let Some(size) = spec.disk_size_bytes {
+        cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(backing).arg(run.overlay());
+        if let Some(size) = size {
             cmd.arg(size.to_string());
         }
         let out = cmd
             .output()
             .await
-            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "running qemu-img", source })?;
+            .map_err(|source| VmError::Io { vm: vm.to_string(), step: "running qemu-img", source })?;
         if !out.status.success() {
-            return Err(VmError::QemuImg { vm: spec.id.clone(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+            return Err(VmError::QemuImg { vm: vm.to_string(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
         }
         Ok(())
     }
 }
 
-#[async_trait]
-impl VmBackend for QemuBackend {
-    fn name(&self) -> &'static str {
-        "qemu"
-    }
+/// How a VM process starts.
+pub(crate) enum Launch<'a> {
+    /// Cold boot from the image's kernel and base disk.
+    Boot,
+    /// Cold boot with RAM in a shared file, to be saved as a template.
+    Template { mem: PathBuf },
+    /// Restore of a template: private copy-on-write RAM, device state from `-incoming`.
+    Clone(&'a Template),
+}
 
-    async fn create(&self, spec: VmSpec) -> Result<Arc<dyn Vm>, VmError> {
+/// A spawned VM process that is not yet known to be healthy.
+pub(crate) struct Launched {
+    pub pid: u32,
+    pub run: RunDir,
+    pub exit_rx: watch::Receiver<Option<ExitInfo>>,
+    pub stop_requested: Arc<AtomicBool>,
+    pub started: Instant,
+    pub channel: GuestChannel,
+}
+
+impl QemuBackend {
+    pub(crate) async fn launch(&self, spec: &VmSpec, mode: &Launch<'_>) -> Result<(Launched, Cleanup), VmError> {
         if !crate::valid_id(&spec.id) {
-            return Err(VmError::InvalidId(spec.id));
+            return Err(VmError::InvalidId(spec.id.clone()));
         }
-        for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd), ("base disk", &spec.base_disk)] {
+        let backing = match mode {
+            Launch::Clone(t) => t.disk(),
+            _ => spec.base_disk.clone(),
+        };
+        for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd), ("base disk", &backing)] {
             if !path.exists() {
                 return Err(VmError::Missing {
                     what: format!("image {} {what}", spec.image),
@@ -161,13 +186,17 @@ impl VmBackend for QemuBackend {
         let mut cleanup = Cleanup::new();
         match std::fs::create_dir(&run.dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(VmError::Exists(spec.id)),
-            Err(source) => return Err(VmError::Io { vm: spec.id, step: "creating the run directory", source }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(VmError::Exists(spec.id.clone())),
+            Err(source) => return Err(VmError::Io { vm: spec.id.clone(), step: "creating the run directory", source }),
         }
         let dir = run.dir.clone();
         cleanup.push("run directory", move || remove_dir(&dir));
 
-        self.create_overlay(&spec, &run).await?;
+        let size = match mode {
+            Launch::Clone(_) => None,
+            _ => spec.disk_size_bytes,
+        };
+        self.create_overlay(&spec.id, &backing, size, &run).await?;
 
         let args = QemuArgs {
             id: spec.id.clone(),
@@ -180,6 +209,11 @@ impl VmBackend for QemuBackend {
             initrd: spec.initrd.clone(),
             cmdline: spec.cmdline.clone(),
             sandbox: self.cfg.sandbox,
+            memory: match mode {
+                Launch::Boot => MemoryBacking::Anonymous,
+                Launch::Template { mem } => MemoryBacking::TemplateFile(mem.clone()),
+                Launch::Clone(t) => MemoryBacking::CloneOf(t.mem()),
+            },
         };
         let stderr = std::fs::File::create(run.dir.join("qemu.log"))
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating qemu.log", source })?;
@@ -231,24 +265,62 @@ impl VmBackend for QemuBackend {
             tracing::info!(vm = %vm_id, exit = %info, requested = info.requested, "VM process exited");
             let _ = exit_tx.send(Some(info));
         });
-
         let channel = GuestChannel::new(&spec.id, &run.channel(), self.cfg.boot_timeout);
-        if let Err(reason) = wait_ready(&run, &channel, exit_rx.clone(), self.cfg.boot_timeout).await {
-            let mut console = run.console_tail(3000);
-            let qemu_log = crate::rundir::console_tail(&run.dir.join("qemu.log"), 2000);
-            if !qemu_log.trim().is_empty() {
-                console.push_str("\n--- qemu stderr ---\n");
-                console.push_str(qemu_log.trim());
-            }
-            kill(pid);
-            let mut rx = exit_rx.clone();
-            let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|e| e.is_some())).await;
-            return Err(VmError::Boot { vm: spec.id, reason, console });
+        Ok((Launched { pid, run, exit_rx, stop_requested, started, channel }, cleanup))
+    }
+
+    /// Waits for the guest daemon; on failure kills QEMU and returns a boot error with the console.
+    pub(crate) async fn ready(&self, spec: &VmSpec, l: &Launched) -> Result<(), VmError> {
+        if let Err(reason) = wait_ready(&l.run, &l.channel, l.exit_rx.clone(), self.cfg.boot_timeout).await {
+            return Err(self.boot_error(spec, l, reason).await);
         }
-        let boot_time = started.elapsed();
-        tracing::info!(vm = %spec.id, pid, boot_ms = boot_time.as_millis() as u64, accel = ?self.accel, "VM ready");
+        Ok(())
+    }
+
+    pub(crate) async fn boot_error(&self, spec: &VmSpec, l: &Launched, reason: String) -> VmError {
+        let mut console = l.run.console_tail(3000);
+        let qemu_log = crate::rundir::console_tail(&l.run.dir.join("qemu.log"), 2000);
+        if !qemu_log.trim().is_empty() {
+            console.push_str("\n--- qemu stderr ---\n");
+            console.push_str(qemu_log.trim());
+        }
+        kill(l.pid);
+        let mut rx = l.exit_rx.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|e| e.is_some())).await;
+        VmError::Boot { vm: spec.id.clone(), reason, console }
+    }
+
+    pub(crate) fn finish(&self, l: Launched, cleanup: Cleanup) -> Arc<dyn Vm> {
+        let boot_time = l.started.elapsed();
+        tracing::info!(vm = %l.run.dir.display(), pid = l.pid, boot_ms = boot_time.as_millis() as u64, accel = ?self.accel, "VM ready");
         cleanup.disarm();
-        Ok(Arc::new(QemuVm { id: spec.id, pid, run, channel, exit_rx, stop_requested, boot_time }))
+        let id = l.run.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Arc::new(QemuVm {
+            id,
+            pid: l.pid,
+            run: l.run,
+            channel: l.channel,
+            exit_rx: l.exit_rx,
+            stop_requested: l.stop_requested,
+            boot_time,
+        })
+    }
+}
+
+#[async_trait]
+impl VmBackend for QemuBackend {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn create(&self, spec: VmSpec) -> Result<Arc<dyn Vm>, VmError> {
+        let (launched, cleanup) = self.launch(&spec, &Launch::Boot).await?;
+        self.ready(&spec, &launched).await?;
+        Ok(self.finish(launched, cleanup))
+    }
+
+    async fn restore(&self, spec: VmSpec, template: &Template) -> Result<Arc<dyn Vm>, VmError> {
+        self.restore_clone(spec, template).await
     }
 }
 
@@ -367,14 +439,14 @@ impl Drop for QemuVm {
     }
 }
 
-fn kill(pid: u32) {
+pub(crate) fn kill(pid: u32) {
     // SAFETY: plain syscall; at worst the pid is gone (ESRCH), which is fine.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
     }
 }
 
-fn remove_dir(dir: &Path) {
+pub(crate) fn remove_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), "cannot remove run directory: {e}");

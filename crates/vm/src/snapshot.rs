@@ -1,0 +1,269 @@
+//! Template snapshots: a session is a restored clone of an already-booted VM, not a cold boot.
+//!
+//! The technique is VM templating (as Kata Containers does it): the template VM runs with its RAM
+//! in a file mapped *shared*, so when it is paused that file already is the memory snapshot; with
+//! the migration capability `x-ignore-shared` a `migrate` then saves only device state (≈ 0.3 MB).
+//! A clone maps the same RAM file *private* (copy-on-write: pages it never writes stay shared with
+//! every other clone through the page cache), loads the device state with `-incoming defer` +
+//! `migrate-incoming`, and continues. Its disk is a fresh qcow2 overlay on the template's frozen
+//! disk. After restore the guest daemon refreshes identity: clock, RNG seed, hostname, machine id.
+//!
+//! On-disk layout of a template directory (kept together; never mapped shared by a clone):
+//! ```text
+//! <dir>/mem            guest RAM (memory-backend-file)
+//! <dir>/state          device state (QEMU migration stream, RAM excluded)
+//! <dir>/disk.qcow2     the disk overlay the snapshot was taken with (frozen, read-only)
+//! <dir>/template.json  TemplateMeta: format, image key, QEMU version, sizing, timings
+//! ```
+//! A template whose recorded format, image key or QEMU version differ from the running ones is
+//! never restored: it is rebuilt.
+
+use crate::qemu::{remove_dir, Launch, QemuBackend};
+use crate::qmp::Qmp;
+use crate::{Vm, VmError, VmSpec};
+use mayfly_proto::msg::Identity;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bump when the template layout or the clone command line changes.
+pub const TEMPLATE_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateMeta {
+    pub format: u32,
+    pub image: String,
+    pub image_key: String,
+    pub qemu_version: String,
+    pub machine: String,
+    pub accel: crate::accel::Accel,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub cmdline: String,
+    pub created_at_unix: u64,
+    pub boot_ms: u64,
+    pub save_ms: u64,
+    pub state_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub dir: PathBuf,
+    pub meta: TemplateMeta,
+}
+
+impl Template {
+    pub fn mem(&self) -> PathBuf {
+        self.dir.join("mem")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+
+    pub fn open(dir: &Path) -> Result<Template, VmError> {
+        let err = |reason: String| VmError::Snapshot { dir: dir.display().to_string(), reason };
+        let data = std::fs::read(dir.join("template.json")).map_err(|e| err(format!("no template.json: {e}")))?;
+        let meta: TemplateMeta = serde_json::from_slice(&data).map_err(|e| err(format!("bad template.json: {e}")))?;
+        let t = Template { dir: dir.to_path_buf(), meta };
+        for f in [t.mem(), t.state(), t.disk()] {
+            if !f.exists() {
+                return Err(err(format!("{} is missing", f.display())));
+            }
+        }
+        Ok(t)
+    }
+
+    /// Why this template cannot be restored by `backend` for an image with `image_key`, if so.
+    pub fn incompatibility(&self, backend: &QemuBackend, image_key: &str) -> Option<String> {
+        let m = &self.meta;
+        if m.format != TEMPLATE_FORMAT {
+            return Some(format!("template format {} != {}", m.format, TEMPLATE_FORMAT));
+        }
+        if m.image_key != image_key {
+            return Some(format!("made from image {} but the image is now {}", m.image_key, image_key));
+        }
+        if m.qemu_version != backend.qemu_version {
+            return Some(format!("made with {:?} but QEMU is now {:?}", m.qemu_version, backend.qemu_version));
+        }
+        if m.accel != backend.accel() || m.machine != backend.cfg.machine {
+            return Some("made with another accelerator or machine type".into());
+        }
+        None
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn qmp(vm: &str, path: &Path) -> Result<Qmp, VmError> {
+    Qmp::connect(path).await.map_err(|source| VmError::Qmp { vm: vm.to_string(), source })
+}
+
+async fn qmp_exec(q: &mut Qmp, vm: &str, cmd: &str, args: Option<serde_json::Value>) -> Result<serde_json::Value, VmError> {
+    q.execute(cmd, args).await.map_err(|source| VmError::Qmp { vm: vm.to_string(), source })
+}
+
+/// Polls `query-migrate` until the migration completed (or failed).
+async fn wait_migration(q: &mut Qmp, vm: &str, timeout: Duration) -> Result<(), VmError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = qmp_exec(q, vm, "query-migrate", None).await?;
+        match v["status"].as_str().unwrap_or("") {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                let why = v["error-desc"].as_str().unwrap_or("no detail").to_string();
+                return Err(VmError::Snapshot { dir: vm.to_string(), reason: format!("migration failed: {why}") });
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(VmError::Snapshot { dir: vm.to_string(), reason: "migration timed out".into() });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn ignore_shared() -> serde_json::Value {
+    serde_json::json!({ "capabilities": [ { "capability": "x-ignore-shared", "state": true } ] })
+}
+
+impl QemuBackend {
+    /// Boots `spec` with file-backed RAM, waits for the guest daemon, and saves a template into
+    /// `dir` (replacing any old one atomically).
+    pub async fn create_template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(parent).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template dir", source })?;
+        let tmp = parent.join(format!(".{}.tmp-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("template"), std::process::id()));
+        remove_dir(&tmp);
+        std::fs::create_dir(&tmp).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template dir", source })?;
+        let result = self.save_template(&spec, image_key, &tmp).await;
+        match result {
+            Ok(meta) => {
+                let old = parent.join(format!(".{}.old-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("t"), std::process::id()));
+                if dir.exists() {
+                    let _ = std::fs::rename(dir, &old);
+                }
+                std::fs::rename(&tmp, dir).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "publishing the template", source })?;
+                remove_dir(&old);
+                Ok(Template { dir: dir.to_path_buf(), meta })
+            }
+            Err(e) => {
+                remove_dir(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    async fn save_template(&self, spec: &VmSpec, image_key: &str, tmp: &Path) -> Result<TemplateMeta, VmError> {
+        let (launched, cleanup) = self.launch(spec, &Launch::Template { mem: tmp.join("mem") }).await?;
+        self.ready(spec, &launched).await?;
+        let boot_ms = launched.started.elapsed().as_millis() as u64;
+        // Let the guest settle (daemon start-up work, page cache of what it touched), then make
+        // its disk consistent with its memory.
+        let _ = launched.channel.exec(mayfly_proto::msg::ExecRequest { cmd: vec!["sync".into()], ..Default::default() }, 1024).await;
+        launched.channel.disconnect().await;
+        let t0 = Instant::now();
+        let mut q = qmp(&spec.id, &launched.run.qmp()).await?;
+        qmp_exec(&mut q, &spec.id, "migrate-set-capabilities", Some(ignore_shared())).await?;
+        qmp_exec(&mut q, &spec.id, "stop", None).await?;
+        let uri = format!("exec:cat > '{}'", tmp.join("state").display());
+        qmp_exec(&mut q, &spec.id, "migrate", Some(serde_json::json!({ "uri": uri }))).await?;
+        wait_migration(&mut q, &spec.id, Duration::from_secs(60)).await?;
+        let save_ms = t0.elapsed().as_millis() as u64;
+        let _ = qmp_exec(&mut q, &spec.id, "quit", None).await;
+        let mut rx = launched.exit_rx.clone();
+        if tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|e| e.is_some())).await.is_err() {
+            crate::qemu::kill(launched.pid);
+            let _ = rx.wait_for(|e| e.is_some()).await;
+        }
+        // The overlay the snapshot was taken with becomes the frozen disk of every clone.
+        std::fs::rename(launched.run.overlay(), tmp.join("disk.qcow2"))
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "keeping the template disk", source })?;
+        drop(cleanup); // removes the run dir
+        for f in ["disk.qcow2", "state"] {
+            set_readonly(&tmp.join(f));
+        }
+        let state_bytes = std::fs::metadata(tmp.join("state")).map(|m| m.len()).unwrap_or(0);
+        let meta = TemplateMeta {
+            format: TEMPLATE_FORMAT,
+            image: spec.image.clone(),
+            image_key: image_key.to_string(),
+            qemu_version: self.qemu_version.clone(),
+            machine: self.cfg.machine.clone(),
+            accel: self.accel(),
+            memory_mib: spec.memory_mib,
+            vcpus: spec.vcpus,
+            cmdline: spec.cmdline.clone(),
+            created_at_unix: unix_now(),
+            boot_ms,
+            save_ms,
+            state_bytes,
+        };
+        std::fs::write(tmp.join("template.json"), serde_json::to_vec_pretty(&meta).expect("json"))
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "writing template.json", source })?;
+        tracing::info!(image = %spec.image, boot_ms, save_ms, state_bytes, "template saved");
+        Ok(meta)
+    }
+
+    /// Starts a clone of `template` as VM `spec.id` (sizing comes from the template).
+    pub(crate) async fn restore_clone(&self, mut spec: VmSpec, template: &Template) -> Result<Arc<dyn Vm>, VmError> {
+        if let Some(why) = template.incompatibility(self, &template.meta.image_key) {
+            return Err(VmError::Snapshot { dir: template.dir.display().to_string(), reason: why });
+        }
+        spec.memory_mib = template.meta.memory_mib;
+        spec.vcpus = template.meta.vcpus;
+        spec.cmdline = template.meta.cmdline.clone();
+        let (launched, cleanup) = self.launch(&spec, &Launch::Clone(template)).await?;
+        let restore = async {
+            // QEMU creates the QMP socket during start-up.
+            let mut tries = 0;
+            while !launched.run.qmp().exists() && tries < 5000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                tries += 1;
+            }
+            let mut q = qmp(&spec.id, &launched.run.qmp()).await?;
+            qmp_exec(&mut q, &spec.id, "migrate-set-capabilities", Some(ignore_shared())).await?;
+            let uri = format!("exec:cat '{}'", template.state().display());
+            qmp_exec(&mut q, &spec.id, "migrate-incoming", Some(serde_json::json!({ "uri": uri }))).await?;
+            wait_migration(&mut q, &spec.id, Duration::from_secs(60)).await?;
+            qmp_exec(&mut q, &spec.id, "cont", None).await?;
+            Ok::<(), VmError>(())
+        };
+        if let Err(e) = restore.await {
+            return Err(self.boot_error(&spec, &launched, format!("restore failed: {e}")).await);
+        }
+        self.ready(&spec, &launched).await?;
+        let identity = Identity {
+            hostname: Some(spec.id.clone()),
+            machine_id: Some(hex::encode(rand_bytes::<16>())),
+            unix_time_ns: Some(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+            ),
+            rng_seed_hex: Some(hex::encode(rand_bytes::<64>())),
+        };
+        if let Err(e) = launched.channel.set_identity(identity).await {
+            return Err(self.boot_error(&spec, &launched, format!("identity refresh failed: {e}")).await);
+        }
+        Ok(self.finish(launched, cleanup))
+    }
+}
+
+fn set_readonly(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o444));
+}
+
+/// Entropy from the host kernel.
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b
+}
