@@ -1,1 +1,49 @@
-//! placeholder
+//! `mayfly-guest`: the daemon inside every Mayfly VM.
+//!
+//! Two modes share this crate:
+//!
+//! * [`init`] — PID 1 after the initramfs `switch_root`: mounts the pseudo file systems, brings up
+//!   loopback, grows the root file system, supervises the daemon and reaps every zombie.
+//! * [`serve`] — the daemon: serves the host↔guest channel ([`mayfly_proto::mux`]) over the
+//!   virtio-serial port (or a Unix socket in tests) and runs one task per stream.
+//!
+//! Each stream op lives in its own module: [`exec`], [`pty`] (with [`terminal`] and
+//! [`scrollback`]), [`files`] and [`transfer`], [`ports`], [`tunnel`], [`info`], [`identity`].
+//! The byte transport and its reconnect rules live in [`transport`].
+
+pub mod boot;
+pub mod exec;
+pub mod files;
+pub mod identity;
+pub mod info;
+pub mod init;
+pub mod ports;
+pub mod pty;
+pub mod scrollback;
+pub mod serve;
+pub mod terminal;
+pub mod transfer;
+pub mod transport;
+pub mod tunnel;
+
+/// Directory commands start in when the host names none: root's home, or `/` if it is missing.
+pub(crate) fn default_cwd() -> std::path::PathBuf {
+    let home = std::path::PathBuf::from("/root");
+    if home.is_dir() {
+        home
+    } else {
+        std::path::PathBuf::from("/")
+    }
+}
+
+/// `error: cause: cause…`, for one-line logs.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

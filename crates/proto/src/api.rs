@@ -143,3 +143,28 @@ pub enum PtyControl {
 pub struct Login {
     pub token: String,
 }
+
+/// Text frame the server sends on the PTY WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PtyNotice {
+    /// The terminal's process ended; the server closes the socket next.
+    Exit {
+        code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    /// A control frame was refused, or the terminal stream failed.
+    Error { message: String },
+}
+
+/// One built image (`GET /api/v1/images`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub description: String,
+    /// RFC 3339.
+    pub built_at: String,
+    /// Bytes on disk (kernel, initrd, base disk).
+    pub size_bytes: u64,
+}

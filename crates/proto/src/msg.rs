@@ -12,6 +12,9 @@
 //! | `watch_ports` | — | CTRL `ports` (full set) on every change |
 //! | `tunnel` | DATA, EOF | CTRL `connected`, DATA, EOF |
 //!
+//! `list` may answer with several CTRL `list` messages before its EOF (a frame carries at most
+//! 64 KiB); the host concatenates their entries.
+//!
 //! Any failure is a CTRL `error` followed by EOF (or a RESET with a reason).
 
 use serde::{Deserialize, Serialize};
@@ -95,7 +98,7 @@ pub struct Identity {
     pub machine_id: Option<String>,
     /// Wall clock to set, nanoseconds since the Unix epoch.
     #[serde(default)]
-    pub unix_time_ns: Option<u128>,
+    pub unix_time_ns: Option<u64>,
     /// Hex-encoded entropy to credit to the kernel RNG.
     #[serde(default)]
     pub rng_seed_hex: Option<String>,
@@ -167,7 +170,9 @@ pub enum Ctrl {
         timed_out: bool,
     },
     Ok,
-    Stat(FileInfo),
+    /// On the wire `{"type":"stat","info":{…}}`: inlined, FileInfo's own `type` field would
+    /// collide with this enum's tag and the message could not be decoded.
+    Stat(#[serde(with = "stat_wire")] FileInfo),
     List { entries: Vec<FileInfo> },
     File { size: u64, mode: u32 },
     Ports { ports: Vec<ListenPort> },
@@ -177,6 +182,24 @@ pub enum Ctrl {
     // host → guest
     Resize { cols: u16, rows: u16 },
     Signal { signal: i32 },
+}
+
+mod stat_wire {
+    use super::FileInfo;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire<T> {
+        info: T,
+    }
+
+    pub fn serialize<S: Serializer>(info: &FileInfo, s: S) -> Result<S::Ok, S::Error> {
+        Wire { info }.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FileInfo, D::Error> {
+        Ok(Wire::<FileInfo>::deserialize(d)?.info)
+    }
 }
 
 impl Ctrl {
@@ -232,6 +255,16 @@ mod tests {
         let c = Ctrl::Exit { code: Some(3), signal: None, timed_out: false };
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Ctrl>(&s).unwrap(), c);
+        let stat = Ctrl::Stat(FileInfo {
+            name: "a".into(),
+            path: "/a".into(),
+            kind: FileType::File,
+            size: 1,
+            mode: 0o644,
+            modified: 2,
+        });
+        let s = serde_json::to_string(&stat).unwrap();
+        assert_eq!(serde_json::from_str::<Ctrl>(&s).unwrap(), stat, "{s}");
         let e = Ctrl::io_error("/nope", &std::io::Error::from(std::io::ErrorKind::NotFound));
         assert!(matches!(e, Ctrl::Error { kind: ErrorKind::NotFound, .. }));
     }

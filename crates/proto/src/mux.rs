@@ -248,8 +248,8 @@ impl Shared {
         let credit = Credit::new(INITIAL_WINDOW);
         self.streams.lock().expect("streams lock").insert(id, StreamSlot { tx, credit: credit.clone() });
         Stream {
-            tx: StreamSender { id, shared: self.clone(), credit },
-            rx: StreamReceiver { id, shared: self.clone(), rx, consumed: 0, eof_seen: false, reset_seen: false },
+            tx: StreamSender { id, shared: self.clone(), credit: credit.clone() },
+            rx: StreamReceiver { id, shared: self.clone(), rx, credit, consumed: 0, eof_seen: false, reset_seen: false },
         }
     }
 
@@ -513,6 +513,8 @@ pub struct StreamReceiver {
     id: u32,
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Event>,
+    /// Identifies this stream's slot: after a peer restart a new stream may reuse the id.
+    credit: Arc<Credit>,
     consumed: u32,
     eof_seen: bool,
     reset_seen: bool,
@@ -543,7 +545,14 @@ impl StreamReceiver {
 
 impl Drop for StreamReceiver {
     fn drop(&mut self) {
-        let present = self.shared.streams.lock().expect("streams lock").contains_key(&self.id);
+        // Only this stream's own slot: after a peer restart the id may belong to a new stream.
+        let present = self
+            .shared
+            .streams
+            .lock()
+            .expect("streams lock")
+            .get(&self.id)
+            .is_some_and(|slot| Arc::ptr_eq(&slot.credit, &self.credit));
         if present && !self.reset_seen {
             // The consumer is gone: the peer must stop sending. If the peer already finished
             // (EOF), a RESET is still right: it frees the peer's slot for this stream.

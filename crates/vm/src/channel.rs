@@ -163,10 +163,16 @@ impl GuestChannel {
         }
     }
 
+    /// Lists a directory. Large directories arrive as several `List` messages, then EOF.
     pub async fn list(&self, path: &str) -> Result<Vec<FileInfo>, ChannelError> {
-        match self.call(&OpenRequest::List { path: path.into() }).await? {
-            Ctrl::List { entries } => Ok(entries),
-            other => Err(ChannelError::Protocol(format!("list: unexpected {other:?}"))),
+        let mut s = self.open(&OpenRequest::List { path: path.into() }).await?;
+        let mut all = Vec::new();
+        loop {
+            match s.recv().await {
+                Event::Ctrl(Ctrl::List { entries }) => all.extend(entries),
+                Event::Eof => return Ok(all),
+                ev => return Err(reply_error(ev)),
+            }
         }
     }
 

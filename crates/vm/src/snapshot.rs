@@ -171,9 +171,27 @@ impl QemuBackend {
         let mut q = qmp(&spec.id, &launched.run.qmp()).await?;
         qmp_exec(&mut q, &spec.id, "migrate-set-capabilities", Some(ignore_shared())).await?;
         qmp_exec(&mut q, &spec.id, "stop", None).await?;
-        let uri = format!("exec:cat > '{}'", tmp.join("state").display());
+        // QEMU runs under `-sandbox on,spawn=deny`, so `exec:` migration is out: it connects to
+        // a socket of ours instead and we write the stream to the file.
+        let sock = launched.run.dir.join("migrate.sock");
+        let listener = tokio::net::UnixListener::bind(&sock)
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "binding the migration socket", source })?;
+        let state_path = tmp.join("state");
+        let writer = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await?;
+            let mut file = tokio::fs::File::create(&state_path).await?;
+            tokio::io::copy(&mut conn, &mut file).await?;
+            tokio::io::AsyncWriteExt::flush(&mut file).await?;
+            Ok::<(), std::io::Error>(())
+        });
+        let uri = format!("unix:{}", sock.display());
         qmp_exec(&mut q, &spec.id, "migrate", Some(serde_json::json!({ "uri": uri }))).await?;
         wait_migration(&mut q, &spec.id, Duration::from_secs(60)).await?;
+        match tokio::time::timeout(Duration::from_secs(30), writer).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(source))) => return Err(VmError::Io { vm: spec.id.clone(), step: "writing the device state", source }),
+            _ => return Err(VmError::Snapshot { dir: tmp.display().to_string(), reason: "device state writer failed".into() }),
+        }
         let save_ms = t0.elapsed().as_millis() as u64;
         let _ = qmp_exec(&mut q, &spec.id, "quit", None).await;
         let mut rx = launched.exit_rx.clone();
@@ -220,16 +238,30 @@ impl QemuBackend {
         spec.cmdline = template.meta.cmdline.clone();
         let (launched, cleanup) = self.launch(&spec, &Launch::Clone(template)).await?;
         let restore = async {
-            // QEMU creates the QMP socket during start-up.
-            let mut tries = 0;
-            while !launched.run.qmp().exists() && tries < 5000 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                tries += 1;
-            }
-            let mut q = qmp(&spec.id, &launched.run.qmp()).await?;
+            // QEMU creates the QMP socket during start-up (bind before listen: retry briefly).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut q = loop {
+                match qmp(&spec.id, &launched.run.qmp()).await {
+                    Ok(q) => break q,
+                    Err(e) if Instant::now() > deadline || launched.exit_rx.borrow().is_some() => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            };
             qmp_exec(&mut q, &spec.id, "migrate-set-capabilities", Some(ignore_shared())).await?;
-            let uri = format!("exec:cat '{}'", template.state().display());
+            // QEMU listens on a socket of ours (no `exec:` under the sandbox); we feed the file.
+            let sock = launched.run.dir.join("migrate.sock");
+            let uri = format!("unix:{}", sock.display());
             qmp_exec(&mut q, &spec.id, "migrate-incoming", Some(serde_json::json!({ "uri": uri }))).await?;
+            let mut conn = tokio::net::UnixStream::connect(&sock)
+                .await
+                .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "connecting to the migration socket", source })?;
+            let mut file = tokio::fs::File::open(template.state())
+                .await
+                .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "opening the device state", source })?;
+            tokio::io::copy(&mut file, &mut conn)
+                .await
+                .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "sending the device state", source })?;
+            drop(conn);
             wait_migration(&mut q, &spec.id, Duration::from_secs(60)).await?;
             qmp_exec(&mut q, &spec.id, "cont", None).await?;
             Ok::<(), VmError>(())
@@ -242,7 +274,7 @@ impl QemuBackend {
             hostname: Some(spec.id.clone()),
             machine_id: Some(hex::encode(rand_bytes::<16>())),
             unix_time_ns: Some(
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
             ),
             rng_seed_hex: Some(hex::encode(rand_bytes::<64>())),
         };

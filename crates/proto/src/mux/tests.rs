@@ -180,3 +180,27 @@ async fn closing_ends_open_and_accept() {
     assert!(h.open(&exec("x")).await.is_err());
     assert!(g.accept().await.is_none(), "peer sees the connection end");
 }
+
+#[tokio::test]
+async fn stale_receiver_does_not_close_a_reused_stream_id() {
+    let (a, b) = duplex(64 * 1024);
+    let (ar, mut aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let guest = tokio::spawn(Mux::connect(br, bw, Role::Guest));
+    let hello = serde_json::to_vec(&own_hello(Role::Host, false)).unwrap();
+    let open1 = |cmd| Frame::new(FrameType::Open, 1, serde_json::to_vec(&exec(cmd)).unwrap()).to_bytes();
+    aw.write_all(&Frame::new(FrameType::Hello, 0, hello.clone()).to_bytes()).await.unwrap();
+    aw.write_all(&open1("old")).await.unwrap();
+    let g = guest.await.unwrap().unwrap();
+    let (_, mut old) = g.accept().await.unwrap();
+    // The host restarts and reuses stream id 1 before the old stream's task let go of it.
+    aw.write_all(&Frame::new(FrameType::Hello, 0, hello).to_bytes()).await.unwrap();
+    assert!(matches!(old.recv().await, Event::Reset(_)));
+    aw.write_all(&open1("new")).await.unwrap();
+    let (req, mut new) = g.accept().await.unwrap();
+    assert_eq!(req, exec("new"));
+    drop(old);
+    aw.write_all(&Frame::new(FrameType::Data, 1, &b"still mine"[..]).to_bytes()).await.unwrap();
+    assert_eq!(new.recv().await, Event::Data { fd: 0, data: Bytes::from_static(b"still mine") });
+    drop(ar);
+}

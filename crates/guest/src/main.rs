@@ -1,0 +1,86 @@
+//! `mayfly-guest`: `init` (PID 1 in the VM) or `daemon` (the host channel server).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mayfly_guest::serve::{self, Daemon};
+use mayfly_guest::transport::{Listener, Port};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "mayfly-guest", version, about = "Mayfly in-VM guest daemon")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run as PID 1: mount, set up, supervise the daemon, reap zombies.
+    Init {
+        /// Do not grow the root file system (tests run init in namespaces on a real host).
+        #[arg(long, hide = true)]
+        no_resize: bool,
+    },
+    /// Serve the host channel.
+    Daemon(DaemonArgs),
+}
+
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// Name of the virtio-serial port to serve (from /sys/class/virtio-ports/*/name).
+    #[arg(long, default_value = "mayfly.0")]
+    port_name: String,
+    /// Serve on this Unix socket instead of the virtio port (one connection at a time; tests).
+    #[arg(long, value_name = "PATH")]
+    unix_listen: Option<PathBuf>,
+    /// Seconds a detached persistent terminal lives before it is hung up.
+    #[arg(long, default_value_t = 3600, hide = true)]
+    terminal_idle_secs: u64,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}
+
+fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async {
+        let daemon = Daemon::new(Duration::from_secs(args.terminal_idle_secs));
+        let listener = match &args.unix_listen {
+            Some(path) => Listener::unix(path)?,
+            None => Listener::Port(Port::open(&args.port_name).await?),
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "daemon ready");
+        serve::run(listener, daemon).await;
+        Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let res = match cli.mode {
+        Mode::Init { no_resize } => mayfly_guest::init::run(!no_resize).map(|_| ()).map_err(anyhow::Error::from),
+        Mode::Daemon(args) => daemon(args),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mayfly-guest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `watch_ports` streams: the set of listening TCP ports, sent in full at once and on every change.
+//!
+//! Source: `/proc/net/tcp` and `/proc/net/tcp6`, polled every [`POLL`]. Line grammar (after a
+//! header line; whitespace separated):
+//!
+//! ```text
+//! sl: local_address rem_address st tx_queue:rx_queue ...
+//! local_address = ADDR ":" PORT      PORT: 4 hex digits
+//! ADDR (tcp)    = 8 hex digits       one 32-bit word, printed in host byte order
+//! ADDR (tcp6)   = 32 hex digits      four 32-bit words, each printed in host byte order
+//! st            = 2 hex digits       0A = LISTEN
+//! ```
+//!
+//! A port is `loopback` when bound only to 127.0.0.0/8, `::1` or `::ffff:127.x.x.x`.
+
+use mayfly_proto::msg::{Ctrl, ListenPort};
+use mayfly_proto::mux::{Event, Stream};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(100);
+const TCP_LISTEN: &str = "0A";
+/// Keeps one CTRL `ports` message well under the 64 KiB frame limit.
+const MAX_PORTS: usize = 1000;
+
+/// Listening sockets in one `/proc/net/tcp{,6}` table. Lines that do not parse are skipped.
+pub fn parse_listeners(table: &str, ipv6: bool) -> Vec<ListenPort> {
+    table.lines().filter_map(|l| parse_line(l, ipv6)).collect()
+}
+
+fn parse_line(line: &str, ipv6: bool) -> Option<ListenPort> {
+    let mut fields = line.split_whitespace();
+    let _slot = fields.next()?;
+    let local = fields.next()?;
+    let _remote = fields.next()?;
+    if fields.next()? != TCP_LISTEN {
+        return None;
+    }
+    let (addr, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let loopback = if ipv6 {
+        let a = parse_v6(addr)?;
+        a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+    } else {
+        parse_v4(addr)?.is_loopback()
+    };
+    Some(ListenPort { port, ipv6, loopback })
+}
+
+fn word(hex: &str) -> Option<[u8; 4]> {
+    // The kernel prints each 32-bit word of the (network order) address as a host-order integer.
+    Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
+}
+
+fn parse_v4(hex: &str) -> Option<Ipv4Addr> {
+    (hex.len() == 8).then_some(())?;
+    Some(Ipv4Addr::from(word(hex)?))
+}
+
+fn parse_v6(hex: &str) -> Option<Ipv6Addr> {
+    (hex.len() == 32 && hex.is_ascii()).then_some(())?;
+    let mut bytes = [0u8; 16];
+    for i in 0..4 {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&word(&hex[i * 8..i * 8 + 8])?);
+    }
+    Some(Ipv6Addr::from(bytes))
+}
+
+/// The current sorted, deduplicated set of listening ports.
+pub fn current_listeners() -> Vec<ListenPort> {
+    let mut set = BTreeSet::new();
+    for (file, ipv6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        // tcp6 is missing when IPv6 is disabled.
+        if let Ok(table) = std::fs::read_to_string(file) {
+            set.extend(parse_listeners(&table, ipv6));
+        }
+    }
+    set.into_iter().take(MAX_PORTS).collect()
+}
+
+pub async fn serve(stream: Stream) {
+    let (tx, mut rx) = stream.split();
+    let mut last: Option<Vec<ListenPort>> = None;
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            ev = rx.recv() => match ev {
+                Event::Reset(_) => return,
+                _ => continue,
+            },
+        }
+        let ports = current_listeners();
+        if last.as_ref() != Some(&ports) {
+            if tx.send_ctrl(&Ctrl::Ports { ports: ports.clone() }).await.is_err() {
+                return;
+            }
+            last = Some(ports);
+        }
+    }
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+
+    fn lp(port: u16, ipv6: bool, loopback: bool) -> ListenPort {
+        ListenPort { port, ipv6, loopback }
+    }
+
+    #[test]
+    fn parses_ipv4_table() {
+        let table = [
+            HEADER,
+            "   0: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 21810 1 0000000000000000 100 0 0 10 0",
+            "   1: 0100007F:1388 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 21811 1 0000000000000000 100 0 0 10 0",
+            "   2: 0101007F:0035 00000000:0000 0A 00000000:00000000 00:00000000 00000000   101        0 15000 1 0000000000000000 100 0 0 10 5",
+            "   3: 0F02000A:0016 0202000A:C5B4 01 00000000:00000000 02:00096C4F 00000000     0        0 21999 2 0000000000000000 20 4 30 10 -1",
+            "   4: 0100007F:1388 0100007F:D2C6 01 00000000:00000000 00:00000000 00000000     0        0 22000 1 0000000000000000 20 4 30 10 -1",
+            "   5: 0100007F:1F90 0100007F:9C40 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000",
+            "garbage",
+            "   6: XYZ:1F40 00000000:0000 0A",
+        ]
+        .join("\n");
+        assert_eq!(
+            parse_listeners(&table, false),
+            vec![lp(8000, false, false), lp(5000, false, true), lp(53, false, true)],
+            "ESTABLISHED (01) and TIME_WAIT (06) sockets are not listeners"
+        );
+    }
+
+    #[test]
+    fn parses_ipv6_table() {
+        let table = [
+            HEADER,
+            "   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 30000 1 0000000000000000 100 0 0 10 0",
+            "   1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 30001 1 0000000000000000 100 0 0 10 0",
+            "   2: 0000000000000000FFFF00000100007F:2328 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 30002 1 0000000000000000 100 0 0 10 0",
+            "   3: 0000000000000000FFFF00000F02000A:2329 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 30003 1 0000000000000000 100 0 0 10 0",
+            "   4: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:E2A4 01 00000000:00000000 00:00000000 00000000     0        0 30004 1 0000000000000000 20 4 30 10 -1",
+        ]
+        .join("\n");
+        assert_eq!(
+            parse_listeners(&table, true),
+            vec![lp(3000, true, false), lp(8080, true, true), lp(9000, true, true), lp(9001, true, false)]
+        );
+    }
+
+    #[test]
+    fn addresses_decode_in_host_order() {
+        assert_eq!(parse_v4("0100007F"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(parse_v4("0F02000A"), Some(Ipv4Addr::new(10, 0, 2, 15)));
+        assert_eq!(parse_v4("7F"), None);
+        assert_eq!(parse_v6("00000000000000000000000001000000"), Some(Ipv6Addr::LOCALHOST));
+        assert_eq!(parse_v6("000080FE00000000FF0254520F0000FE").map(|a| a.segments()[0]), Some(0xfe80));
+    }
+
+    #[test]
+    fn reads_the_live_tables() {
+        // Whatever this machine listens on, the result is sorted and deduplicated.
+        let ports = current_listeners();
+        let mut sorted = ports.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(ports, sorted);
+    }
+}

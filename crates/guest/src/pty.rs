@@ -1,0 +1,128 @@
+//! `pty` streams: one attachment to a terminal ([`crate::terminal`]), and the registry of
+//! persistent terminals ([`Terminals`]) they attach to.
+//!
+//! Guest → host: CTRL `started {pid}`, the scrollback replay as DATA (re-attach only), live
+//! output as DATA, and CTRL `exit` + EOF when the shell exits. Host → guest: DATA (keys), CTRL
+//! `resize`, CTRL `signal` (delivered to the foreground job). Output and input run as two
+//! independent halves, so a shell blocked on output never stops keys (and the reverse), which
+//! would otherwise deadlock a large paste.
+
+use crate::exec::resolve_cwd;
+use crate::serve::finish;
+use crate::terminal::{Attachment, Output, PtyError, Terminal};
+use mayfly_proto::msg::{Ctrl, PtyRequest};
+use mayfly_proto::mux::{Event, MuxError, Stream};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// Registry of persistent terminals, by client-chosen id.
+pub struct Terminals {
+    map: Mutex<HashMap<String, Arc<Terminal>>>,
+    idle: Duration,
+}
+
+impl Terminals {
+    pub fn new(idle: Duration) -> Arc<Self> {
+        Arc::new(Terminals { map: Mutex::new(HashMap::new()), idle })
+    }
+
+    /// Attaches to terminal `req.terminal` (starting it if needed), or starts a private one.
+    pub fn open(self: &Arc<Self>, req: &PtyRequest, cwd: PathBuf) -> Result<Attachment, PtyError> {
+        let Some(id) = &req.terminal else {
+            return Ok(Terminal::spawn(req, cwd, None, Weak::new())?.1);
+        };
+        let mut map = self.map.lock().expect("terminals lock");
+        if let Some(t) = map.get(id) {
+            if let Some(a) = t.attach() {
+                t.resize(req.cols, req.rows);
+                return Ok(a);
+            }
+        }
+        let (t, a) = Terminal::spawn(req, cwd, Some(id.clone()), Arc::downgrade(self))?;
+        map.insert(id.clone(), t);
+        Ok(a)
+    }
+
+    pub(crate) fn remove(&self, id: &str, t: &Arc<Terminal>) {
+        let mut map = self.map.lock().expect("terminals lock");
+        if map.get(id).is_some_and(|x| Arc::ptr_eq(x, t)) {
+            map.remove(id);
+        }
+    }
+
+    /// Periodically hangs up terminals detached for longer than the idle timeout.
+    pub fn start_reaper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = (self.idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(reg) = weak.upgrade() else { return };
+                let idle: Vec<_> = reg
+                    .map
+                    .lock()
+                    .expect("terminals lock")
+                    .values()
+                    .filter(|t| t.idle_for() > reg.idle)
+                    .cloned()
+                    .collect();
+                for t in idle {
+                    tracing::info!(terminal = t.id.as_deref().unwrap_or(""), "hanging up idle terminal");
+                    t.hang_up();
+                }
+            }
+        });
+    }
+}
+
+pub async fn serve(req: PtyRequest, stream: Stream, terminals: &Arc<Terminals>) {
+    let (tx, mut rx) = stream.split();
+    let cwd = match resolve_cwd(req.cwd.as_deref()) {
+        Ok(c) => c,
+        Err(reply) => return finish(&tx, &reply).await,
+    };
+    let mut attachment = match terminals.open(&req, cwd) {
+        Ok(a) => a,
+        Err(e) => return finish(&tx, &e.to_ctrl()).await,
+    };
+    let term = attachment.terminal.clone();
+    let output = async {
+        tx.send_ctrl(&Ctrl::Started { pid: term.pid() }).await?;
+        let replay = std::mem::take(&mut attachment.replay);
+        if !replay.is_empty() {
+            tx.send_data(0, &replay).await?;
+        }
+        while let Some(out) = attachment.output.recv().await {
+            match out {
+                Output::Data(d) => tx.send_data(0, &d).await?,
+                Output::Exit(c) => {
+                    tx.send_ctrl(&c).await?;
+                    tx.send_eof().await?;
+                    break;
+                }
+            }
+        }
+        Ok::<(), MuxError>(())
+    };
+    let input = async {
+        loop {
+            match rx.recv().await {
+                Event::Data { data, .. } => {
+                    // A failed write means the shell is gone; the output half reports its exit.
+                    let _ = term.write_input(&data).await;
+                }
+                Event::Ctrl(Ctrl::Resize { cols, rows }) => term.resize(cols, rows),
+                Event::Ctrl(Ctrl::Signal { signal }) => term.signal(signal),
+                Event::Ctrl(_) | Event::Eof => {}
+                Event::Reset(_) => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = output => {}
+        () = input => {}
+    }
+    // Dropping the attachment detaches; a terminal without an id is hung up with it.
+}

@@ -1,0 +1,388 @@
+//! Byte transports the daemon serves the host channel over.
+//!
+//! * [`Port`] — the virtio-serial port inside the VM (`/dev/vportNpM`, found by its name in
+//!   `/sys/class/virtio-ports/*/name`). The port is opened once and kept for the life of the
+//!   daemon; each host connection gets a fresh reader/writer pair from [`Port::connection`].
+//! * A Unix socket listener (`--unix-listen`), one connection at a time; used by tests on the host.
+//!
+//! How the port reports the host (measured, and per `drivers/char/virtio_console.c`): `read()`
+//! returns 0 while the host side is not connected, blocks (or `EAGAIN`) while connected with no
+//! data; `write()` cannot proceed while the host is away. So the port is driven by two plain
+//! threads on a non-blocking fd, bridged to tokio:
+//!
+//! * the reader thread forwards bytes, and one `Hangup` per disconnect episode; while the host is
+//!   away it re-polls every 10 ms (never spins);
+//! * the writer thread performs writes in order and waits (10 ms steps) while the host is away.
+//!
+//! A connection has a generation number. Its reader returns EOF on a `Hangup` only after it saw
+//! bytes from the host (so a fresh connection waiting for the host's HELLO ignores the hangup that
+//! is still in effect). Starting a new connection bumps the generation: every reader and writer of
+//! the old one fails from then on, and a write the old connection left waiting for the host is
+//! abandoned instead of landing in the middle of the new conversation.
+//!
+//! This module does not know about frames; [`mayfly_proto::mux::Mux`] does.
+
+use bytes::{Buf, Bytes};
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where virtio-serial ports are listed, one directory per port with a `name` file.
+pub const VIRTIO_PORTS_DIR: &str = "/sys/class/virtio-ports";
+/// How often to look for the port while it has not appeared yet.
+const APPEAR_POLL: Duration = Duration::from_millis(20);
+/// Pause between reads (or write attempts) while the host side is not connected.
+const HOST_AWAY_POLL: Duration = Duration::from_millis(10);
+/// Largest chunk handed to the writer thread per `poll_write`.
+const MAX_WRITE: usize = 256 * 1024;
+/// Read chunk of the reader thread.
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks buffered between the reader thread and the connection.
+const READ_QUEUE: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot open virtio port {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on {path}")]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("accept failed")]
+    Accept(#[source] io::Error),
+}
+
+pub type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
+pub type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Source of host connections.
+pub enum Listener {
+    Port(Port),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds a Unix socket at `path`, replacing a stale socket file.
+    pub fn unix(path: &Path) -> Result<Self, TransportError> {
+        let _ = std::fs::remove_file(path);
+        let l = UnixListener::bind(path).map_err(|source| TransportError::Listen { path: path.into(), source })?;
+        Ok(Listener::Unix(l))
+    }
+
+    /// The byte stream of the next host connection.
+    pub async fn next(&mut self) -> Result<(BoxRead, BoxWrite), TransportError> {
+        match self {
+            Listener::Port(p) => {
+                let (r, w) = p.connection();
+                Ok((Box::new(r), Box::new(w)))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await.map_err(TransportError::Accept)?;
+                let (r, w) = s.into_split();
+                Ok((Box::new(r), Box::new(w)))
+            }
+        }
+    }
+
+    /// How long a connection may take to say HELLO. The port waits for the host forever; a
+    /// silent socket client must not block the next one.
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        match self {
+            Listener::Port(_) => None,
+            Listener::Unix(_) => Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Finds the device node of the virtio-serial port called `name` under `ports_dir`.
+pub fn find_port(ports_dir: &Path, name: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(ports_dir).ok()?;
+    for entry in entries.flatten() {
+        let Ok(n) = std::fs::read_to_string(entry.path().join("name")) else { continue };
+        if n.trim_end_matches(['\n', '\0']) == name {
+            return Some(Path::new("/dev").join(entry.file_name()));
+        }
+    }
+    None
+}
+
+enum PortEvent {
+    Data(Bytes),
+    /// `read()` returned 0: the host side went away.
+    Hangup,
+}
+
+struct WriteReq {
+    generation: u64,
+    data: Bytes,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+struct PortShared {
+    generation: Arc<AtomicU64>,
+    rx: Mutex<mpsc::Receiver<PortEvent>>,
+    writes: std_mpsc::Sender<WriteReq>,
+}
+
+/// The virtio-serial port, open for the life of the daemon.
+pub struct Port {
+    shared: Arc<PortShared>,
+}
+
+impl Port {
+    /// Waits (forever) for the port called `name` to appear, opens it and starts its threads.
+    pub async fn open(name: &str) -> Result<Port, TransportError> {
+        let mut logged = false;
+        loop {
+            if let Some(path) = find_port(Path::new(VIRTIO_PORTS_DIR), name) {
+                match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(&path) {
+                    Ok(f) => {
+                        tracing::info!(port = name, path = %path.display(), "virtio port open");
+                        return Ok(Port::start(f));
+                    }
+                    // Not created by devtmpfs yet, or still held by a dying predecessor.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBUSY)) => {}
+                    Err(source) => return Err(TransportError::Open { path, source }),
+                }
+            }
+            if !logged {
+                tracing::info!(port = name, "waiting for the virtio port to appear");
+                logged = true;
+            }
+            tokio::time::sleep(APPEAR_POLL).await;
+        }
+    }
+
+    /// Drives an already open non-blocking port-like file.
+    fn start(file: File) -> Port {
+        let file = Arc::new(file);
+        let generation = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(READ_QUEUE);
+        let (wtx, wrx) = std_mpsc::channel();
+        let f = file.clone();
+        std::thread::Builder::new()
+            .name("port-read".into())
+            .spawn(move || read_thread(&f, &tx))
+            .expect("spawn port reader thread");
+        let g = generation.clone();
+        std::thread::Builder::new()
+            .name("port-write".into())
+            .spawn(move || write_thread(&file, &wrx, &g))
+            .expect("spawn port writer thread");
+        Port { shared: Arc::new(PortShared { generation, rx: Mutex::new(rx), writes: wtx }) }
+    }
+
+    /// Starts a new connection; the previous one (if any) is dead from now on.
+    pub fn connection(&self) -> (PortReader, PortWriter) {
+        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        (
+            PortReader { shared: self.shared.clone(), generation, seen_host: false, eof: false, pending: Bytes::new() },
+            PortWriter { shared: self.shared.clone(), generation, inflight: None },
+        )
+    }
+}
+
+/// Waits until `fd` is ready for `events` or `timeout` passes; returns the reported events.
+fn wait_fd(file: &File, events: nix::poll::PollFlags, timeout: Duration) -> nix::poll::PollFlags {
+    use nix::poll::{poll, PollFd, PollTimeout};
+    let mut fds = [PollFd::new(file.as_fd(), events)];
+    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, ms) {
+        Ok(n) if n > 0 => fds[0].revents().unwrap_or(nix::poll::PollFlags::empty()),
+        _ => nix::poll::PollFlags::empty(),
+    }
+}
+
+fn read_thread(file: &File, tx: &mpsc::Sender<PortEvent>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut hung_up = false;
+    let mut error_logged = false;
+    loop {
+        let event = match (&*file).read(&mut buf) {
+            Ok(0) => {
+                std::thread::sleep(HOST_AWAY_POLL);
+                if hung_up {
+                    continue;
+                }
+                hung_up = true;
+                PortEvent::Hangup
+            }
+            Ok(n) => {
+                hung_up = false;
+                error_logged = false;
+                PortEvent::Data(Bytes::copy_from_slice(&buf[..n]))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_fd(file, nix::poll::PollFlags::POLLIN, Duration::from_secs(1));
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if !error_logged {
+                    tracing::warn!("virtio port read failed: {e}");
+                    error_logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                if hung_up {
+                    continue;
+                }
+                hung_up = true;
+                PortEvent::Hangup
+            }
+        };
+        if tx.blocking_send(event).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_thread(file: &File, rx: &std_mpsc::Receiver<WriteReq>, generation: &AtomicU64) {
+    while let Ok(req) = rx.recv() {
+        let stale = || generation.load(Ordering::SeqCst) != req.generation;
+        let res = write_all(file, &req.data, stale);
+        let _ = req.done.send(res);
+    }
+}
+
+fn stale_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "host connection replaced")
+}
+
+/// Writes all of `data`, waiting while the host is away, giving up once `stale()` is true.
+fn write_all(file: &File, mut data: &[u8], stale: impl Fn() -> bool) -> io::Result<()> {
+    use nix::poll::PollFlags;
+    while !data.is_empty() {
+        if stale() {
+            return Err(stale_error());
+        }
+        match (&*file).write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ev = wait_fd(file, PollFlags::POLLOUT, Duration::from_millis(100));
+                if !ev.contains(PollFlags::POLLOUT) && ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    // Host not connected: poll reports HUP at once, so pace the retries.
+                    std::thread::sleep(HOST_AWAY_POLL);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read half of one connection over the port.
+pub struct PortReader {
+    shared: Arc<PortShared>,
+    generation: u64,
+    /// True once this connection received bytes, i.e. a host is (or was) on the other end.
+    seen_host: bool,
+    eof: bool,
+    pending: Bytes,
+}
+
+impl AsyncRead for PortReader {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.shared.generation.load(Ordering::SeqCst) != this.generation {
+                return Poll::Ready(Err(stale_error()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let event = {
+                let mut rx = this.shared.rx.lock().expect("port rx lock");
+                ready!(rx.poll_recv(cx))
+            };
+            match event {
+                Some(PortEvent::Data(b)) => {
+                    this.seen_host = true;
+                    this.pending = b;
+                }
+                Some(PortEvent::Hangup) if this.seen_host => {
+                    this.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                // The host is still away from an earlier episode: keep waiting for its HELLO.
+                Some(PortEvent::Hangup) => {}
+                None => return Poll::Ready(Err(io::Error::other("port reader thread stopped"))),
+            }
+        }
+    }
+}
+
+/// Write half of one connection over the port. One write is in flight at a time; `flush` waits
+/// until the writer thread has put it on the port.
+pub struct PortWriter {
+    shared: Arc<PortShared>,
+    generation: u64,
+    inflight: Option<oneshot::Receiver<io::Result<()>>>,
+}
+
+impl PortWriter {
+    fn poll_inflight(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(rx) = &mut self.inflight {
+            let res = ready!(Pin::new(rx).poll(cx));
+            self.inflight = None;
+            match res {
+                Ok(r) => r?,
+                Err(_) => return Poll::Ready(Err(io::Error::other("port writer thread stopped"))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for PortWriter {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_inflight(cx))?;
+        if this.shared.generation.load(Ordering::SeqCst) != this.generation {
+            return Poll::Ready(Err(stale_error()));
+        }
+        let n = buf.len().min(MAX_WRITE);
+        let (done, rx) = oneshot::channel();
+        let req = WriteReq { generation: this.generation, data: Bytes::copy_from_slice(&buf[..n]), done };
+        if this.shared.writes.send(req).is_err() {
+            return Poll::Ready(Err(io::Error::other("port writer thread stopped")));
+        }
+        this.inflight = Some(rx);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_inflight(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_inflight(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! PTYs and persistent terminals against the real daemon binary.
+
+mod common;
+use common::*;
+use mayfly_proto::msg::{Ctrl, ErrorKind, OpenRequest, PtyRequest};
+use mayfly_proto::mux::Event;
+use std::time::Duration;
+
+#[tokio::test]
+async fn shell_echo_resize_and_exit() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    let mut s = open(&mux, pty_req(None, None)).await; // default shell: bash -l
+    started_pid(&mut s).await;
+    type_keys(&s, "echo hi$((40+2))\r").await;
+    read_until(&mut s, "hi42").await;
+    s.send_ctrl(&Ctrl::Resize { cols: 100, rows: 30 }).await.unwrap();
+    type_keys(&s, "stty size\r").await;
+    read_until(&mut s, "30 100").await;
+    type_keys(&s, "exit 3\r").await;
+    loop {
+        match next(&mut s).await {
+            Event::Data { .. } => {}
+            Event::Ctrl(c) => {
+                assert_eq!(c, Ctrl::Exit { code: Some(3), signal: None, timed_out: false });
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(next(&mut s).await, Event::Eof);
+}
+
+#[tokio::test]
+async fn initial_size_env_and_term() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    let mut req = PtyRequest { cols: 132, rows: 43, ..Default::default() };
+    req.cmd = Some(vec!["/bin/sh".into(), "-c".into(), "stty size; echo \"$TERM $EXTRA\"".into()]);
+    req.env.insert("EXTRA".into(), "extra-ok".into());
+    let mut s = open(&mux, OpenRequest::Pty(req)).await;
+    let r = collect(&mut s).await;
+    assert!(r.stdout().contains("43 132"), "{:?}", r.stdout());
+    assert!(r.stdout().contains("xterm-256color extra-ok"), "{:?}", r.stdout());
+    assert_eq!(r.last(), &Ctrl::Exit { code: Some(0), signal: None, timed_out: false });
+}
+
+#[tokio::test]
+async fn missing_shell_is_not_found() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    let r = call(&mux, pty_req(Some("x"), Some(&["/no/shell"]))).await;
+    assert!(matches!(r.last(), Ctrl::Error { kind: ErrorKind::NotFound, message } if message.contains("/no/shell")));
+}
+
+#[tokio::test]
+async fn reattach_replays_scrollback_and_fans_out() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    let mut a = open(&mux, pty_req(Some("t1"), Some(&["/bin/sh"]))).await;
+    let pid = started_pid(&mut a).await;
+    type_keys(&a, "echo mark$((2+3))\r").await;
+    read_until(&mut a, "mark5").await;
+    drop(a); // detach (page reload)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut b = open(&mux, pty_req(Some("t1"), Some(&["/bin/sh"]))).await;
+    assert_eq!(started_pid(&mut b).await, pid, "same shell");
+    read_until(&mut b, "mark5").await; // replayed without typing anything
+    let mut c = open(&mux, pty_req(Some("t1"), None)).await;
+    assert_eq!(started_pid(&mut c).await, pid);
+    read_until(&mut c, "mark5").await;
+    type_keys(&c, "echo both$((1+1))\r").await;
+    read_until(&mut b, "both2").await;
+    read_until(&mut c, "both2").await;
+
+    // A different id is a different shell.
+    let mut d = open(&mux, pty_req(Some("t2"), Some(&["/bin/sh"]))).await;
+    assert_ne!(started_pid(&mut d).await, pid);
+
+    // Exit reaches every attachment, and the id is free again.
+    type_keys(&b, "exit 4\r").await;
+    for s in [&mut b, &mut c] {
+        let r = collect(s).await;
+        assert_eq!(r.last(), &Ctrl::Exit { code: Some(4), signal: None, timed_out: false });
+    }
+    let mut e = open(&mux, pty_req(Some("t1"), Some(&["/bin/sh"]))).await;
+    assert_ne!(started_pid(&mut e).await, pid, "a new shell after exit");
+}
+
+#[tokio::test]
+async fn terminal_without_id_dies_with_its_stream() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    let mut s = open(&mux, pty_req(None, Some(&["/bin/sh"]))).await;
+    let pid = started_pid(&mut s).await;
+    type_keys(&s, "echo up\r").await;
+    read_until(&mut s, "up").await;
+    drop(s);
+    wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn detached_terminal_is_hung_up_after_idle_timeout() {
+    let g = Guest::start_with(&["--terminal-idle-secs", "1"]);
+    let mux = g.connect().await;
+    let mut s = open(&mux, pty_req(Some("idle"), Some(&["/bin/sh"]))).await;
+    let pid = started_pid(&mut s).await;
+    drop(s);
+    wait_gone(pid).await;
+    let mut s = open(&mux, pty_req(Some("idle"), Some(&["/bin/sh"]))).await;
+    assert_ne!(started_pid(&mut s).await, pid);
+}
+
+#[tokio::test]
+async fn signal_reaches_the_foreground_job() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    let mut s = open(&mux, pty_req(None, Some(&["/bin/sh"]))).await;
+    started_pid(&mut s).await;
+    type_keys(&s, "sleep 30\r").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = std::time::Instant::now();
+    s.send_ctrl(&Ctrl::Signal { signal: 2 }).await.unwrap(); // SIGINT: stops sleep, not the shell
+    type_keys(&s, "echo after$((3+4))\r").await;
+    read_until(&mut s, "after7").await;
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}

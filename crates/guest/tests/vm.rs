@@ -1,0 +1,210 @@
+//! Smoke test over a real virtio-serial port (TCG). Gated on prerequisites: runs only when
+//! `MAYFLY_GUEST_VM_IMAGE` names a built image directory (its `vmlinux` and `initrd.img`, the
+//! busybox initramfs with the virtio modules) and `qemu-system-x86_64`, `cpio` and `ldd` exist.
+//!
+//! The test repacks that initramfs with this build's `mayfly-guest` (plus the glibc it links)
+//! and an `/init` that loads the modules and execs `mayfly-guest init` in place, so no root disk
+//! is needed and the binary under test is the one that runs.
+
+mod common;
+use common::*;
+use mayfly_proto::msg::{Ctrl, OpenRequest};
+use mayfly_proto::mux::{Event, Mux, Role};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Vm {
+    qemu: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+impl Vm {
+    fn boot(kernel: &Path, initrd: &Path) -> Vm {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ch.sock");
+        let qemu = Command::new("qemu-system-x86_64")
+            .args(["-M", "q35", "-nodefaults", "-no-user-config", "-m", "256", "-display", "none"])
+            .args(["-accel", "tcg", "-cpu", "max"]) // nested KVM is not dependable on test hosts
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", "console=ttyS0 loglevel=4"])
+            .arg("-serial")
+            .arg(format!("file:{}", dir.path().join("console.log").display()))
+            .args(["-device", "virtio-serial-pci"])
+            .arg("-chardev")
+            .arg(format!("socket,id=ch,path={},server=on,wait=off", sock.display()))
+            .args(["-device", "virtserialport,chardev=ch,name=mayfly.0"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let vm = Vm { qemu, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "qemu did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        vm
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+
+    async fn connect(&self) -> Mux {
+        let s = tokio::net::UnixStream::connect(self.dir.path().join("ch.sock")).await.unwrap();
+        let (r, w) = s.into_split();
+        match tokio::time::timeout(Duration::from_secs(90), Mux::connect(r, w, Role::Host)).await {
+            Ok(m) => m.unwrap(),
+            Err(_) => panic!("no HELLO from the guest; console:\n{}", self.console()),
+        }
+    }
+}
+
+const INIT: &str = r#"#!/bin/sh
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console; do
+    insmod "/lib/modules/$m.ko" 2>/dev/null
+done
+exec /mayfly-guest init --no-resize
+"#;
+
+fn sh(script: &str) {
+    let st = Command::new("/bin/sh").args(["-ec", script]).status().unwrap();
+    assert!(st.success(), "{script}");
+}
+
+/// Builds an initramfs from the image's one, with this build's binary as PID 1.
+fn initramfs(image: &Path, out: &Path) {
+    let root = out.with_extension("d");
+    std::fs::create_dir_all(&root).unwrap();
+    let base = image.join("initrd.img");
+    sh(&format!(
+        "cd {r}; (gzip -dc {b} 2>/dev/null || cat {b}) | cpio -id --quiet",
+        r = root.display(),
+        b = base.display()
+    ));
+    let bin = env!("CARGO_BIN_EXE_mayfly-guest");
+    std::fs::copy(bin, root.join("mayfly-guest")).unwrap();
+    std::fs::write(root.join("init"), INIT).unwrap();
+    sh(&format!("chmod 755 {}/init", root.display()));
+    let ldd = Command::new("ldd").arg(bin).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+        let dst = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(lib, dst).unwrap();
+    }
+    sh(&format!("cd {}; mkdir -p root tmp run; find . | cpio -o -H newc --quiet > {}", root.display(), out.display()));
+}
+
+fn prerequisites() -> Option<PathBuf> {
+    let image = PathBuf::from(std::env::var_os("MAYFLY_GUEST_VM_IMAGE")?);
+    let tools = ["qemu-system-x86_64", "cpio", "ldd"];
+    tools
+        .iter()
+        .all(|t| Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success()))
+        .then_some(image)
+}
+
+async fn echo(mux: &Mux, word: &str) -> String {
+    call(mux, OpenRequest::Exec(exec_req(&["echo", word]))).await.stdout()
+}
+
+#[tokio::test]
+async fn virtio_serial_survives_host_reconnects() {
+    let Some(image) = prerequisites() else {
+        eprintln!("skipped: set MAYFLY_GUEST_VM_IMAGE to a built image directory");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let initrd = work.path().join("initrd.img");
+    initramfs(&image, &initrd);
+    let vm = Vm::boot(&image.join("vmlinux"), &initrd);
+    let t0 = Instant::now();
+    let mux = vm.connect().await;
+    eprintln!("first HELLO after {:?}", t0.elapsed());
+    assert_eq!(echo(&mux, "one").await, "one\n");
+    assert!(vm.console().contains("mayfly-init: daemon started"));
+
+    // A persistent terminal, then the host goes away (socket closed) and comes back.
+    let mut t = open(&mux, pty_req(Some("keep"), Some(&["/bin/sh"]))).await;
+    let pid = started_pid(&mut t).await;
+    type_keys(&t, "echo mark$((6*7))\r").await;
+    read_until(&mut t, "mark42").await;
+    mux.close("host restart");
+    drop((mux, t));
+    for round in 0..3 {
+        let t1 = Instant::now();
+        let mux = vm.connect().await;
+        eprintln!("reconnect {round} after {:?}", t1.elapsed());
+        assert_eq!(echo(&mux, "again").await, "again\n");
+        let mut t = open(&mux, pty_req(Some("keep"), None)).await;
+        assert_eq!(started_pid(&mut t).await, pid);
+        read_until(&mut t, "mark42").await;
+        mux.close("host restart");
+    }
+
+    // Bulk both ways.
+    let mux = vm.connect().await;
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let t1 = Instant::now();
+    let mut s = open(&mux, OpenRequest::WriteFile { path: "/tmp/bulk".into(), mode: None }).await;
+    s.send_data(0, &data).await.unwrap();
+    s.send_eof().await.unwrap();
+    assert_eq!(collect(&mut s).await.ctrls, vec![Ctrl::Ok]);
+    let r = call(&mux, OpenRequest::ReadFile { path: "/tmp/bulk".into() }).await;
+    assert!(r.out == data);
+    eprintln!("16 MiB round trip in {:?}", t1.elapsed());
+
+    // The host vanishes in the middle of a transfer; the next connection is clean.
+    let mut s = open(&mux, OpenRequest::ReadFile { path: "/tmp/bulk".into() }).await;
+    let _ = next(&mut s).await;
+    mux.close("abrupt");
+    drop((mux, s));
+    let mux = vm.connect().await;
+    assert_eq!(echo(&mux, "clean").await, "clean\n");
+
+    // kill -9 the daemon: init respawns it, its HELLO resets the host's streams, work goes on.
+    let mut s = open(&mux, OpenRequest::Exec(exec_req(&["/bin/sh", "-c", "kill -9 $PPID; sleep 5"]))).await;
+    s.send_eof().await.unwrap();
+    loop {
+        match next(&mut s).await {
+            Event::Reset(_) => break,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = open(&mux, OpenRequest::Exec(exec_req(&["echo", "respawned"]))).await;
+        let _ = s.send_eof().await;
+        let mut out = Vec::new();
+        let ok = loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.recv()).await {
+                Ok(Event::Data { data, .. }) => out.extend_from_slice(&data),
+                Ok(Event::Eof) => break out == b"respawned\n",
+                Ok(Event::Ctrl(_)) => {}
+                Ok(Event::Reset(_)) | Err(_) => break false,
+            }
+        };
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon did not come back; console:\n{}", vm.console());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(vm.console().matches("mayfly-init: daemon started").count() >= 2, "{}", vm.console());
+    // The terminal died with the old daemon; nothing else to check there.
+}
