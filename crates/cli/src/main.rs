@@ -1,5 +1,6 @@
 //! `mayfly` — one binary for the control plane, images, sessions and developer VMs.
 
+mod bench;
 mod client;
 mod image_cmd;
 mod paths;
@@ -67,6 +68,8 @@ enum Cmd {
     /// Developer VMs without a server: boot, run, destroy.
     #[command(subcommand)]
     Vm(vm_cmd::VmCmd),
+    /// Measure boot, clone, exec, throughput and memory; prints figures and writes JSON.
+    Bench(bench::BenchOpts),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             Cmd::Serve { config, bind } => serve(config, bind, &data_dir).await,
             Cmd::Image(c) => image_cmd::run(c, &data_dir).await,
             Cmd::Vm(c) => vm_cmd::run(c, &data_dir).await,
+            Cmd::Bench(o) => bench::run(o, &data_dir).await,
             Cmd::New { image, ttl } => session_cmd::new(&client()?, image, ttl).await,
             Cmd::Ls => session_cmd::ls(&client()?).await,
             Cmd::Rm { ids } => session_cmd::rm(&client()?, &ids).await,

@@ -1,0 +1,61 @@
+//! `mayfly bench` — measures what users feel and prints it, and writes JSON.
+//! Speed is measured here, never asserted in tests.
+
+pub mod stats;
+mod vm;
+
+use clap::Args;
+use mayfly_vm::accel::AccelSetting;
+use mayfly_vm::qemu::{QemuBackend, QemuConfig};
+use mayfly_vm::VmSpec;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct BenchOpts {
+    /// Image to measure.
+    #[arg(long, default_value = "minimal")]
+    image: String,
+    /// Cold boots to time.
+    #[arg(long, default_value_t = 5)]
+    boots: usize,
+    /// Clone restores to time.
+    #[arg(long, default_value_t = 20)]
+    clones: usize,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench.json")]
+    out: PathBuf,
+    #[arg(long, env = "MAYFLY_ACCEL", default_value = "auto")]
+    accel: AccelSetting,
+}
+
+pub async fn run(opts: BenchOpts, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let image = mayfly_image::ImageStore::new(data_dir).get(&opts.image)?;
+    let state = data_dir.join("bench-vms");
+    let mut cfg = QemuConfig::new(&state);
+    cfg.accel = opts.accel;
+    cfg.die_with_parent = true;
+    let backend = QemuBackend::new(cfg)?;
+    let base = VmSpec {
+        id: String::new(),
+        image: image.name.clone(),
+        kernel: image.kernel.clone(),
+        initrd: image.initrd.clone(),
+        cmdline: image.manifest.kernel_cmdline.clone(),
+        base_disk: image.rootfs.clone(),
+        disk_size_bytes: None,
+        vcpus: image.manifest.vcpus,
+        memory_mib: image.manifest.memory_mib,
+    };
+    eprintln!("measuring the VM layer ({} cold boots, {} clones)…", opts.boots, opts.clones);
+    let vm = vm::run(&backend, base, &image.key, opts.boots, opts.clones).await?;
+    println!("{vm}");
+    let json = serde_json::json!({
+        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "vm": vm,
+    });
+    std::fs::write(&opts.out, serde_json::to_vec_pretty(&json)?)?;
+    println!("wrote {}", opts.out.display());
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(ExitCode::SUCCESS)
+}
