@@ -197,6 +197,7 @@ impl QemuBackend {
             _ => spec.disk_size_bytes,
         };
         self.create_overlay(&spec.id, &backing, size, &run).await?;
+        tracing::debug!(vm = %spec.id, ms = started.elapsed().as_millis() as u64, "overlay created");
 
         let args = QemuArgs {
             id: spec.id.clone(),

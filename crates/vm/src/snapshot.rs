@@ -247,6 +247,7 @@ impl QemuBackend {
                     Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
                 }
             };
+            tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: QMP up");
             qmp_exec(&mut q, &spec.id, "migrate-set-capabilities", Some(ignore_shared())).await?;
             // QEMU listens on a socket of ours (no `exec:` under the sandbox); we feed the file.
             let sock = launched.run.dir.join("migrate.sock");
@@ -263,6 +264,7 @@ impl QemuBackend {
                 .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "sending the device state", source })?;
             drop(conn);
             wait_migration(&mut q, &spec.id, Duration::from_secs(60)).await?;
+            tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: state loaded");
             qmp_exec(&mut q, &spec.id, "cont", None).await?;
             Ok::<(), VmError>(())
         };
@@ -270,6 +272,7 @@ impl QemuBackend {
             return Err(self.boot_error(&spec, &launched, format!("restore failed: {e}")).await);
         }
         self.ready(&spec, &launched).await?;
+        tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: guest answered");
         let identity = Identity {
             hostname: Some(spec.id.clone()),
             machine_id: Some(hex::encode(rand_bytes::<16>())),
@@ -281,6 +284,7 @@ impl QemuBackend {
         if let Err(e) = launched.channel.set_identity(identity).await {
             return Err(self.boot_error(&spec, &launched, format!("identity refresh failed: {e}")).await);
         }
+        tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: identity set");
         Ok(self.finish(launched, cleanup))
     }
 }
