@@ -27,10 +27,6 @@ impl Client {
         Ok(Self { base: base.trim_end_matches('/').to_string(), token, http: reqwest::Client::new() })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     pub fn token(&self) -> &str {
         &self.token
     }

@@ -92,10 +92,13 @@ pub(crate) fn resolve_cwd(cwd: Option<&str>) -> Result<PathBuf, Ctrl> {
 
 /// Makes the command a session (and process group) leader.
 pub(crate) fn new_session(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which is
-    // async-signal-safe; it touches no memory shared with the parent.
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2) and the
+    // async-signal-safe calls of `reset_in_child`; it touches no memory shared with the parent.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            crate::sigreset::reset_in_child()
+        });
     }
 }
 

@@ -65,7 +65,13 @@ impl Supervisor {
         self.respawn_at = None;
         let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
         let (out, err) = console();
-        match Command::new(exe).arg("daemon").stdin(Stdio::null()).stdout(out).stderr(err).spawn() {
+        let mut cmd = Command::new(exe);
+        cmd.arg("daemon").stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: `reset_in_child` only makes async-signal-safe calls.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, crate::sigreset::reset_in_child);
+        }
+        match cmd.spawn() {
             Ok(child) => {
                 self.daemon = Some(Pid::from_raw(child.id() as i32));
                 say(STARTED_LINE);

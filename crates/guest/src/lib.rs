@@ -21,6 +21,7 @@ pub mod ports;
 pub mod pty;
 pub mod scrollback;
 pub mod serve;
+pub mod sigreset;
 pub mod terminal;
 pub mod transfer;
 pub mod transport;

@@ -125,6 +125,7 @@ fn default_shell() -> Vec<String> {
 /// controlling terminal.
 fn child_setup() -> io::Result<()> {
     nix::unistd::setsid()?;
+    crate::sigreset::reset_in_child()?;
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); fd 0 is the PTY slave.
     // ioctl(2) is async-signal-safe.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
@@ -167,7 +168,8 @@ impl Terminal {
             .stdin(slave(&pty.slave)?)
             .stdout(slave(&pty.slave)?)
             .stderr(Stdio::from(pty.slave));
-        // SAFETY: `child_setup` only calls setsid(2) and ioctl(2), both async-signal-safe, and
+        // SAFETY: `child_setup` only calls setsid(2), ioctl(2) and the signal resets, all
+        // async-signal-safe, and
         // touches no memory shared with the parent.
         unsafe {
             cmd.pre_exec(child_setup);

@@ -1,1 +1,25 @@
-//! placeholder
+//! The Mayfly control plane: sessions (state machine, store, reaper, port watching) and the
+//! REST + WebSocket API that serves them. `mayfly serve` calls [`run`].
+//!
+//! * [`config`] — [`ServerConfig`]: defaults, TOML file, `MAYFLY_*` overrides.
+//! * [`manager`] — [`manager::SessionManager`] and the session lifecycle.
+//! * [`store`] — [`store::SessionStore`] and its SQLite implementation.
+//! * [`api`] — the HTTP surface ([`router`]), documented in `src/openapi.json`.
+//!
+//! Not here: the preview proxy and the IDE assets (later modules), VM details (`mayfly-vm`),
+//! image building (`mayfly-image`).
+
+pub mod api;
+mod auth;
+pub mod config;
+mod error;
+pub mod images;
+pub mod manager;
+mod metrics;
+mod server;
+pub mod store;
+pub mod vmhost;
+
+pub use api::{router, AppState};
+pub use config::ServerConfig;
+pub use server::{build_state, run, Server};

@@ -1,8 +1,10 @@
 //! Creation as a cleanup stack: each step that acquires something pushes its undo; if creation
 //! fails part-way the stack unwinds in reverse, so nothing leaks.
 
+type Undo = Box<dyn FnOnce() + Send>;
+
 pub struct Cleanup {
-    steps: Vec<(&'static str, Box<dyn FnOnce() + Send>)>,
+    steps: Vec<(&'static str, Undo)>,
 }
 
 impl Cleanup {

@@ -429,12 +429,15 @@ impl Vm for QemuVm {
 
 impl Drop for QemuVm {
     fn drop(&mut self) {
-        // Last line of defence: a VM object that goes away never leaves QEMU or files behind.
-        if !self.exited() && !self.stop_requested.load(Ordering::SeqCst) {
-            tracing::warn!(vm = %self.id, "VM dropped without stop(); killing QEMU");
+        // Last line of defence: a VM object that goes away never leaves QEMU or files behind,
+        // even when a `stop()` in progress was cancelled (its future dropped part-way).
+        if !self.exited() {
+            if !self.stop_requested.load(Ordering::SeqCst) {
+                tracing::warn!(vm = %self.id, "VM dropped without stop(); killing QEMU");
+            }
             kill(self.pid);
         }
-        if self.run.dir.exists() && (self.exited() || !self.stop_requested.load(Ordering::SeqCst)) {
+        if self.run.dir.exists() {
             remove_dir(&self.run.dir);
         }
     }

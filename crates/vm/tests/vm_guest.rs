@@ -60,6 +60,11 @@ async fn guest_daemon_in_a_real_vm() {
     let out = ch.exec(req, 1024).await.unwrap();
     assert!(out.timed_out, "{out:?}");
 
+    // User processes get normal signal handling (not init's blocked mask or Rust's ignored
+    // SIGPIPE): `kill` terminates, and a closed pipe ends the writer.
+    let out = ch.exec(exec(&["sh", "-c", "sleep 30 & p=$!; kill $p; wait $p; echo $?; yes | head -n 1"]), 1024).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "143\ny\n", "{out:?}");
+
     // Files: a 50 MiB round trip with checksums, then list/stat/rename/remove.
     let big: Vec<u8> = (0..50u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let want = hex::encode(Sha256::digest(&big));
@@ -144,6 +149,13 @@ async fn guest_daemon_in_a_real_vm() {
     tx.send_ctrl(&Ctrl::Resize { cols: 120, rows: 40 }).await.unwrap();
     tx.send_data(0, b"stty size\r").await.unwrap();
     read_until(&mut rx, "40 120", 30).await;
+    // Ctrl-C interrupts the foreground job.
+    tx.send_data(0, b"sleep 60; echo not-$((2+3))-interrupted\r").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tx.send_data(0, b"\x03").await.unwrap();
+    tx.send_data(0, b"echo after-$((1+1))-ctrl-c\r").await.unwrap();
+    let out = read_until(&mut rx, "after-2-ctrl-c", 20).await;
+    assert!(!out.contains("not-5-interrupted"), "{out}");
     // Detach and re-attach: the shell survives and its scrollback is replayed.
     drop((tx, rx));
     let pty = ch.open(&OpenRequest::Pty(PtyRequest { cols: 120, rows: 40, terminal: Some("t1".into()), ..Default::default() })).await.unwrap();

@@ -1,0 +1,178 @@
+//! API authentication: one server token, sent as `Authorization: Bearer <token>` or, by browsers,
+//! as the HttpOnly cookie `mayfly_token` that `POST /api/v1/login` sets. Comparison is
+//! constant-time. The token comes from the config (`MAYFLY_TOKEN`), else from
+//! `<data_dir>/token`, which is generated (mode 0600) at first start.
+
+use crate::api::{ApiJson, AppState};
+use crate::error::ApiError;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use mayfly_proto::api::Login;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use subtle::ConstantTimeEq;
+
+pub const COOKIE_NAME: &str = "mayfly_token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read the token file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the token file {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token file {0} is empty; delete it to generate a new token")]
+    Empty(String),
+}
+
+pub struct Auth {
+    token: String,
+}
+
+impl Auth {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self { token: token.into() }
+    }
+
+    /// The configured token, else the one in `path`, else a new one written there.
+    /// The flag is true when the token was generated now.
+    pub fn load_or_generate(configured: Option<&str>, path: &Path) -> Result<(Self, bool), TokenError> {
+        if let Some(t) = configured.filter(|t| !t.is_empty()) {
+            return Ok((Self::new(t), false));
+        }
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(TokenError::Empty(shown));
+                }
+                // Tighten permissions a hand-made file may have been given.
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+                return Ok((Self::new(t), false));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(TokenError::Read { path: shown, source }),
+        }
+        let token = generate();
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            f.write_all(format!("{token}\n").as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(|source| TokenError::Write { path: shown, source })?;
+        Ok((Self::new(token), true))
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn check(&self, candidate: &str) -> bool {
+        // Length is not secret (every generated token has the same); the content is.
+        candidate.len() == self.token.len() && bool::from(candidate.as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    /// True when the request carries the token (header or cookie).
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        bearer(headers).is_some_and(|t| self.check(t)) || cookies(headers).any(|t| self.check(t))
+    }
+}
+
+/// 32 random characters from a lowercase base32 alphabet (160 bits).
+fn generate() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::rngs::OsRng;
+    (0..32).map(|_| ALPHABET[rng.gen_range(0..32)] as char).collect()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(|(k, _)| *k == COOKIE_NAME)
+        .map(|(_, v)| v)
+}
+
+/// Middleware: everything behind it needs the token.
+pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.auth.allows(req.headers()) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+/// `POST /api/v1/login {"token"}` → 204 with the `mayfly_token` cookie, or 401.
+pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>) -> Result<Response, ApiError> {
+    if !state.auth.check(&body.token) {
+        return Err(ApiError::unauthorized());
+    }
+    let secure = if state.manager.public_url().starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE_NAME}={}; HttpOnly; SameSite=Lax; Path=/{secure}", body.token);
+    let value = HeaderValue::from_str(&cookie).map_err(|_| ApiError::bad_request("token has invalid characters"))?;
+    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, value)]).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generates_once_with_private_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let (a, generated) = Auth::load_or_generate(None, &path).unwrap();
+        assert!(generated);
+        assert_eq!(a.token().len(), 32);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (b, generated) = Auth::load_or_generate(None, &path).unwrap();
+        assert!(!generated);
+        assert_eq!(a.token(), b.token());
+        let (c, _) = Auth::load_or_generate(Some("configured"), &path).unwrap();
+        assert_eq!(c.token(), "configured");
+    }
+
+    #[test]
+    fn header_and_cookie_forms() {
+        let auth = Auth::new("tok123");
+        let h = |name, v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(name, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(auth.allows(&h(AUTHORIZATION, "Bearer tok123")));
+        assert!(auth.allows(&h(AUTHORIZATION, "bearer tok123")));
+        assert!(!auth.allows(&h(AUTHORIZATION, "Bearer tok124")));
+        assert!(!auth.allows(&h(AUTHORIZATION, "Basic tok123")));
+        assert!(!auth.allows(&h(AUTHORIZATION, "Bearer tok1234")));
+        assert!(auth.allows(&h(COOKIE, "a=b; mayfly_token=tok123")));
+        assert!(!auth.allows(&h(COOKIE, "mayfly_token=nope; other=tok123")));
+        assert!(!auth.allows(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,276 @@
+//! Server settings: defaults, then the TOML config file, then `MAYFLY_*` environment variables.
+//!
+//! Every field of [`ServerConfig`] can be set in the file under its own name and overridden by
+//! `MAYFLY_<NAME IN CAPITALS>` (e.g. `max_sessions` ← `MAYFLY_MAX_SESSIONS`). The data dir is not
+//! read from the environment here: the caller passes it (the CLI resolves `MAYFLY_DATA_DIR`).
+
+use mayfly_vm::accel::AccelSetting;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid value {value:?} for {var}: {message}")]
+    Env { var: String, value: String, message: String },
+    #[error("invalid setting {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// Operator settings of `mayfly serve`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Holds the store (`sessions.db`), the token file, VM run dirs (`vms/`) and built images.
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    /// Data dir whose `images/` holds the built images; default: `data_dir`.
+    pub image_data_dir: Option<PathBuf>,
+    /// API token; `None` reads or generates `<data_dir>/token`.
+    pub token: Option<String>,
+    /// Live sessions (creating, ready or stopping) at most.
+    pub max_sessions: usize,
+    pub default_image: String,
+    pub default_ttl_seconds: u64,
+    pub default_idle_timeout_seconds: u64,
+    /// Upper bound a client may ask for as `ttl_seconds`.
+    pub max_ttl_seconds: u64,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Largest file upload (`PUT .../files`).
+    pub max_upload_bytes: u64,
+    /// Preview URLs are `http://<port>-<session>.<preview_domain>[:<port>]/`.
+    pub preview_domain: String,
+    /// Origin users reach this server at; default `http://<bound address>`.
+    pub public_url: Option<String>,
+    pub accel: AccelSetting,
+    /// Overrides the image's memory size.
+    pub vm_memory_mib: Option<u32>,
+    /// Overrides the image's vCPU count.
+    pub vm_vcpus: Option<u32>,
+    /// Spawn → guest daemon answer limit.
+    pub boot_timeout_seconds: u64,
+    /// How often idle and expired sessions are looked for.
+    pub reaper_interval_seconds: u64,
+    /// Default `timeout_seconds` of exec requests.
+    pub exec_timeout_seconds: u64,
+    /// Output kept per stream (stdout, stderr) of one exec.
+    pub exec_output_limit_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::new(),
+            image_data_dir: None,
+            token: None,
+            max_sessions: 8,
+            default_image: "dev".into(),
+            default_ttl_seconds: 3600,
+            default_idle_timeout_seconds: 900,
+            max_ttl_seconds: 7 * 24 * 3600,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 1 << 30,
+            preview_domain: "localhost".into(),
+            public_url: None,
+            accel: AccelSetting::Auto,
+            vm_memory_mib: None,
+            vm_vcpus: None,
+            boot_timeout_seconds: 90,
+            reaper_interval_seconds: 5,
+            exec_timeout_seconds: 60,
+            exec_output_limit_bytes: 4 << 20,
+        }
+    }
+}
+
+/// How an environment value is turned into a TOML value of the field's type.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+}
+
+/// Fields that can be overridden from the environment (all of them but `data_dir`).
+const ENV_FIELDS: &[(&str, Kind)] = &[
+    ("bind", Kind::Str),
+    ("image_data_dir", Kind::Str),
+    ("token", Kind::Str),
+    ("max_sessions", Kind::Int),
+    ("default_image", Kind::Str),
+    ("default_ttl_seconds", Kind::Int),
+    ("default_idle_timeout_seconds", Kind::Int),
+    ("max_ttl_seconds", Kind::Int),
+    ("max_body_bytes", Kind::Int),
+    ("max_upload_bytes", Kind::Int),
+    ("preview_domain", Kind::Str),
+    ("public_url", Kind::Str),
+    ("accel", Kind::Str),
+    ("vm_memory_mib", Kind::Int),
+    ("vm_vcpus", Kind::Int),
+    ("boot_timeout_seconds", Kind::Int),
+    ("reaper_interval_seconds", Kind::Int),
+    ("exec_timeout_seconds", Kind::Int),
+    ("exec_output_limit_bytes", Kind::Int),
+];
+
+impl ServerConfig {
+    /// Defaults, then the file at `path` (if given), then `MAYFLY_*` variables.
+    pub fn load(path: Option<&Path>, data_dir: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, data_dir, |k| std::env::var(k).ok())
+    }
+
+    /// [`ServerConfig::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        data_dir: impl Into<PathBuf>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "(environment)".into());
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.message().to_string() })?
+            }
+            None => toml::Table::new(),
+        };
+        for (field, kind) in ENV_FIELDS {
+            let var = format!("MAYFLY_{}", field.to_ascii_uppercase());
+            let Some(raw) = env(&var) else { continue };
+            let bad = |message: String| ConfigError::Env { var: var.clone(), value: raw.clone(), message };
+            let value = match kind {
+                Kind::Str => toml::Value::String(raw.clone()),
+                Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|e| bad(format!("{e}")))?),
+            };
+            table.insert((*field).to_string(), value);
+        }
+        let mut cfg: ServerConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: origin, message: e.message().to_string() })?;
+        cfg.data_dir = data_dir.into();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// A config for `data_dir` with every other field at its default.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), ..Self::default() }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("default_ttl_seconds", self.default_ttl_seconds),
+            ("default_idle_timeout_seconds", self.default_idle_timeout_seconds),
+            ("boot_timeout_seconds", self.boot_timeout_seconds),
+            ("reaper_interval_seconds", self.reaper_interval_seconds),
+            ("exec_timeout_seconds", self.exec_timeout_seconds),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::Invalid { field, message: "must be greater than 0".into() });
+            }
+        }
+        if self.default_ttl_seconds > self.max_ttl_seconds {
+            return Err(ConfigError::Invalid { field: "default_ttl_seconds", message: "exceeds max_ttl_seconds".into() });
+        }
+        if self.preview_domain.is_empty() || self.preview_domain.contains(['/', ':', ' ']) {
+            return Err(ConfigError::Invalid { field: "preview_domain", message: "must be a bare host name".into() });
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid { field: "public_url", message: "must start with http:// or https://".into() });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn image_data_dir(&self) -> PathBuf {
+        self.image_data_dir.clone().unwrap_or_else(|| self.data_dir.clone())
+    }
+    pub fn vm_state_dir(&self) -> PathBuf {
+        self.data_dir.join("vms")
+    }
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("sessions.db")
+    }
+    pub fn token_path(&self) -> PathBuf {
+        self.data_dir.join("token")
+    }
+    pub fn reaper_interval(&self) -> Duration {
+        Duration::from_secs(self.reaper_interval_seconds)
+    }
+
+    /// `public_url` without a trailing slash; `bound` fills it in when unset.
+    pub fn resolved_public_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None if bound.ip().is_unspecified() => format!("http://localhost:{}", bound.port()),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mayfly.toml");
+        std::fs::write(&file, "max_sessions = 3\npreview_domain = \"example.test\"\naccel = \"tcg\"\n").unwrap();
+        let cfg = ServerConfig::load_with_env(Some(&file), dir.path(), env(&[("MAYFLY_MAX_SESSIONS", "5")])).unwrap();
+        assert_eq!(cfg.max_sessions, 5, "env wins over the file");
+        assert_eq!(cfg.preview_domain, "example.test");
+        assert_eq!(cfg.accel, AccelSetting::Tcg);
+        assert_eq!(cfg.default_ttl_seconds, 3600);
+        assert_eq!(cfg.default_idle_timeout_seconds, 900);
+        assert_eq!(cfg.max_body_bytes, 1 << 20);
+        assert_eq!(cfg.bind.to_string(), "127.0.0.1:7070");
+        assert_eq!(cfg.data_dir, dir.path());
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_MAX_SESSIONS", "many")])).unwrap_err();
+        assert!(e.to_string().contains("MAYFLY_MAX_SESSIONS"), "{e}");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "max_sesions = 3\n").unwrap();
+        let e = ServerConfig::load_with_env(Some(&file), dir.path(), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("max_sesions"), "{e}");
+        let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_BIND", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("invalid"), "{e}");
+        let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_REAPER_INTERVAL_SECONDS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("reaper_interval_seconds"), "{e}");
+    }
+
+    #[test]
+    fn public_url_defaults_to_the_bound_address() {
+        let cfg = ServerConfig::default();
+        assert_eq!(cfg.resolved_public_url("127.0.0.1:4000".parse().unwrap()), "http://127.0.0.1:4000");
+        assert_eq!(cfg.resolved_public_url("0.0.0.0:4000".parse().unwrap()), "http://localhost:4000");
+        let cfg = ServerConfig { public_url: Some("https://ide.example/".into()), ..cfg };
+        assert_eq!(cfg.resolved_public_url("0.0.0.0:4000".parse().unwrap()), "https://ide.example");
+    }
+}

@@ -1,0 +1,387 @@
+//! Creating, deleting and failing sessions; reconciling the store with the host at start;
+//! stopping everything at shutdown.
+//!
+//! Who may change what: the boot task moves `creating → ready | failed`; teardowns (delete,
+//! fail, reaper, shutdown) hold the session's `lifecycle` lock, so two never interleave. A
+//! delete during boot moves `creating → stopping`, cancels the boot (the VM backend's cleanup
+//! stack undoes a half-made VM) and waits for the boot task before finishing.
+
+use super::{LiveSession, SessionError, SessionManager};
+use crate::images::BootImage;
+use crate::store::SessionRecord;
+use mayfly_proto::api::{CreateSession, Session, SessionState};
+use mayfly_vm::{VmError, VmSpec};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use SessionState::*;
+
+/// Bytes of console output quoted in failure reasons.
+const CONSOLE_TAIL: usize = 600;
+
+impl SessionManager {
+    /// Creates a session and starts booting its VM. With `wait`, returns once the session is
+    /// ready (or fails with the boot failure); otherwise returns it in state `creating`.
+    pub async fn create(self: &Arc<Self>, req: CreateSession, wait: bool) -> Result<Session, SessionError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let image = self.images.get(req.image.as_deref().unwrap_or(&self.cfg.default_image))?;
+        let ttl = req.ttl_seconds.unwrap_or(self.cfg.default_ttl_seconds);
+        if ttl == 0 || ttl > self.cfg.max_ttl_seconds {
+            return Err(SessionError::Invalid(format!("ttl_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
+        }
+        let idle = req.idle_timeout_seconds.unwrap_or(self.cfg.default_idle_timeout_seconds);
+        if idle == 0 || idle > self.cfg.max_ttl_seconds {
+            return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
+        }
+        validate_env(&req.env)?;
+
+        let now = OffsetDateTime::now_utc();
+        let record = SessionRecord {
+            id: super::new_session_id(),
+            image: image.name.clone(),
+            state: Creating,
+            created_at: now,
+            expires_at: now + Duration::from_secs(ttl),
+            idle_timeout_seconds: idle,
+            failure: None,
+        };
+        let session = Arc::new(LiveSession {
+            id: record.id.clone(),
+            expires_at: record.expires_at,
+            idle_timeout: Duration::from_secs(idle),
+            env: req.env,
+            state: tokio::sync::watch::channel(Creating).0,
+            transition_lock: Default::default(),
+            lifecycle: Default::default(),
+            vm: Mutex::new(None),
+            boot: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            last_active_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            ports: Default::default(),
+            visibility: Default::default(),
+        });
+        {
+            let mut live = self.live.lock().expect("live lock");
+            if live.values().filter(|s| super::state::is_live(s.state())).count() >= self.cfg.max_sessions {
+                return Err(SessionError::TooManySessions(self.cfg.max_sessions));
+            }
+            live.insert(record.id.clone(), session.clone());
+        }
+        let first = match self.store.insert(&record).await {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.forget(&record.id);
+                return Err(e.into());
+            }
+        };
+        self.publish(&first);
+        self.metrics.session_created();
+        tracing::info!(session = %record.id, image = %image.name, ttl, idle, "session created");
+
+        let mut state_rx = session.state.subscribe();
+        {
+            // Spawned under the lock, so a delete always finds the task to wait for.
+            let mut slot = session.boot.lock().expect("boot lock");
+            *slot = Some(tokio::spawn(self.clone().boot(session.clone(), self.vm_spec(&record.id, &image))));
+        }
+
+        if wait {
+            let _ = state_rx.wait_for(|s| *s != Creating).await;
+        }
+        let rec = self.store.get(&record.id).await?.ok_or_else(|| SessionError::NotFound(record.id.clone()))?;
+        match rec.state {
+            Failed if wait => Err(SessionError::Failed { reason: rec.failure.clone().unwrap_or_default(), id: rec.id }),
+            // Deleted (or the server began shutting down) while booting.
+            Stopping | Destroyed if wait && self.is_shutting_down() => Err(SessionError::ShuttingDown),
+            Stopping | Destroyed if wait => Err(SessionError::StateChanged { id: rec.id, actual: rec.state }),
+            _ => Ok(self.view(&rec)),
+        }
+    }
+
+    fn vm_spec(&self, id: &str, image: &BootImage) -> VmSpec {
+        VmSpec {
+            id: id.to_string(),
+            image: image.name.clone(),
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            cmdline: image.cmdline.clone(),
+            base_disk: image.rootfs.clone(),
+            disk_size_bytes: None,
+            vcpus: self.cfg.vm_vcpus.unwrap_or(image.vcpus).max(1),
+            memory_mib: self.cfg.vm_memory_mib.unwrap_or(image.memory_mib),
+        }
+    }
+
+    /// The boot task of one session.
+    async fn boot(self: Arc<Self>, s: Arc<LiveSession>, spec: VmSpec) {
+        let created = tokio::select! {
+            r = self.host.create(spec) => Some(r),
+            _ = s.cancel.cancelled() => None,
+        };
+        match created {
+            // Deleted while booting: dropping the create future unwound its cleanup stack; reap
+            // catches a QEMU that was spawned but not yet recorded as killed. The deleter
+            // finishes the session's transitions.
+            None => self.host.reap(&s.id).await,
+            Some(Err(e)) => {
+                let reason = boot_failure(&e);
+                tracing::warn!(session = %s.id, error = %e, "VM did not boot");
+                // The backend cleans up after itself; this makes sure of it.
+                self.host.reap(&s.id).await;
+                // A concurrent delete may have moved the session on; then it finishes the job.
+                if self.transition(&s, Creating, Failed, Some(&reason)).await.is_ok() {
+                    self.forget(&s.id);
+                }
+            }
+            Some(Ok(vm)) => {
+                self.metrics.vm_booted(vm.boot_time());
+                *s.vm.lock().expect("vm lock") = Some(vm.clone());
+                match self.transition(&s, Creating, Ready, None).await {
+                    Ok(()) => {
+                        // Idle time counts from ready, not from the start of the boot.
+                        self.activity(&s).touch();
+                        tokio::spawn(self.clone().watch_exit(s.clone(), vm.clone()));
+                        tokio::spawn(self.clone().watch_ports(s.clone(), vm));
+                    }
+                    // Deleted meanwhile: the deleter stops the VM once this task ends; stopping
+                    // it here too (stop is idempotent) means no VM outlives its session.
+                    Err(e) => {
+                        tracing::info!(session = %s.id, "boot finished after {e}");
+                        let vm = s.vm.lock().expect("vm lock").take();
+                        if let Some(vm) = vm {
+                            let _ = vm.stop().await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails the session when its VM exits without being asked to.
+    async fn watch_exit(self: Arc<Self>, s: Arc<LiveSession>, vm: Arc<dyn mayfly_vm::Vm>) {
+        let exit = tokio::select! {
+            e = vm.wait_exit() => e,
+            _ = s.cancel.cancelled() => return,
+        };
+        if exit.requested {
+            return;
+        }
+        let tail = short_tail(&vm.console_tail(CONSOLE_TAIL * 4));
+        let reason = if tail.is_empty() { format!("VM died: {exit}") } else { format!("VM died: {exit}; console tail:\n{tail}") };
+        self.fail(&s, &reason).await;
+    }
+
+    /// Moves a live session to `failed` and releases its VM (if nothing else tore it down first).
+    async fn fail(&self, s: &Arc<LiveSession>, reason: &str) {
+        let _g = s.lifecycle.lock().await;
+        let from = s.state();
+        if !super::state::is_live(from) {
+            return;
+        }
+        if let Err(e) = self.transition(s, from, Failed, Some(reason)).await {
+            tracing::warn!(session = %s.id, "cannot mark session failed: {e}");
+            return;
+        }
+        s.cancel.cancel();
+        self.release(s).await;
+        self.forget(&s.id);
+    }
+
+    /// Stops the session's VM (which deletes its run dir) and makes sure nothing is left.
+    async fn release(&self, s: &LiveSession) -> Option<String> {
+        let vm = s.vm.lock().expect("vm lock").take();
+        let mut err = None;
+        if let Some(vm) = vm {
+            if let Err(e) = vm.stop().await {
+                tracing::warn!(session = %s.id, "stopping the VM failed: {e}");
+                err = Some(e.to_string());
+            }
+        }
+        self.host.reap(&s.id).await;
+        s.ports.lock().expect("ports lock").clear();
+        err
+    }
+
+    /// Destroys session `id`. A second delete of the same session finds it gone (not found).
+    pub async fn delete(&self, id: &str, reason: &str) -> Result<(), SessionError> {
+        let Some(s) = self.live(id) else {
+            // Not live: a failed session is dismissed; anything else is unknown.
+            let rec = self.record(id).await?;
+            if rec.state == Failed {
+                self.record_transition(id, Failed, Destroyed, Some(reason)).await.map_err(|e| match e {
+                    SessionError::Store(crate::store::StoreError::StateMismatch { .. }) => SessionError::NotFound(id.into()),
+                    e => e,
+                })?;
+                return Ok(());
+            }
+            return Err(SessionError::NotFound(id.to_string()));
+        };
+        let _g = s.lifecycle.lock().await;
+        loop {
+            let from = s.state();
+            let r = match from {
+                Creating | Ready => self.transition(&s, from, Stopping, Some(reason)).await,
+                Failed => {
+                    self.transition(&s, Failed, Destroyed, Some(reason)).await?;
+                    self.forget(id);
+                    return Ok(());
+                }
+                // Stopping only happens under the lifecycle lock, which we hold.
+                Stopping | Destroyed => return Err(SessionError::NotFound(id.to_string())),
+            };
+            match r {
+                Ok(()) => break,
+                // The boot task moved it on (ready or failed) just now: look again.
+                Err(SessionError::StateChanged { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        s.cancel.cancel();
+        let boot = s.boot.lock().expect("boot lock").take();
+        if let Some(task) = boot {
+            let _ = task.await;
+        }
+        let outcome = match self.release(&s).await {
+            None => self.transition(&s, Stopping, Destroyed, Some(reason)).await,
+            Some(e) => self.transition(&s, Stopping, Failed, Some(&format!("stopping the VM failed: {e}"))).await,
+        };
+        self.forget(id);
+        outcome
+    }
+
+    /// At start: sessions the store thinks are live lost their VMs with the old process, so
+    /// they are failed and their VMs destroyed; then every VM no live session owns is reaped.
+    pub async fn reconcile(&self) -> Result<(), SessionError> {
+        const REASON: &str = "control plane restarted";
+        for rec in self.store.list(&[Creating, Ready, Stopping]).await? {
+            self.host.reap(&rec.id).await;
+            self.record_transition(&rec.id, rec.state, Failed, Some(REASON)).await?;
+        }
+        let owned: Vec<String> = self.live.lock().expect("live lock").keys().cloned().collect();
+        for id in self.host.vm_ids() {
+            if !owned.contains(&id) {
+                tracing::warn!(vm = %id, "reaping VM left over by a previous run");
+                self.host.reap(&id).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses new sessions, ends event streams and watchers, and destroys every session.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let all: Vec<String> = self.live.lock().expect("live lock").keys().cloned().collect();
+        tracing::info!(sessions = all.len(), "stopping every session");
+        let deletes = all.iter().map(|id| async move {
+            if let Err(e) = self.delete(id, "server shutting down").await {
+                tracing::debug!(session = %id, "shutdown: {e}");
+            }
+        });
+        futures::future::join_all(deletes).await;
+    }
+
+    /// True once [`SessionManager::shutdown`] began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Resolves when shutdown begins.
+    pub async fn shutting_down(&self) {
+        self.shutdown.cancelled().await
+    }
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SessionError> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(SessionError::Invalid(format!("invalid environment variable {k:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// A failure reason for a VM that did not come up. Host paths stay in the log.
+fn boot_failure(e: &VmError) -> String {
+    match e {
+        VmError::Boot { reason, console, .. } => {
+            let tail = short_tail(console);
+            if tail.is_empty() {
+                format!("VM did not boot: {reason}")
+            } else {
+                format!("VM did not boot: {reason}; console tail:\n{tail}")
+            }
+        }
+        VmError::Missing { what, .. } => format!("{what} is missing; rebuild the image"),
+        _ => "VM could not be started (see the server log)".to_string(),
+    }
+}
+
+/// Console text without terminal escape sequences and control characters (but newlines).
+fn printable(console: &str) -> String {
+    let mut out = String::with_capacity(console.len());
+    let mut chars = console.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI (`ESC [ … final`) or a two-character escape (`ESC c`).
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The last few lines of console output, at most [`CONSOLE_TAIL`] bytes.
+fn short_tail(console: &str) -> String {
+    let console = printable(console);
+    let trimmed = console.trim_end();
+    let mut start = trimmed.len().saturating_sub(CONSOLE_TAIL);
+    while !trimmed.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = &trimmed[start..];
+    // Start at a line boundary when one is near.
+    let tail = match tail.find('\n') {
+        Some(i) if start > 0 && i < tail.len() / 2 => &tail[i + 1..],
+        _ => tail,
+    };
+    tail.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_tails_are_short_and_start_on_a_line() {
+        let long: String = (0..200).map(|i| format!("line {i}\n")).collect();
+        let t = short_tail(&long);
+        assert!(t.len() <= CONSOLE_TAIL);
+        assert!(t.starts_with("line "), "{t}");
+        assert!(t.ends_with("line 199"));
+        assert_eq!(short_tail("  \n"), "");
+        assert_eq!(short_tail("panic\n"), "panic");
+        assert_eq!(short_tail("\u{1b}c\u{1b}[?7l\u{1b}[2J\u{1b}[0mSeaBIOS\r\nBooting\r\n"), "SeaBIOS\nBooting");
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        assert!(validate_env(&BTreeMap::from([("A".into(), "1".into())])).is_ok());
+        assert!(validate_env(&BTreeMap::from([("A=B".into(), "1".into())])).is_err());
+        assert!(validate_env(&BTreeMap::from([("".into(), "1".into())])).is_err());
+    }
+}

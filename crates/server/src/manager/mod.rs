@@ -1,0 +1,344 @@
+//! The session manager: owns every live session (its VM, its watchers), moves sessions through
+//! the lifecycle of [`state`], records each change in the store and broadcasts it.
+//!
+//! * [`lifecycle`] — create (boot in a background task), delete, fail, reconcile, shut down.
+//! * [`guest`] — operations inside a ready session's VM: exec, files, terminals.
+//! * [`ports`] — per-session port watcher and preview visibility.
+//! * [`events`] — per-session event streams (history replayed, then live).
+//! * [`reaper`] — idle timeout and maximum lifetime.
+//!
+//! Not owned here: HTTP (the `api` module parses requests and calls these methods), the VM
+//! command line (the `vm` crate), image building (the `image` crate).
+
+mod events;
+mod guest;
+mod lifecycle;
+mod ports;
+pub mod reaper;
+pub mod state;
+
+use crate::config::ServerConfig;
+use crate::images::{CatalogError, ImageCatalog};
+use crate::metrics::Metrics;
+use crate::store::{SessionRecord, SessionStore, StoreError, StoredEvent};
+use crate::vmhost::VmHost;
+use mayfly_proto::api::{Session, SessionEvent, SessionState, Visibility};
+use mayfly_proto::msg::ErrorKind;
+use mayfly_vm::Vm;
+use state::IllegalTransition;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session {0} not found")]
+    NotFound(String),
+    #[error("session {id} is {}, not ready", .state.as_str())]
+    NotReady { id: String, state: SessionState },
+    #[error("session {id} changed state meanwhile (now {})", .actual.as_str())]
+    StateChanged { id: String, actual: SessionState },
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error(transparent)]
+    Image(#[from] CatalogError),
+    #[error("max_sessions ({0}) reached")]
+    TooManySessions(usize),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("upload exceeds max_upload_bytes ({0})")]
+    UploadTooLarge(u64),
+    /// The guest refused to run a command (missing binary, bad cwd).
+    #[error("cannot run {command:?}: {message}")]
+    Exec { command: String, message: String },
+    /// The guest refused a file or terminal operation.
+    #[error("{message}")]
+    Guest { kind: ErrorKind, message: String },
+    /// The VM or its channel failed; `source` is logged, not shown to clients.
+    #[error("session {id}: {what} failed")]
+    Vm {
+        id: String,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("session {id} failed: {reason}")]
+    Failed { id: String, reason: String },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An event with its store sequence number (state changes only; port events have none).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub seq: Option<i64>,
+    pub event: SessionEvent,
+}
+
+impl Envelope {
+    pub fn session(&self) -> &str {
+        match &self.event {
+            SessionEvent::State { session, .. }
+            | SessionEvent::PortOpened { session, .. }
+            | SessionEvent::PortClosed { session, .. } => session,
+        }
+    }
+}
+
+/// In-memory side of a session that holds (or is acquiring) a VM.
+pub(crate) struct LiveSession {
+    id: String,
+    expires_at: OffsetDateTime,
+    idle_timeout: Duration,
+    /// Environment given at creation; applied to every exec and terminal. Never stored.
+    env: BTreeMap<String, String>,
+    /// Current state; changed only by [`SessionManager::transition`].
+    state: watch::Sender<SessionState>,
+    /// Held for the length of one state change (store write + memory update).
+    transition_lock: tokio::sync::Mutex<()>,
+    /// Held by whoever tears the session down (delete, fail), so teardowns never interleave.
+    lifecycle: tokio::sync::Mutex<()>,
+    vm: Mutex<Option<Arc<dyn Vm>>>,
+    boot: Mutex<Option<JoinHandle<()>>>,
+    /// Cancels the boot and the session's watcher tasks.
+    cancel: CancellationToken,
+    /// Milliseconds since the manager's epoch of the last API, terminal or preview activity.
+    last_active_ms: AtomicU64,
+    ports: Mutex<BTreeSet<u16>>,
+    visibility: Mutex<HashMap<u16, Visibility>>,
+}
+
+impl LiveSession {
+    fn state(&self) -> SessionState {
+        *self.state.borrow()
+    }
+    fn vm(&self) -> Option<Arc<dyn Vm>> {
+        self.vm.lock().expect("vm lock").clone()
+    }
+}
+
+/// Records the latest activity of one session; cheap to clone into long-lived tasks (terminals).
+#[derive(Clone)]
+pub struct Activity {
+    session: Arc<LiveSession>,
+    epoch: Instant,
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        self.session.last_active_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+pub struct SessionManager {
+    cfg: Arc<ServerConfig>,
+    public_url: String,
+    store: Arc<dyn SessionStore>,
+    host: Arc<dyn VmHost>,
+    images: Arc<dyn ImageCatalog>,
+    metrics: Arc<Metrics>,
+    live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    events: broadcast::Sender<Envelope>,
+    shutdown: CancellationToken,
+    epoch: Instant,
+}
+
+/// RFC 3339 with second precision (what the API shows).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+impl SessionManager {
+    pub fn new(
+        cfg: Arc<ServerConfig>,
+        public_url: String,
+        store: Arc<dyn SessionStore>,
+        host: Arc<dyn VmHost>,
+        images: Arc<dyn ImageCatalog>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            cfg,
+            public_url,
+            store,
+            host,
+            images,
+            metrics,
+            live: Mutex::new(HashMap::new()),
+            events,
+            shutdown: CancellationToken::new(),
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    fn live(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.live.lock().expect("live lock").get(id).cloned()
+    }
+
+    fn forget(&self, id: &str) {
+        self.live.lock().expect("live lock").remove(id);
+    }
+
+    fn activity(&self, session: &Arc<LiveSession>) -> Activity {
+        Activity { session: session.clone(), epoch: self.epoch }
+    }
+
+    /// Marks session `id` active now (API use, terminal traffic, preview requests).
+    pub fn touch(&self, id: &str) {
+        if let Some(s) = self.live(id) {
+            self.activity(&s).touch();
+        }
+    }
+
+    /// Moves a live session from `from` to `to`: the one path every in-memory change takes.
+    async fn transition(
+        &self,
+        s: &LiveSession,
+        from: SessionState,
+        to: SessionState,
+        reason: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let _g = s.transition_lock.lock().await;
+        let actual = s.state();
+        if actual != from {
+            return Err(SessionError::StateChanged { id: s.id.clone(), actual });
+        }
+        self.record_transition(&s.id, from, to, reason).await?;
+        s.state.send_replace(to);
+        Ok(())
+    }
+
+    /// Checks, stores and broadcasts one state change (also for sessions with no live object).
+    async fn record_transition(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        reason: Option<&str>,
+    ) -> Result<StoredEvent, SessionError> {
+        state::transition(from, to)?;
+        let ev = self.store.transition(id, from, to, reason, OffsetDateTime::now_utc()).await?;
+        tracing::info!(session = id, from = from.as_str(), to = to.as_str(), reason = reason.unwrap_or(""), "session state");
+        if to == SessionState::Failed {
+            self.metrics.session_failed();
+        }
+        self.publish(&ev);
+        Ok(ev)
+    }
+
+    fn publish(&self, ev: &StoredEvent) {
+        let event = SessionEvent::State {
+            session: ev.session.clone(),
+            from: ev.from,
+            to: ev.to,
+            reason: ev.reason.clone(),
+            at: rfc3339(ev.at),
+        };
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(Envelope { seq: Some(ev.seq), event });
+    }
+
+    fn view(&self, r: &SessionRecord) -> Session {
+        Session {
+            id: r.id.clone(),
+            state: r.state,
+            image: r.image.clone(),
+            created_at: rfc3339(r.created_at),
+            expires_at: rfc3339(r.expires_at),
+            idle_timeout_seconds: r.idle_timeout_seconds,
+            ide_url: format!("{}/s/{}", self.public_url, r.id),
+            failure: r.failure.clone(),
+        }
+    }
+
+    /// The stored session `id`; destroyed sessions are gone (not found).
+    async fn record(&self, id: &str) -> Result<SessionRecord, SessionError> {
+        match self.store.get(id).await? {
+            Some(r) if r.state != SessionState::Destroyed => Ok(r),
+            _ => Err(SessionError::NotFound(id.to_string())),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Session, SessionError> {
+        let r = self.record(id).await?;
+        self.touch(id);
+        Ok(self.view(&r))
+    }
+
+    /// Every session that is not destroyed, oldest first (failed ones stay until deleted).
+    pub async fn list(&self) -> Result<Vec<Session>, SessionError> {
+        use SessionState::*;
+        let recs = self.store.list(&[Creating, Ready, Stopping, Failed]).await?;
+        Ok(recs.iter().map(|r| self.view(r)).collect())
+    }
+
+    pub fn images(&self) -> Vec<mayfly_proto::api::ImageInfo> {
+        self.images.list()
+    }
+
+    pub async fn metrics_text(&self) -> Result<String, SessionError> {
+        let counts = self.store.count_by_state().await?;
+        Ok(self.metrics.render(&counts))
+    }
+
+    /// The error for an operation that needs a ready session `id`.
+    async fn not_ready(&self, id: &str) -> SessionError {
+        match self.record(id).await {
+            Ok(r) => SessionError::NotReady { id: id.to_string(), state: r.state },
+            Err(e) => e,
+        }
+    }
+
+    /// The VM of ready session `id`; counts as activity.
+    async fn ready_vm(&self, id: &str) -> Result<(Arc<LiveSession>, Arc<dyn Vm>), SessionError> {
+        if let Some(s) = self.live(id) {
+            let state = s.state();
+            if state == SessionState::Ready {
+                if let Some(vm) = s.vm() {
+                    self.activity(&s).touch();
+                    return Ok((s, vm));
+                }
+            }
+            return Err(SessionError::NotReady { id: id.to_string(), state });
+        }
+        Err(self.not_ready(id).await)
+    }
+}
+
+/// A new session id: `s` + 11 random base32 characters, a lowercase DNS label.
+pub fn new_session_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::thread_rng();
+    std::iter::once('s').chain((0..11).map(|_| ALPHABET[rng.gen_range(0..32)] as char)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_ids_are_dns_labels() {
+        let a = super::new_session_id();
+        assert_eq!(a.len(), 12);
+        assert!(mayfly_vm::valid_id(&a), "{a}");
+        assert_ne!(a, super::new_session_id());
+    }
+}

@@ -1,0 +1,125 @@
+//! Putting the control plane together: data dir, token, store, VM backend, image catalog,
+//! session manager, reaper and HTTP server; graceful shutdown that stops every VM.
+
+use crate::api::{router, AppState};
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::images::StoreCatalog;
+use crate::manager::SessionManager;
+use crate::metrics::Metrics;
+use crate::store::SqliteStore;
+use anyhow::Context;
+use mayfly_vm::qemu::{QemuBackend, QemuConfig};
+use nix::fcntl::{Flock, FlockArg};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A bound, reconciled server that has not started serving yet.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    token_generated: bool,
+    /// Held while the server runs: a second server on the same data dir would reap our VMs.
+    _lock: Flock<std::fs::File>,
+}
+
+fn lock_data_dir(cfg: &ServerConfig) -> anyhow::Result<Flock<std::fs::File>> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let path = cfg.data_dir.join("server.lock");
+    let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!("another mayfly server uses data dir {} ({e})", cfg.data_dir.display())
+    })
+}
+
+/// Builds the application state for `config` (no socket; nothing reconciled).
+/// The flag is true when the token was generated now.
+pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Result<(AppState, bool)> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let (auth, generated) = Auth::load_or_generate(config.token.as_deref(), &config.token_path())?;
+    let store = SqliteStore::open(&config.store_path()).await.context("cannot open the session store")?;
+    let mut qemu = QemuConfig::new(config.vm_state_dir());
+    qemu.accel = config.accel;
+    qemu.boot_timeout = Duration::from_secs(config.boot_timeout_seconds);
+    let host = QemuBackend::new(qemu).context("cannot start the QEMU backend")?;
+    let images = StoreCatalog::new(&config.image_data_dir());
+    let metrics = Arc::new(Metrics::default());
+    let manager = SessionManager::new(
+        Arc::new(config),
+        public_url,
+        Arc::new(store),
+        Arc::new(host),
+        Arc::new(images),
+        metrics.clone(),
+    );
+    Ok((AppState { manager, auth: Arc::new(auth), metrics }, generated))
+}
+
+impl Server {
+    /// Binds the listener (port 0 picks one), opens everything and reconciles leftovers.
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        config.validate()?;
+        let lock = lock_data_dir(&config)?;
+        let listener = TcpListener::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
+        let addr = listener.local_addr()?;
+        let public_url = config.resolved_public_url(addr);
+        let (state, token_generated) = build_state(config, public_url).await?;
+        state.manager.reconcile().await.context("reconciling sessions with the host")?;
+        Ok(Server { listener, addr, state, token_generated, _lock: lock })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn token(&self) -> &str {
+        self.state.auth.token()
+    }
+
+    /// True when the token was generated at this start (and should be shown to the operator).
+    pub fn token_generated(&self) -> bool {
+        self.token_generated
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops every session and waits for the tasks.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let manager = self.state.manager.clone();
+        let reaper = tokio::spawn(manager.clone().run_reaper(manager.config().reaper_interval()));
+        let app = router(self.state.clone());
+        let m = manager.clone();
+        // Sessions stop before connections drain: open terminals and event streams then end
+        // by themselves, and new sessions are refused meanwhile.
+        let graceful = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            m.shutdown().await;
+        };
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(graceful).await;
+        manager.shutdown().await;
+        let _ = reaper.await;
+        served.context("HTTP server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Runs `mayfly serve`: binds, prints `mayfly listening on http://ADDR` (and the token if it
+/// was generated), serves until `shutdown` resolves, then stops every VM.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let token_path = config.token_path();
+    let server = Server::bind(config).await?;
+    println!("mayfly listening on http://{}", server.local_addr());
+    if server.token_generated() {
+        println!("mayfly token: {} (saved in {})", server.token(), token_path.display());
+    }
+    server.serve(shutdown).await
+}

@@ -1,0 +1,120 @@
+//! Durable session records behind [`SessionStore`]: one row per session, one row per state change
+//! (the event log), and the per-port preview visibility.
+//!
+//! The store only records; it does not decide which transitions are legal (that is
+//! [`crate::manager::state`]) beyond refusing an update whose `from` state is stale, which makes
+//! concurrent transitions of one session safe. SQLite ([`sqlite::SqliteStore`]) is the embedded
+//! implementation; a PostgreSQL one fits the same trait.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use mayfly_proto::api::{SessionState, Visibility};
+use std::collections::HashMap;
+use time::OffsetDateTime;
+
+pub use sqlite::SqliteStore;
+
+/// One session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub image: String,
+    pub state: SessionState,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub idle_timeout_seconds: u64,
+    /// Why the session failed.
+    pub failure: Option<String>,
+}
+
+/// One state change, in the order the store recorded it (`seq` grows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub session: String,
+    pub from: Option<SessionState>,
+    pub to: SessionState,
+    pub reason: Option<String>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session {0} already exists")]
+    Duplicate(String),
+    #[error("session {0} not found")]
+    NotFound(String),
+    #[error("session {id} is {}, not {}", .actual.as_str(), .expected.as_str())]
+    StateMismatch { id: String, expected: SessionState, actual: SessionState },
+    #[error("session store: {op} failed")]
+    Backend {
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("session store holds an invalid {what}: {value:?}")]
+    Corrupt { what: &'static str, value: String },
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session (its state is the record's) and its first event (`from: None`).
+    async fn insert(&self, session: &SessionRecord) -> Result<StoredEvent, StoreError>;
+
+    /// Moves `id` from `from` to `to` and appends the event, atomically. Fails with
+    /// [`StoreError::StateMismatch`] when the stored state is not `from`. A transition to
+    /// `failed` also records `reason` as the session's failure.
+    async fn transition(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+        reason: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<StoredEvent, StoreError>;
+
+    async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Sessions in any of `states`, oldest first.
+    async fn list(&self, states: &[SessionState]) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// The state changes of `id`, oldest first.
+    async fn events(&self, id: &str) -> Result<Vec<StoredEvent>, StoreError>;
+
+    async fn count_by_state(&self) -> Result<HashMap<SessionState, u64>, StoreError>;
+
+    async fn port_visibility(&self, id: &str) -> Result<HashMap<u16, Visibility>, StoreError>;
+
+    async fn set_port_visibility(&self, id: &str, port: u16, visibility: Visibility) -> Result<(), StoreError>;
+}
+
+pub const ALL_STATES: [SessionState; 5] = [
+    SessionState::Creating,
+    SessionState::Ready,
+    SessionState::Stopping,
+    SessionState::Destroyed,
+    SessionState::Failed,
+];
+
+pub fn parse_state(s: &str) -> Result<SessionState, StoreError> {
+    ALL_STATES
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt { what: "state", value: s.to_string() })
+}
+
+pub fn visibility_str(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Private => "private",
+        Visibility::Public => "public",
+    }
+}
+
+pub fn parse_visibility(s: &str) -> Result<Visibility, StoreError> {
+    match s {
+        "private" => Ok(Visibility::Private),
+        "public" => Ok(Visibility::Public),
+        other => Err(StoreError::Corrupt { what: "visibility", value: other.to_string() }),
+    }
+}
