@@ -8,7 +8,8 @@
 //!   virtio-serial port (or a Unix socket in tests) and runs one task per stream.
 //!
 //! Each stream op lives in its own module: [`exec`], [`pty`] (with [`terminal`] and
-//! [`scrollback`]), [`files`] and [`transfer`], [`ports`], [`tunnel`], [`info`], [`identity`].
+//! [`scrollback`]), [`files`] and [`transfer`], [`ports`], [`watch`] (with [`watch_batch`]),
+//! [`tunnel`], [`info`], [`identity`].
 //! The byte transport and its reconnect rules live in [`transport`].
 
 pub mod boot;
@@ -26,6 +27,8 @@ pub mod terminal;
 pub mod transfer;
 pub mod transport;
 pub mod tunnel;
+pub mod watch;
+pub mod watch_batch;
 
 /// Directory commands start in when the host names none: root's home, or `/` if it is missing.
 pub(crate) fn default_cwd() -> std::path::PathBuf {

@@ -74,7 +74,7 @@ async fn serve_connection(mux: &Mux, daemon: &Daemon) {
 
 /// Runs one stream to its end.
 pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
-    use crate::{exec, files, identity, info, ports, pty, transfer, tunnel};
+    use crate::{exec, files, identity, info, ports, pty, transfer, tunnel, watch};
     match req {
         OpenRequest::Exec(r) => exec::serve(r, stream).await,
         OpenRequest::Pty(r) => pty::serve(r, stream, &daemon.terminals).await,
@@ -86,6 +86,7 @@ pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
         OpenRequest::ReadFile { path } => transfer::read_file(&path, stream).await,
         OpenRequest::WriteFile { path, mode } => transfer::write_file(&path, mode, stream).await,
         OpenRequest::WatchPorts => ports::serve(stream).await,
+        OpenRequest::WatchFiles { path } => watch::serve(&path, stream).await,
         OpenRequest::Tunnel { port } => tunnel::serve(port, stream).await,
         OpenRequest::Info => info::serve(stream).await,
         OpenRequest::Identity(id) => identity::serve(id, stream).await,

@@ -129,6 +129,33 @@ pub enum SessionEvent {
     },
     PortOpened { session: String, port: Port },
     PortClosed { session: String, port: u16 },
+    /// A path in the session's workspace changed (created from a terminal, saved, deleted…).
+    /// `from` is the old path of a rename. A `modified` event on the workspace root means
+    /// "too much changed to tell": rescan.
+    FileChanged {
+        session: String,
+        path: String,
+        kind: FileChangeKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileChangeKind {
+    Created,
+    Modified,
+    Deleted,
+    Renamed,
+}
+
+/// `POST /api/v1/sessions/{id}/files/rename`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenamePath {
+    pub from: String,
+    pub to: String,
 }
 
 /// Text control frame on the PTY WebSocket.

@@ -10,6 +10,7 @@
 //! | `read_file` | — | CTRL `file` (metadata), DATA…, EOF |
 //! | `write_file` | DATA…, EOF | CTRL `ok` |
 //! | `watch_ports` | — | CTRL `ports` (full set) on every change |
+//! | `watch_files` | — | CTRL `ok` once watching, then CTRL `file_events` batches (~100 ms apart) |
 //! | `tunnel` | DATA, EOF | CTRL `connected`, DATA, EOF |
 //!
 //! `list` may answer with several CTRL `list` messages before its EOF (a frame carries at most
@@ -84,6 +85,8 @@ pub enum OpenRequest {
         recursive: bool,
     },
     WatchPorts,
+    /// Watch a directory tree for file changes (recursive, with a cap on watched directories).
+    WatchFiles { path: String },
     Tunnel { port: u16 },
     Info,
     /// Refresh per-VM identity after a clone: clock, RNG seed, hostname, machine id.
@@ -134,6 +137,27 @@ pub struct ListenPort {
     pub loopback: bool,
 }
 
+/// What happened to a path, as seen by `watch_files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileEventKind {
+    Created,
+    Modified,
+    Deleted,
+    /// Moved within the watched tree: `path` is the new name, `from` the old one.
+    Renamed,
+}
+
+/// One change under a watched tree. A `modified` event on the watched root itself means
+/// "too much changed to tell" (queue overflow, a huge batch): rescan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEvent {
+    pub path: String,
+    pub kind: FileEventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestInfo {
     pub version: String,
@@ -176,6 +200,7 @@ pub enum Ctrl {
     List { entries: Vec<FileInfo> },
     File { size: u64, mode: u32 },
     Ports { ports: Vec<ListenPort> },
+    FileEvents { events: Vec<FileEvent> },
     Connected,
     Info(GuestInfo),
     Error { kind: ErrorKind, message: String },
@@ -237,6 +262,7 @@ mod tests {
             ),
             (OpenRequest::Tunnel { port: 8000 }, r#"{"op":"tunnel","port":8000}"#),
             (OpenRequest::WatchPorts, r#"{"op":"watch_ports"}"#),
+            (OpenRequest::WatchFiles { path: "/root".into() }, r#"{"op":"watch_files","path":"/root"}"#),
         ];
         for (req, json) in cases {
             assert_eq!(serde_json::to_string(&req).unwrap(), json);
@@ -265,6 +291,12 @@ mod tests {
         });
         let s = serde_json::to_string(&stat).unwrap();
         assert_eq!(serde_json::from_str::<Ctrl>(&s).unwrap(), stat, "{s}");
+        let fe = Ctrl::FileEvents {
+            events: vec![FileEvent { path: "/r/b".into(), kind: FileEventKind::Renamed, from: Some("/r/a".into()) }],
+        };
+        let s = serde_json::to_string(&fe).unwrap();
+        assert_eq!(s, r#"{"type":"file_events","events":[{"path":"/r/b","kind":"renamed","from":"/r/a"}]}"#);
+        assert_eq!(serde_json::from_str::<Ctrl>(&s).unwrap(), fe);
         let e = Ctrl::io_error("/nope", &std::io::Error::from(std::io::ErrorKind::NotFound));
         assert!(matches!(e, Ctrl::Error { kind: ErrorKind::NotFound, .. }));
     }

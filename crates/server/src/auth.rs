@@ -6,7 +6,7 @@
 use crate::api::{ApiJson, AppState};
 use crate::error::ApiError;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -118,13 +118,30 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(|(_, v)| v)
 }
 
-/// Middleware: everything behind it needs the token.
+/// True when a browser sent the request from another origin than the one it addresses.
+/// Cookies are sent by same-site pages, and preview hosts (`8000-s.localhost`) are same-site
+/// with the main origin (`localhost`): without this check a preview page could drive the API
+/// (and open terminals over WebSocket, which has no CORS) with the user's cookie.
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or(origin);
+    !authority.eq_ignore_ascii_case(host)
+}
+
+/// Middleware: everything behind it needs the token; a cookie only counts from the same origin.
 pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.auth.allows(req.headers()) {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
+    let headers = req.headers();
+    if bearer(headers).is_some_and(|t| state.auth.check(t)) {
+        return next.run(req).await;
     }
+    if !state.auth.allows(headers) {
+        return ApiError::unauthorized().into_response();
+    }
+    if cross_origin(headers) {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-origin request refused (use a bearer token)").into_response();
+    }
+    next.run(req).await
 }
 
 /// `POST /api/v1/login {"token"}` → 204 with the `mayfly_token` cookie, or 401.
@@ -174,5 +191,23 @@ mod tests {
         assert!(auth.allows(&h(COOKIE, "a=b; mayfly_token=tok123")));
         assert!(!auth.allows(&h(COOKIE, "mayfly_token=nope; other=tok123")));
         assert!(!auth.allows(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn cross_origin_is_told_by_origin_and_host() {
+        let h = |origin: Option<&str>, host: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(HOST, HeaderValue::from_str(host).unwrap());
+            if let Some(o) = origin {
+                m.insert(ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            m
+        };
+        assert!(!cross_origin(&h(None, "localhost:7070")), "no Origin: a navigation or a non-browser client");
+        assert!(!cross_origin(&h(Some("http://localhost:7070"), "localhost:7070")));
+        assert!(!cross_origin(&h(Some("http://LOCALHOST:7070"), "localhost:7070")));
+        assert!(cross_origin(&h(Some("http://8000-sabc.localhost:7070"), "localhost:7070")), "a preview page");
+        assert!(cross_origin(&h(Some("null"), "localhost:7070")));
+        assert!(cross_origin(&h(Some("https://evil.example"), "localhost:7070")));
     }
 }

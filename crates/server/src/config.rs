@@ -67,6 +67,12 @@ pub struct ServerConfig {
     pub exec_timeout_seconds: u64,
     /// Output kept per stream (stdout, stderr) of one exec.
     pub exec_output_limit_bytes: usize,
+    /// Restored, unclaimed clones kept ready per pooled image (0 disables the warm pool).
+    pub pool_size: usize,
+    /// Images with a warm pool; default: the default image.
+    pub pool_images: Option<Vec<String>>,
+    /// Start sessions as clones of a template snapshot (false: always cold boot).
+    pub templates: bool,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +98,9 @@ impl Default for ServerConfig {
             reaper_interval_seconds: 5,
             exec_timeout_seconds: 60,
             exec_output_limit_bytes: 4 << 20,
+            pool_size: 2,
+            pool_images: None,
+            templates: true,
         }
     }
 }
@@ -101,6 +110,7 @@ impl Default for ServerConfig {
 enum Kind {
     Str,
     Int,
+    Bool,
 }
 
 /// Fields that can be overridden from the environment (all of them but `data_dir`).
@@ -124,6 +134,8 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("reaper_interval_seconds", Kind::Int),
     ("exec_timeout_seconds", Kind::Int),
     ("exec_output_limit_bytes", Kind::Int),
+    ("pool_size", Kind::Int),
+    ("templates", Kind::Bool),
 ];
 
 impl ServerConfig {
@@ -155,6 +167,11 @@ impl ServerConfig {
             let value = match kind {
                 Kind::Str => toml::Value::String(raw.clone()),
                 Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|e| bad(format!("{e}")))?),
+                Kind::Bool => toml::Value::Boolean(match raw.trim() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    other => return Err(bad(format!("{other:?} is not a boolean"))),
+                }),
             };
             table.insert((*field).to_string(), value);
         }

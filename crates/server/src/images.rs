@@ -13,6 +13,10 @@ pub struct BootImage {
     pub cmdline: String,
     pub memory_mib: u32,
     pub vcpus: u32,
+    /// Content key of the build: templates made from another key are never restored.
+    pub key: String,
+    /// The build's directory; templates live in it.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,8 @@ impl ImageCatalog for StoreCatalog {
         }
         match self.store.get(name) {
             Ok(img) => Ok(BootImage {
+                key: img.key,
+                dir: img.dir,
                 name: img.name,
                 kernel: img.kernel,
                 initrd: img.initrd,

@@ -5,8 +5,10 @@
 //! * [`manager`] — [`manager::SessionManager`] and the session lifecycle.
 //! * [`store`] — [`store::SessionStore`] and its SQLite implementation.
 //! * [`api`] — the HTTP surface ([`router`]), documented in `src/openapi.json`.
+//! * [`preview`] — preview URLs: the Host-routed reverse proxy into each VM, and its access rules.
+//! * [`listen`] — serving HTTP connections (header timeout, smuggling guard, graceful shutdown).
 //!
-//! Not here: the preview proxy and the IDE assets (later modules), VM details (`mayfly-vm`),
+//! Not here: the IDE assets (a later module), VM details (`mayfly-vm`),
 //! image building (`mayfly-image`).
 
 pub mod api;
@@ -14,8 +16,10 @@ mod auth;
 pub mod config;
 mod error;
 pub mod images;
+pub mod listen;
 pub mod manager;
 mod metrics;
+pub mod preview;
 mod server;
 pub mod store;
 pub mod vmhost;

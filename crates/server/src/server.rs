@@ -7,6 +7,7 @@ use crate::config::ServerConfig;
 use crate::images::StoreCatalog;
 use crate::manager::SessionManager;
 use crate::metrics::Metrics;
+use crate::preview::Preview;
 use crate::store::SqliteStore;
 use anyhow::Context;
 use mayfly_vm::qemu::{QemuBackend, QemuConfig};
@@ -23,6 +24,7 @@ pub struct Server {
     addr: SocketAddr,
     state: AppState,
     token_generated: bool,
+    preview: Arc<Preview>,
     /// Held while the server runs: a second server on the same data dir would reap our VMs.
     _lock: Flock<std::fs::File>,
 }
@@ -68,9 +70,11 @@ impl Server {
         let listener = TcpListener::bind(config.bind).await.with_context(|| format!("cannot listen on {}", config.bind))?;
         let addr = listener.local_addr()?;
         let public_url = config.resolved_public_url(addr);
+        let data_dir = config.data_dir.clone();
         let (state, token_generated) = build_state(config, public_url).await?;
+        let preview = Preview::new(state.manager.clone(), state.auth.clone(), &data_dir, addr.port())?;
         state.manager.reconcile().await.context("reconciling sessions with the host")?;
-        Ok(Server { listener, addr, state, token_generated, _lock: lock })
+        Ok(Server { listener, addr, state, token_generated, preview: Arc::new(preview), _lock: lock })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -94,7 +98,8 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let manager = self.state.manager.clone();
         let reaper = tokio::spawn(manager.clone().run_reaper(manager.config().reaper_interval()));
-        let app = router(self.state.clone());
+        let pool = manager.start_pool();
+        let app = self.preview.clone().layer(router(self.state.clone()));
         let m = manager.clone();
         // Sessions stop before connections drain: open terminals and event streams then end
         // by themselves, and new sessions are refused meanwhile.
@@ -103,9 +108,10 @@ impl Server {
             tracing::info!("shutting down");
             m.shutdown().await;
         };
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(graceful).await;
+        let served = crate::listen::serve(self.listener, app, graceful).await;
         manager.shutdown().await;
         let _ = reaper.await;
+        let _ = pool.await;
         served.context("HTTP server failed")?;
         tracing::info!("stopped");
         Ok(())

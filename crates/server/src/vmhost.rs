@@ -1,12 +1,14 @@
 //! What the session manager needs from a VM backend beyond booting: finding and destroying VMs
-//! that no live session owns (after a crash or restart of the control plane).
+//! that no live session owns (after a crash or restart of the control plane), and templates.
 //!
 //! These are inherent methods of `QemuBackend` today; they belong on `mayfly_vm::VmBackend`
 //! once a second backend exists.
 
 use async_trait::async_trait;
 use mayfly_vm::qemu::QemuBackend;
-use mayfly_vm::VmBackend;
+use mayfly_vm::snapshot::Template;
+use mayfly_vm::{VmBackend, VmError, VmSpec};
+use std::path::Path;
 
 #[async_trait]
 pub trait VmHost: VmBackend {
@@ -14,6 +16,13 @@ pub trait VmHost: VmBackend {
     fn vm_ids(&self) -> Vec<String>;
     /// Destroys VM `id` that no live object owns: kills its process, deletes its state.
     async fn reap(&self, id: &str);
+    /// The template snapshot in `dir` for an image with `image_key`: the existing one if it is
+    /// compatible, else a new one made by booting `spec` (under a lock, so concurrent servers
+    /// sharing an image dir build it once).
+    async fn template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
+        let _ = (spec, image_key);
+        Err(VmError::Snapshot { dir: dir.display().to_string(), reason: "this backend has no templates".into() })
+    }
 }
 
 #[async_trait]
@@ -23,5 +32,8 @@ impl VmHost for QemuBackend {
     }
     async fn reap(&self, id: &str) {
         QemuBackend::reap(self, id).await
+    }
+    async fn template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
+        self.ensure_template(spec, image_key, dir).await
     }
 }

@@ -273,19 +273,24 @@ impl QemuBackend {
         }
         self.ready(&spec, &launched).await?;
         tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: guest answered");
-        let identity = Identity {
-            hostname: Some(spec.id.clone()),
-            machine_id: Some(hex::encode(rand_bytes::<16>())),
-            unix_time_ns: Some(
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
-            ),
-            rng_seed_hex: Some(hex::encode(rand_bytes::<64>())),
-        };
+        let identity = fresh_identity(&spec.id);
         if let Err(e) = launched.channel.set_identity(identity).await {
             return Err(self.boot_error(&spec, &launched, format!("identity refresh failed: {e}")).await);
         }
         tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: identity set");
         Ok(self.finish(launched, cleanup))
+    }
+}
+
+/// A new identity for a clone: `hostname`, a random machine id, the host's clock, fresh entropy.
+pub fn fresh_identity(hostname: &str) -> Identity {
+    Identity {
+        hostname: Some(hostname.to_string()),
+        machine_id: Some(hex::encode(rand_bytes::<16>())),
+        unix_time_ns: Some(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+        ),
+        rng_seed_hex: Some(hex::encode(rand_bytes::<64>())),
     }
 }
 
@@ -302,4 +307,45 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
         let _ = f.read_exact(&mut b);
     }
     b
+}
+
+impl QemuBackend {
+    /// Opens the template in `dir` if it is compatible with this backend and `image_key`;
+    /// otherwise (missing, other QEMU, other image) builds it. A lock file next to `dir`
+    /// serialises builders across processes.
+    pub async fn ensure_template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
+        if let Ok(t) = Template::open(dir) {
+            if t.incompatibility(self, image_key).is_none() {
+                return Ok(t);
+            }
+        }
+        let lock_path = dir.with_extension("lock");
+        if let Some(parent) = lock_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template dir", source })?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "opening the template lock", source })?;
+        let lock = tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on an fd we own; blocks until the other builder is done.
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            lock
+        })
+        .await
+        .map_err(|e| VmError::Snapshot { dir: dir.display().to_string(), reason: e.to_string() })?;
+        // Another process may have built it while we waited.
+        if let Ok(t) = Template::open(dir) {
+            match t.incompatibility(self, image_key) {
+                None => return Ok(t),
+                Some(why) => tracing::info!(dir = %dir.display(), "rebuilding template: {why}"),
+            }
+        }
+        let result = self.create_template(spec, image_key, dir).await;
+        drop(lock);
+        result
+    }
 }

@@ -106,6 +106,7 @@ pub(crate) fn protected_routes() -> Routes {
         .merge(pty::routes())
         .merge(events::routes())
         .get("/api/v1/images", images)
+        .get("/api/v1/pool", pool)
         .get("/api/v1/openapi.json", openapi)
         .get("/metrics", metrics)
 }
@@ -162,6 +163,11 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 async fn images(State(state): State<AppState>) -> Json<Vec<mayfly_proto::api::ImageInfo>> {
     Json(state.manager.images())
+}
+
+/// Warm pool and template status per image.
+async fn pool(State(state): State<AppState>) -> Json<Vec<crate::manager::PoolStatus>> {
+    Json(state.manager.pool_status())
 }
 
 /// A JSON body, read up to `max_body_bytes` (413 beyond), parsed with the DTO's own rules

@@ -223,6 +223,8 @@ impl ImageCatalog for FakeImages {
             cmdline: String::new(),
             memory_mib: 64,
             vcpus: 1,
+            key: "fake".into(),
+            dir: "/nonexistent".into(),
         })
     }
     fn list(&self) -> Vec<mayfly_proto::api::ImageInfo> {

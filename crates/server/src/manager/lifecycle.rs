@@ -10,7 +10,7 @@ use super::{LiveSession, SessionError, SessionManager};
 use crate::images::BootImage;
 use crate::store::SessionRecord;
 use mayfly_proto::api::{CreateSession, Session, SessionState};
-use mayfly_vm::{VmError, VmSpec};
+use mayfly_vm::VmError;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,7 @@ impl SessionManager {
         {
             // Spawned under the lock, so a delete always finds the task to wait for.
             let mut slot = session.boot.lock().expect("boot lock");
-            *slot = Some(tokio::spawn(self.clone().boot(session.clone(), self.vm_spec(&record.id, &image))));
+            *slot = Some(tokio::spawn(self.clone().boot(session.clone(), image)));
         }
 
         if wait {
@@ -103,24 +103,13 @@ impl SessionManager {
         }
     }
 
-    fn vm_spec(&self, id: &str, image: &BootImage) -> VmSpec {
-        VmSpec {
-            id: id.to_string(),
-            image: image.name.clone(),
-            kernel: image.kernel.clone(),
-            initrd: image.initrd.clone(),
-            cmdline: image.cmdline.clone(),
-            base_disk: image.rootfs.clone(),
-            disk_size_bytes: None,
-            vcpus: self.cfg.vm_vcpus.unwrap_or(image.vcpus).max(1),
-            memory_mib: self.cfg.vm_memory_mib.unwrap_or(image.memory_mib),
-        }
-    }
-
     /// The boot task of one session.
-    async fn boot(self: Arc<Self>, s: Arc<LiveSession>, spec: VmSpec) {
+    async fn boot(self: Arc<Self>, s: Arc<LiveSession>, image: BootImage) {
         let created = tokio::select! {
-            r = self.host.create(spec) => Some(r),
+            r = self.provisioner.acquire(&s.id, &image) => Some(r.map(|(vm, source)| {
+                tracing::info!(session = %s.id, vm = vm.id(), ?source, ms = vm.boot_time().as_millis() as u64, "VM provided");
+                vm
+            })),
             _ = s.cancel.cancelled() => None,
         };
         match created {
@@ -275,6 +264,7 @@ impl SessionManager {
     /// Refuses new sessions, ends event streams and watchers, and destroys every session.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        self.provisioner.drain().await;
         let all: Vec<String> = self.live.lock().expect("live lock").keys().cloned().collect();
         tracing::info!(sessions = all.len(), "stopping every session");
         let deletes = all.iter().map(|id| async move {

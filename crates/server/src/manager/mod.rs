@@ -13,6 +13,7 @@
 mod events;
 mod guest;
 mod lifecycle;
+mod pool;
 mod ports;
 pub mod reaper;
 pub mod state;
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
+pub use pool::{PoolStatus, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -89,7 +91,8 @@ impl Envelope {
         match &self.event {
             SessionEvent::State { session, .. }
             | SessionEvent::PortOpened { session, .. }
-            | SessionEvent::PortClosed { session, .. } => session,
+            | SessionEvent::PortClosed { session, .. }
+            | SessionEvent::FileChanged { session, .. } => session,
         }
     }
 }
@@ -150,6 +153,7 @@ pub struct SessionManager {
     events: broadcast::Sender<Envelope>,
     shutdown: CancellationToken,
     epoch: Instant,
+    provisioner: Arc<pool::Provisioner>,
 }
 
 /// RFC 3339 with second precision (what the API shows).
@@ -168,7 +172,24 @@ impl SessionManager {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
+        let pooled = if cfg.templates && cfg.pool_size > 0 {
+            cfg.pool_images.clone().unwrap_or_else(|| vec![cfg.default_image.clone()])
+        } else {
+            Vec::new()
+        };
+        let provisioner = pool::Provisioner::new(
+            host.clone(),
+            images.clone(),
+            pool::PoolConfig {
+                size: cfg.pool_size,
+                pooled,
+                templates: cfg.templates,
+                memory_override: cfg.vm_memory_mib,
+                vcpus_override: cfg.vm_vcpus,
+            },
+        );
         Arc::new(Self {
+            provisioner,
             cfg,
             public_url,
             store,
@@ -184,6 +205,16 @@ impl SessionManager {
 
     pub fn config(&self) -> &ServerConfig {
         &self.cfg
+    }
+
+    /// Warm pool and template status per image.
+    pub fn pool_status(&self) -> Vec<PoolStatus> {
+        self.provisioner.status()
+    }
+
+    /// Starts keeping the warm pool filled (after reconcile).
+    pub fn start_pool(&self) -> JoinHandle<()> {
+        tokio::spawn(self.provisioner.clone().run())
     }
 
     pub fn public_url(&self) -> &str {
@@ -297,7 +328,21 @@ impl SessionManager {
 
     pub async fn metrics_text(&self) -> Result<String, SessionError> {
         let counts = self.store.count_by_state().await?;
-        Ok(self.metrics.render(&counts))
+        let mut text = self.metrics.render(&counts);
+        let pools = self.provisioner.status();
+        text.push_str("# HELP mayfly_pool_ready Restored, unclaimed VMs ready per image.\n# TYPE mayfly_pool_ready gauge\n");
+        for p in &pools {
+            text.push_str(&format!("mayfly_pool_ready{{image=\"{}\"}} {}\n", p.image, p.ready));
+        }
+        text.push_str("# HELP mayfly_pool_hits_total Sessions handed a pooled VM.\n# TYPE mayfly_pool_hits_total counter\n");
+        for p in &pools {
+            text.push_str(&format!("mayfly_pool_hits_total{{image=\"{}\"}} {}\n", p.image, p.hits));
+        }
+        text.push_str("# HELP mayfly_pool_misses_total Sessions that found the pool empty.\n# TYPE mayfly_pool_misses_total counter\n");
+        for p in &pools {
+            text.push_str(&format!("mayfly_pool_misses_total{{image=\"{}\"}} {}\n", p.image, p.misses));
+        }
+        Ok(text)
     }
 
     /// The error for an operation that needs a ready session `id`.

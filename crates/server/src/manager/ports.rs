@@ -5,10 +5,10 @@
 //! `port_opened` / `port_closed`. Visibility is stored per (session, port), private by default,
 //! and may be set before the port opens.
 
-use super::{Envelope, LiveSession, SessionError, SessionManager};
+use super::{Activity, Envelope, LiveSession, SessionError, SessionManager};
 use mayfly_proto::api::{Port, SessionEvent, Visibility};
 use mayfly_proto::msg::{Ctrl, ListenPort, OpenRequest};
-use mayfly_proto::mux::Event;
+use mayfly_proto::mux::{Event, Stream};
 use mayfly_vm::Vm;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// Pause before re-opening a port watch that ended (guest daemon restart, channel reconnect).
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
+/// Limit for the guest to dial a port and answer `connected` (or refuse).
+const TUNNEL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `scheme://host[:port]` → (`scheme`, `:port` or empty).
 fn scheme_and_port(public_url: &str) -> (&str, String) {
@@ -40,6 +42,11 @@ impl SessionManager {
     fn port_view(&self, s: &LiveSession, port: u16) -> Port {
         let visibility = s.visibility.lock().expect("visibility lock").get(&port).copied().unwrap_or(Visibility::Private);
         Port { port, url: preview_url(&self.public_url, &self.cfg.preview_domain, &s.id, port), visibility }
+    }
+
+    /// The preview URL of `port` of session `id` (whether or not it exists).
+    pub fn preview_url_of(&self, id: &str, port: u16) -> String {
+        preview_url(&self.public_url, &self.cfg.preview_domain, id, port)
     }
 
     /// The current listening ports of ready session `id`.
@@ -71,6 +78,27 @@ impl SessionManager {
         let s = self.live(id)?;
         let v = s.visibility.lock().expect("visibility lock").get(&port).copied();
         Some(v.unwrap_or(Visibility::Private))
+    }
+
+    /// A TCP connection to `127.0.0.1:<port>` (`[::1]` fallback) inside ready session `id`, for
+    /// the preview proxy. Counts as activity; the returned [`Activity`] lets the proxy touch the
+    /// session while bytes flow. Nothing listening is [`SessionError::Guest`] `ConnectionRefused`.
+    pub async fn open_tunnel(&self, id: &str, port: u16) -> Result<(Stream, Activity), SessionError> {
+        let (s, vm) = self.ready_vm(id).await?;
+        let vm_error = |source: Box<dyn std::error::Error + Send + Sync>| SessionError::Vm { id: id.into(), what: "tunnel", source };
+        let opened = tokio::time::timeout(TUNNEL_TIMEOUT, async {
+            let mut stream = vm.channel().open(&OpenRequest::Tunnel { port }).await.map_err(|e| vm_error(Box::new(e)))?;
+            match stream.recv().await {
+                Event::Ctrl(Ctrl::Connected) => Ok(stream),
+                Event::Ctrl(Ctrl::Error { kind, message }) => Err(SessionError::Guest { kind, message }),
+                other => Err(vm_error(format!("unexpected reply {other:?}").into())),
+            }
+        });
+        match opened.await {
+            Ok(Ok(stream)) => Ok((stream, self.activity(&s))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(vm_error(format!("no answer within {TUNNEL_TIMEOUT:?}").into())),
+        }
     }
 
     pub(super) async fn watch_ports(self: Arc<Self>, s: Arc<LiveSession>, vm: Arc<dyn Vm>) {

@@ -58,6 +58,9 @@ impl TestServer {
         cfg.image_data_dir = Some(image_data_dir());
         cfg.default_image = "minimal".into();
         cfg.reaper_interval_seconds = 1;
+        // Tests that are not about the warm pool keep it off: fewer VMs on a 2-core runner, and
+        // a session's VM id is its session id.
+        cfg.pool_size = 0;
         if let Some(a) = std::env::var("MAYFLY_ACCEL").ok().and_then(|a| a.parse().ok()) {
             cfg.accel = a;
         }

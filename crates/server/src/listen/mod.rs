@@ -1,0 +1,126 @@
+//! Accepting and serving HTTP/1.1 connections (what `axum::serve` did, plus what it cannot do):
+//! a header-read timeout against slow clients, the request-smuggling [`guard`], the client's
+//! address in each request (`ConnectInfo`, for `X-Forwarded-For`), and graceful shutdown that
+//! lets in-flight requests finish.
+
+pub mod guard;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// A client must send a whole request head within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits for open requests.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req.map(Body::new))
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(Guarded::new(tcp)), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A client connection whose reads pass through the smuggling [`guard::Framing`].
+pub struct Guarded<T> {
+    inner: T,
+    framing: guard::Framing,
+    out: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl<T> Guarded<T> {
+    pub fn new(inner: T) -> Self {
+        Self { inner, framing: guard::Framing::default(), out: Vec::new(), pos: 0, eof: false }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.pos < this.out.len() {
+                let n = (this.out.len() - this.pos).min(buf.remaining());
+                buf.put_slice(&this.out[this.pos..this.pos + n]);
+                this.pos += n;
+                if this.pos == this.out.len() {
+                    this.out.clear();
+                    this.pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            let mut tmp = [0u8; READ_CHUNK];
+            let mut rb = ReadBuf::new(&mut tmp);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                this.eof = true;
+                this.framing.finish(&mut this.out);
+            } else {
+                this.framing.feed(rb.filled(), &mut this.out);
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

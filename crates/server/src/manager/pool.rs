@@ -1,0 +1,329 @@
+//! Where a session's VM comes from: the warm pool, a template restore, or a cold boot.
+//!
+//! * **Pool hit** — a clone restored earlier and waiting unclaimed: health-checked, given the
+//!   session's identity (hostname, machine id, clock, RNG seed) and handed over. A refill starts.
+//! * **Pool miss** — restore a clone of the image's template snapshot; retried once if it fails.
+//! * **No template yet** (first start, new image, QEMU upgraded) — cold boot, and the template is
+//!   built in the background so the next session restores.
+//!
+//! Templates live in the image's build directory (`<image dir>/templates/<mem>m-<vcpus>c`), so a
+//! new image build or QEMU version is detected by the template's recorded versions and rebuilt.
+//! Pool VMs are ordinary VMs with ids `p-<random>`; at shutdown they are stopped (drained).
+
+use crate::images::{BootImage, ImageCatalog};
+use crate::vmhost::VmHost;
+use mayfly_vm::snapshot::Template;
+use mayfly_vm::{Vm, VmError, VmSpec};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How a VM was provided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    PoolHit,
+    Restore,
+    ColdBoot,
+}
+
+#[derive(Default)]
+struct ImagePool {
+    key: String,
+    ready: VecDeque<Arc<dyn Vm>>,
+    template: Option<Template>,
+    template_error: Option<String>,
+    building: bool,
+    hits: u64,
+    misses: u64,
+}
+
+/// Pool status per image (API and metrics).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub image: String,
+    pub ready: usize,
+    pub target: usize,
+    pub template: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_error: Option<String>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Pool settings (from the server config).
+pub struct PoolConfig {
+    pub size: usize,
+    pub pooled: Vec<String>,
+    pub templates: bool,
+    pub memory_override: Option<u32>,
+    pub vcpus_override: Option<u32>,
+}
+
+pub struct Provisioner {
+    host: Arc<dyn VmHost>,
+    images: Arc<dyn ImageCatalog>,
+    size: usize,
+    pooled: Vec<String>,
+    templates: bool,
+    memory_override: Option<u32>,
+    vcpus_override: Option<u32>,
+    pools: Mutex<HashMap<String, ImagePool>>,
+    refill: Notify,
+    stop: CancellationToken,
+}
+
+impl Provisioner {
+    pub fn new(host: Arc<dyn VmHost>, images: Arc<dyn ImageCatalog>, cfg: PoolConfig) -> Arc<Self> {
+        Arc::new(Self {
+            host,
+            images,
+            size: cfg.size,
+            pooled: cfg.pooled,
+            templates: cfg.templates,
+            memory_override: cfg.memory_override,
+            vcpus_override: cfg.vcpus_override,
+            pools: Mutex::new(HashMap::new()),
+            refill: Notify::new(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// The spec a VM of `image` gets (id filled in by the caller).
+    pub fn spec(&self, id: &str, image: &BootImage) -> VmSpec {
+        VmSpec {
+            id: id.to_string(),
+            image: image.name.clone(),
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            cmdline: image.cmdline.clone(),
+            base_disk: image.rootfs.clone(),
+            disk_size_bytes: None,
+            vcpus: self.vcpus_override.unwrap_or(image.vcpus).max(1),
+            memory_mib: self.memory_override.unwrap_or(image.memory_mib),
+        }
+    }
+
+    fn template_dir(&self, image: &BootImage) -> PathBuf {
+        let spec = self.spec("x", image);
+        image.dir.join("templates").join(format!("{}m-{}c", spec.memory_mib, spec.vcpus))
+    }
+
+    /// A VM for session `id`.
+    pub async fn acquire(self: &Arc<Self>, id: &str, image: &BootImage) -> Result<(Arc<dyn Vm>, Source), VmError> {
+        while let Some(vm) = self.take_ready(image) {
+            match self.hand_over(id, &vm).await {
+                Ok(()) => {
+                    self.refill.notify_one();
+                    return Ok((vm, Source::PoolHit));
+                }
+                Err(e) => {
+                    tracing::warn!(vm = vm.id(), "pool VM failed its hand-over check ({e}); discarding");
+                    let _ = vm.stop().await;
+                }
+            }
+        }
+        self.note_miss(image);
+        self.refill.notify_one();
+        let spec = self.spec(id, image);
+        match self.template_for(image) {
+            Some(t) => match self.host.restore(spec.clone(), &t).await {
+                Ok(vm) => Ok((vm, Source::Restore)),
+                Err(e) => {
+                    tracing::warn!(session = id, "restore failed ({e}); retrying once");
+                    self.host.reap(id).await;
+                    Ok((self.host.restore(spec, &t).await?, Source::Restore))
+                }
+            },
+            None => {
+                self.build_template_in_background(image.clone());
+                Ok((self.host.create(spec).await?, Source::ColdBoot))
+            }
+        }
+    }
+
+    /// Health check, then the session's own identity.
+    async fn hand_over(&self, id: &str, vm: &Arc<dyn Vm>) -> Result<(), String> {
+        if vm.pid().is_none() {
+            return Err("VM process has exited".into());
+        }
+        let ch = vm.channel();
+        tokio::time::timeout(Duration::from_secs(3), ch.info())
+            .await
+            .map_err(|_| "guest did not answer".to_string())?
+            .map_err(|e| e.to_string())?;
+        ch.set_identity(mayfly_vm::snapshot::fresh_identity(id)).await.map_err(|e| e.to_string())
+    }
+
+    fn take_ready(&self, image: &BootImage) -> Option<Arc<dyn Vm>> {
+        let mut pools = self.pools.lock().expect("pool lock");
+        let p = pools.get_mut(&image.name)?;
+        if p.key != image.key {
+            return None; // image rebuilt: the refill task replaces the old clones
+        }
+        let vm = p.ready.pop_front();
+        if vm.is_some() {
+            p.hits += 1;
+        }
+        vm
+    }
+
+    fn note_miss(&self, image: &BootImage) {
+        self.pools.lock().expect("pool lock").entry(image.name.clone()).or_default().misses += 1;
+    }
+
+    fn template_for(&self, image: &BootImage) -> Option<Template> {
+        let pools = self.pools.lock().expect("pool lock");
+        pools.get(&image.name).filter(|p| p.key == image.key).and_then(|p| p.template.clone())
+    }
+
+    fn build_template_in_background(self: &Arc<Self>, image: BootImage) {
+        if !self.templates {
+            return;
+        }
+        {
+            let mut pools = self.pools.lock().expect("pool lock");
+            let p = pools.entry(image.name.clone()).or_default();
+            if p.building || (p.key == image.key && p.template.is_some()) {
+                return;
+            }
+            p.building = true;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.ensure_template(&image).await;
+        });
+    }
+
+    /// Opens or builds the template of `image` and records it (or why it failed).
+    async fn ensure_template(&self, image: &BootImage) -> Option<Template> {
+        let spec = self.spec(&format!("t-{}", short_random()), image);
+        let dir = self.template_dir(image);
+        let result = tokio::select! {
+            r = self.host.template(spec, &image.key, &dir) => r,
+            _ = self.stop.cancelled() => return None,
+        };
+        let mut pools = self.pools.lock().expect("pool lock");
+        let p = pools.entry(image.name.clone()).or_default();
+        p.building = false;
+        if p.key != image.key {
+            p.key = image.key.clone();
+            p.template = None;
+        }
+        match result {
+            Ok(t) => {
+                tracing::info!(image = %image.name, dir = %dir.display(), "template ready");
+                p.template = Some(t.clone());
+                p.template_error = None;
+                Some(t)
+            }
+            Err(e) => {
+                tracing::warn!(image = %image.name, "template unavailable: {e}");
+                p.template_error = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Keeps every pooled image at `size` ready clones until [`Provisioner::drain`].
+    pub async fn run(self: Arc<Self>) {
+        if self.pooled.is_empty() {
+            return;
+        }
+        loop {
+            for name in self.pooled.clone() {
+                if self.stop.is_cancelled() {
+                    return;
+                }
+                if let Err(e) = self.fill(&name).await {
+                    tracing::warn!(image = %name, "pool refill: {e}");
+                }
+            }
+            tokio::select! {
+                _ = self.refill.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+                _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn fill(&self, name: &str) -> Result<(), String> {
+        let image = self.images.get(name).map_err(|e| e.to_string())?;
+        let template = match self.template_for(&image) {
+            Some(t) => t,
+            None => {
+                self.pools.lock().expect("pool lock").entry(name.to_string()).or_default().building = true;
+                self.ensure_template(&image).await.ok_or("no template")?
+            }
+        };
+        // Drop clones of an older build of the image.
+        let stale: Vec<_> = {
+            let mut pools = self.pools.lock().expect("pool lock");
+            let p = pools.entry(name.to_string()).or_default();
+            p.ready.retain(|vm| vm.pid().is_some());
+            if p.key != image.key { p.ready.drain(..).collect() } else { Vec::new() }
+        };
+        for vm in stale {
+            let _ = vm.stop().await;
+        }
+        while self.ready_count(name) < self.size && !self.stop.is_cancelled() {
+            let spec = self.spec(&format!("p-{}", short_random()), &image);
+            let vm = tokio::select! {
+                r = self.host.restore(spec, &template) => r.map_err(|e| e.to_string())?,
+                _ = self.stop.cancelled() => return Ok(()),
+            };
+            tracing::info!(image = name, vm = vm.id(), restore_ms = vm.boot_time().as_millis() as u64, "pool clone ready");
+            self.pools.lock().expect("pool lock").entry(name.to_string()).or_default().ready.push_back(vm);
+        }
+        Ok(())
+    }
+
+    fn ready_count(&self, name: &str) -> usize {
+        self.pools.lock().expect("pool lock").get(name).map_or(0, |p| p.ready.len())
+    }
+
+    pub fn status(&self) -> Vec<PoolStatus> {
+        let pools = self.pools.lock().expect("pool lock");
+        let mut names: Vec<String> = self.pooled.clone();
+        for n in pools.keys() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+            .into_iter()
+            .map(|image| {
+                let p = pools.get(&image);
+                PoolStatus {
+                    ready: p.map_or(0, |p| p.ready.len()),
+                    target: if self.pooled.contains(&image) { self.size } else { 0 },
+                    template: p.is_some_and(|p| p.template.is_some()),
+                    template_error: p.and_then(|p| p.template_error.clone()),
+                    hits: p.map_or(0, |p| p.hits),
+                    misses: p.map_or(0, |p| p.misses),
+                    image,
+                }
+            })
+            .collect()
+    }
+
+    /// Stops refilling and destroys every unclaimed VM.
+    pub async fn drain(&self) {
+        self.stop.cancel();
+        let vms: Vec<Arc<dyn Vm>> =
+            self.pools.lock().expect("pool lock").values_mut().flat_map(|p| p.ready.drain(..)).collect();
+        tracing::info!(vms = vms.len(), "draining the warm pool");
+        futures::future::join_all(vms.iter().map(|vm| vm.stop())).await;
+    }
+}
+
+fn short_random() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::thread_rng();
+    (0..10).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
