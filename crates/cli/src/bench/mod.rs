@@ -1,6 +1,7 @@
 //! `mayfly bench` — measures what users feel and prints it, and writes JSON.
 //! Speed is measured here, never asserted in tests.
 
+mod session;
 pub mod stats;
 mod vm;
 
@@ -22,6 +23,21 @@ pub struct BenchOpts {
     /// Clone restores to time.
     #[arg(long, default_value_t = 20)]
     clones: usize,
+    /// Creates timed per session mode (pool hit, pool miss).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Creates timed with cold boots.
+    #[arg(long, default_value_t = 20)]
+    cold_runs: usize,
+    /// Memory budget for the "idle sessions that fit" figure, MiB.
+    #[arg(long, default_value_t = 16384)]
+    budget_mib: u64,
+    /// Only the VM layer (no server).
+    #[arg(long, conflicts_with = "sessions_only")]
+    vm_only: bool,
+    /// Only the session benchmarks (through a server).
+    #[arg(long)]
+    sessions_only: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -47,13 +63,24 @@ pub async fn run(opts: BenchOpts, data_dir: &Path) -> anyhow::Result<ExitCode> {
         vcpus: image.manifest.vcpus,
         memory_mib: image.manifest.memory_mib,
     };
-    eprintln!("measuring the VM layer ({} cold boots, {} clones)…", opts.boots, opts.clones);
-    let vm = vm::run(&backend, base, &image.key, opts.boots, opts.clones).await?;
-    println!("{vm}");
-    let json = serde_json::json!({
-        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
-        "vm": vm,
+    let mut json = serde_json::json!({
+        "machine": {
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "accel": format!("{:?}", backend.accel()).to_lowercase(),
+        },
     });
+    if !opts.sessions_only {
+        eprintln!("measuring the VM layer ({} cold boots, {} clones)…", opts.boots, opts.clones);
+        let vm = vm::run(&backend, base, &image.key, opts.boots, opts.clones).await?;
+        println!("{vm}");
+        json["vm"] = serde_json::to_value(&vm)?;
+    }
+    if !opts.vm_only {
+        eprintln!("measuring sessions ({} runs per mode, {} cold)…", opts.runs, opts.cold_runs);
+        let s = session::run(data_dir, &opts.image, opts.runs, opts.cold_runs, opts.budget_mib).await?;
+        println!("{s}");
+        json["sessions"] = serde_json::to_value(&s)?;
+    }
     std::fs::write(&opts.out, serde_json::to_vec_pretty(&json)?)?;
     println!("wrote {}", opts.out.display());
     let _ = std::fs::remove_dir_all(&state);

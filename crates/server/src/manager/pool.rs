@@ -276,7 +276,19 @@ impl Provisioner {
                 r = self.host.restore(spec, &template) => r.map_err(|e| e.to_string())?,
                 _ = self.stop.cancelled() => return Ok(()),
             };
-            tracing::info!(image = name, vm = vm.id(), restore_ms = vm.boot_time().as_millis() as u64, "pool clone ready");
+            let t = std::time::Instant::now();
+            if let Err(e) = warm_up(&vm).await {
+                tracing::warn!(vm = vm.id(), "pool clone failed its warm-up ({e}); discarding");
+                let _ = vm.stop().await;
+                continue;
+            }
+            tracing::info!(
+                image = name,
+                vm = vm.id(),
+                restore_ms = vm.boot_time().as_millis() as u64,
+                warm_up_ms = t.elapsed().as_millis() as u64,
+                "pool clone ready"
+            );
             self.pools.lock().expect("pool lock").entry(name.to_string()).or_default().ready.push_back(vm);
         }
         Ok(())
@@ -319,6 +331,37 @@ impl Provisioner {
         tracing::info!(vms = vms.len(), "draining the warm pool");
         futures::future::join_all(vms.iter().map(|vm| vm.stop())).await;
     }
+}
+
+/// Runs a login shell on a terminal once, so the clone's first real terminal is fast.
+///
+/// A clone is a new QEMU process: under TCG every guest code path (fork, exec, the dynamic
+/// loader, bash and its profile, the PTY paths) is translated again on first use, which costs
+/// about a second for the first shell. Doing it here, before hand-over, moves that cost off the
+/// user's path; the translation cache stays warm in the process.
+async fn warm_up(vm: &Arc<dyn Vm>) -> Result<(), String> {
+    use mayfly_proto::msg::{OpenRequest, PtyRequest};
+    use mayfly_proto::mux::Event;
+    let run = async {
+        let mut s = vm
+            .channel()
+            .open(&OpenRequest::Pty(PtyRequest { cols: 80, rows: 24, ..Default::default() }))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut sent_exit = false;
+        loop {
+            match s.recv().await {
+                Event::Data { .. } if !sent_exit => {
+                    s.send_data(0, b"exit\r").await.map_err(|e| e.to_string())?;
+                    sent_exit = true;
+                }
+                Event::Data { .. } | Event::Ctrl(_) => {}
+                Event::Eof => return Ok(()),
+                Event::Reset(r) => return Err(r),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), run).await.map_err(|_| "timed out".to_string())?
 }
 
 fn short_random() -> String {
