@@ -108,17 +108,20 @@ mod tests {
     use super::*;
     use FileEventKind::*;
 
-    fn sent(b: Batch) -> Vec<(String, FileEventKind, Option<String>)> {
+    type Sent = (String, FileEventKind, Option<String>);
+    type Pushed<'a> = (&'a str, FileEventKind, Option<&'a str>);
+
+    fn sent(b: Batch) -> Vec<Sent> {
         b.into_messages(Path::new("/w")).into_iter().flatten().map(|e| (e.path, e.kind, e.from)).collect()
     }
 
-    fn ev(p: &str, k: FileEventKind, from: Option<&str>) -> (String, FileEventKind, Option<String>) {
+    fn ev(p: &str, k: FileEventKind, from: Option<&str>) -> Sent {
         (p.into(), k, from.map(String::from))
     }
 
     #[test]
     fn merges_per_path() {
-        let cases: Vec<(Vec<(&str, FileEventKind, Option<&str>)>, Vec<(String, FileEventKind, Option<String>)>)> = vec![
+        let cases: Vec<(Vec<Pushed>, Vec<Sent>)> = vec![
             (vec![("/w/a", Created, None), ("/w/a", Modified, None)], vec![ev("/w/a", Created, None)]),
             (vec![("/w/a", Created, None), ("/w/a", Deleted, None)], vec![]),
             (vec![("/w/a", Deleted, None), ("/w/a", Created, None)], vec![ev("/w/a", Modified, None)]),

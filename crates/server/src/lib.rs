@@ -7,14 +7,15 @@
 //! * [`api`] — the HTTP surface ([`router`]), documented in `src/openapi.json`.
 //! * [`preview`] — preview URLs: the Host-routed reverse proxy into each VM, and its access rules.
 //! * [`listen`] — serving HTTP connections (header timeout, smuggling guard, graceful shutdown).
+//! * `ide` — the browser IDE's pages and assets (`web/dist`, embedded).
 //!
-//! Not here: the IDE assets (a later module), VM details (`mayfly-vm`),
-//! image building (`mayfly-image`).
+//! Not here: VM details (`mayfly-vm`), image building (`mayfly-image`).
 
 pub mod api;
 mod auth;
 pub mod config;
 mod error;
+mod ide;
 pub mod images;
 pub mod listen;
 pub mod manager;

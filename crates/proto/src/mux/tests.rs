@@ -74,7 +74,7 @@ async fn slow_stream_does_not_block_others() {
     // Fill the slow stream's window completely.
     slow.send_data(0, &vec![0u8; INITIAL_WINDOW as usize]).await.unwrap();
     let mut fast = h.open(&exec("fast")).await.unwrap();
-    let (_, mut fast_g) = g.accept().await.unwrap();
+    let (_, fast_g) = g.accept().await.unwrap();
     fast_g.send_data(0, b"still flowing").await.unwrap();
     assert_eq!(fast.recv().await, Event::Data { fd: 0, data: Bytes::from_static(b"still flowing") });
 }

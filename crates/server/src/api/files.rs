@@ -1,8 +1,10 @@
 //! `/api/v1/sessions/{id}/files?path=/abs`: GET a file (raw bytes, streamed, with
 //! Content-Length) or a directory (JSON list), PUT a file (raw body streamed into the guest,
 //! parents created, at most `max_upload_bytes`), DELETE a file or directory tree.
+//! `POST .../files/mkdir?path=/abs` makes a directory (and parents); `POST .../files/rename`
+//! `{"from","to"}` renames, refusing to replace an existing target (409).
 
-use super::{guest_path, ApiPath, ApiQuery, AppState, Routes};
+use super::{guest_path, ApiJson, ApiPath, ApiQuery, AppState, Routes};
 use crate::error::ApiError;
 use crate::manager::{FileEntry, SessionError};
 use axum::body::Body;
@@ -12,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use mayfly_proto::api::RenamePath;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +25,8 @@ pub fn routes() -> Routes {
         .get("/api/v1/sessions/{id}/files", get)
         .put("/api/v1/sessions/{id}/files", put)
         .delete("/api/v1/sessions/{id}/files", delete)
+        .post("/api/v1/sessions/{id}/files/mkdir", mkdir)
+        .post("/api/v1/sessions/{id}/files/rename", rename)
 }
 
 #[derive(Deserialize)]
@@ -83,5 +88,26 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let path = guest_path(q.path.as_deref())?;
     st.manager.remove_path(&id, &path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn mkdir(
+    State(st): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PathQuery>,
+) -> Result<StatusCode, ApiError> {
+    let path = guest_path(q.path.as_deref())?;
+    st.manager.make_dir(&id, &path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rename(
+    State(st): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RenamePath>,
+) -> Result<StatusCode, ApiError> {
+    let from = guest_path(Some(&body.from))?;
+    let to = guest_path(Some(&body.to))?;
+    st.manager.rename_path(&id, &from, &to).await?;
     Ok(StatusCode::NO_CONTENT)
 }

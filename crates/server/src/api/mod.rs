@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         protected_routes().router.fallback(no_route).layer(from_fn_with_state(state.clone(), auth::require));
     protected
         .merge(public_routes().router)
+        .merge(crate::ide::routes())
         .layer(from_fn_with_state(state.clone(), count_responses))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

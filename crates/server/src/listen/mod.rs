@@ -9,15 +9,16 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// A client must send a whole request head within this time.
@@ -26,9 +27,12 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open requests.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // hyper's HTTP/1 server directly: hyper-util's auto builder sniffs the protocol first,
+    // with no timeout, while the guard may still be holding a slow client's head back.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -49,16 +53,27 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req.map(Body::new))
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(Guarded::new(tcp)), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let conn = http.serve_connection(TokioIo::new(Guarded::new(tcp)), service).with_upgrades();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.cancelled() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Operations inside a ready session's VM, over its guest channel: exec, files, terminals.
+//! Operations inside a ready session's VM, over its guest channel: exec, files (read, write,
+//! mkdir, rename, remove), terminals.
 //! Guest refusals (missing file, missing binary) become [`SessionError::Guest`] or
 //! [`SessionError::Exec`]; channel failures become [`SessionError::Vm`].
 
@@ -6,7 +7,7 @@ use super::{Activity, SessionError, SessionManager};
 use bytes::Bytes;
 use futures::Stream;
 use mayfly_proto::api::{ExecBody, ExecResult};
-use mayfly_proto::msg::{Ctrl, ExecRequest, FileInfo, FileType, OpenRequest, PtyRequest};
+use mayfly_proto::msg::{Ctrl, ErrorKind, ExecRequest, FileInfo, FileType, OpenRequest, PtyRequest};
 use mayfly_proto::mux::{Event, StreamReceiver};
 use mayfly_vm::ChannelError;
 use std::future::Future;
@@ -121,6 +122,24 @@ impl SessionManager {
     pub async fn remove_path(&self, id: &str, path: &str) -> Result<(), SessionError> {
         let (_, vm) = self.ready_vm(id).await?;
         bounded(id, "remove", CALL_TIMEOUT, vm.channel().remove(path, true)).await
+    }
+
+    /// Creates a directory (and its parents).
+    pub async fn make_dir(&self, id: &str, path: &str) -> Result<(), SessionError> {
+        let (_, vm) = self.ready_vm(id).await?;
+        bounded(id, "mkdir", CALL_TIMEOUT, vm.channel().mkdir(path)).await
+    }
+
+    /// Renames `from` to `to`; refuses to replace an existing `to`.
+    pub async fn rename_path(&self, id: &str, from: &str, to: &str) -> Result<(), SessionError> {
+        let (_, vm) = self.ready_vm(id).await?;
+        let ch = vm.channel();
+        match bounded(id, "stat", CALL_TIMEOUT, ch.stat(to)).await {
+            Ok(_) => return Err(SessionError::Guest { kind: ErrorKind::AlreadyExists, message: format!("{to}: already exists") }),
+            Err(SessionError::Guest { kind: ErrorKind::NotFound, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        bounded(id, "rename", CALL_TIMEOUT, ch.rename(from, to)).await
     }
 
     /// Opens (or re-attaches to) a terminal. Fails early if the guest refuses it.

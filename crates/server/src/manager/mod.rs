@@ -4,6 +4,7 @@
 //! * [`lifecycle`] — create (boot in a background task), delete, fail, reconcile, shut down.
 //! * [`guest`] — operations inside a ready session's VM: exec, files, terminals.
 //! * [`ports`] — per-session port watcher and preview visibility.
+//! * [`file_watch`] — per-session workspace watcher (`file_changed` events).
 //! * [`events`] — per-session event streams (history replayed, then live).
 //! * [`reaper`] — idle timeout and maximum lifetime.
 //!
@@ -11,6 +12,7 @@
 //! command line (the `vm` crate), image building (the `image` crate).
 
 mod events;
+pub mod file_watch;
 mod guest;
 mod lifecycle;
 mod pool;

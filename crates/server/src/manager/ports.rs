@@ -102,6 +102,8 @@ impl SessionManager {
     }
 
     pub(super) async fn watch_ports(self: Arc<Self>, s: Arc<LiveSession>, vm: Arc<dyn Vm>) {
+        // The session is ready: its workspace watcher starts alongside (see `file_watch`).
+        tokio::spawn(self.clone().watch_files(s.clone(), vm.clone()));
         loop {
             let opened = tokio::select! {
                 r = vm.channel().open(&OpenRequest::WatchPorts) => r,

@@ -137,6 +137,9 @@ fn is_session_id(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    type HostCase<'a> = (&'a str, &'a str, Result<Option<Target>, HostError>);
+    type PathCase<'a> = (&'a str, Option<Result<(Target, &'a str), HostError>>);
+
     fn t(session: &str, port: u16) -> Result<Option<Target>, HostError> {
         Ok(Some(Target { session: session.into(), port }))
     }
@@ -144,7 +147,7 @@ mod tests {
     #[test]
     fn hosts() {
         let m = |h: &str| Err(HostError::Malformed(h.into()));
-        let cases: Vec<(&str, &str, Result<Option<Target>, HostError>)> = vec![
+        let cases: Vec<HostCase> = vec![
             // (host, preview domain, result); the control plane listens on 7070.
             ("8000-sabc.localhost:7070", "localhost", t("sabc", 8000)),
             ("8000-sabc.localhost", "localhost", t("sabc", 8000)),
@@ -194,7 +197,7 @@ mod tests {
     fn paths() {
         let ok = |s: &str, p: u16, rest: &'static str| Some(Ok((Target { session: s.into(), port: p }, rest)));
         let m = |p: &str| Some(Err(HostError::Malformed(p.into())));
-        let cases: Vec<(&str, Option<Result<(Target, &str), HostError>>)> = vec![
+        let cases: Vec<PathCase> = vec![
             ("/preview/sabc/8000/", ok("sabc", 8000, "/")),
             ("/preview/sabc/8000/a/b.js", ok("sabc", 8000, "/a/b.js")),
             ("/preview/sabc/8000", ok("sabc", 8000, "")),

@@ -166,9 +166,7 @@ async fn forward(p: &Preview, target: &Target, path_and_query: String, prefix: O
         Err(proxy::ProxyError::Session(e)) => match e {
             SessionError::Guest { kind: ErrorKind::ConnectionRefused, .. } => pages::not_listening(target.port),
             SessionError::NotFound(_) => pages::session_gone(&target.session),
-            SessionError::NotReady { state, .. } if state == mayfly_proto::api::SessionState::Creating => {
-                pages::starting(&target.session)
-            }
+            SessionError::NotReady { state: mayfly_proto::api::SessionState::Creating, .. } => pages::starting(&target.session),
             SessionError::NotReady { .. } | SessionError::StateChanged { .. } => pages::session_gone(&target.session),
             other => {
                 tracing::warn!(session = %target.session, port = target.port, "preview failed: {other}");

@@ -1,0 +1,136 @@
+// The REST API as the pages use it: same-origin fetch with the login cookie, JSON errors as
+// `ApiError`, and a 401 anywhere sends the browser to the login page.
+
+export type SessionState = 'creating' | 'ready' | 'stopping' | 'destroyed' | 'failed';
+
+export interface Session {
+  id: string;
+  state: SessionState;
+  image: string;
+  created_at: string;
+  expires_at: string;
+  idle_timeout_seconds: number;
+  ide_url: string;
+  failure?: string;
+}
+
+export interface ImageInfo {
+  name: string;
+  description: string;
+  built_at: string;
+  size_bytes: number;
+}
+
+export interface FileInfo {
+  name: string;
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  modified: number;
+}
+
+export type Visibility = 'private' | 'public';
+
+export interface Port {
+  port: number;
+  url: string;
+  visibility: Visibility;
+}
+
+export type FileChangeKind = 'created' | 'modified' | 'deleted' | 'renamed';
+
+export type SessionEvent =
+  | { type: 'state'; session: string; from: SessionState | null; to: SessionState; reason?: string; at: string }
+  | { type: 'port_opened'; session: string; port: Port }
+  | { type: 'port_closed'; session: string; port: number }
+  | { type: 'file_changed'; session: string; path: string; kind: FileChangeKind; from?: string };
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function loginUrl(): string {
+  return `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+}
+
+export function redirectToLogin(): never {
+  location.assign(loginUrl());
+  throw new ApiError(401, 'unauthorized', 'not logged in');
+}
+
+async function failure(res: Response): Promise<ApiError> {
+  let code = 'http_' + res.status;
+  let message = `${res.status} ${res.statusText}`;
+  try {
+    const body = await res.json();
+    code = body.error?.code ?? code;
+    message = body.error?.message ?? message;
+  } catch {
+    // Not our JSON error shape (a proxy's page): keep the status line.
+  }
+  return new ApiError(res.status, code, message);
+}
+
+export interface CallOptions {
+  body?: unknown;
+  raw?: BodyInit;
+  signal?: AbortSignal;
+  /** Do not redirect to the login page on 401 (the login page itself). */
+  noRedirect?: boolean;
+}
+
+/** Calls the API; returns the raw response of a successful call. */
+export async function call(method: string, path: string, opts: CallOptions = {}): Promise<Response> {
+  const headers: Record<string, string> = {};
+  let body: BodyInit | undefined = opts.raw;
+  if (opts.body !== undefined) {
+    headers['content-type'] = 'application/json';
+    body = JSON.stringify(opts.body);
+  } else if (opts.raw !== undefined) {
+    headers['content-type'] = 'application/octet-stream';
+  }
+  let res: Response;
+  try {
+    res = await fetch(path, { method, headers, body, credentials: 'same-origin', signal: opts.signal });
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', 'cannot reach the Mayfly server');
+  }
+  if (res.status === 401 && !opts.noRedirect) redirectToLogin();
+  if (!res.ok) throw await failure(res);
+  return res;
+}
+
+export async function json<T>(method: string, path: string, opts: CallOptions = {}): Promise<T> {
+  const res = await call(method, path, opts);
+  if (res.status === 204) return undefined as T;
+  return (await res.json()) as T;
+}
+
+const enc = encodeURIComponent;
+const s = (id: string) => `/api/v1/sessions/${enc(id)}`;
+
+export const api = {
+  login: (token: string) => call('POST', '/api/v1/login', { body: { token }, noRedirect: true }),
+  sessions: () => json<Session[]>('GET', '/api/v1/sessions'),
+  session: (id: string) => json<Session>('GET', s(id)),
+  create: (image: string) => json<Session>('POST', '/api/v1/sessions?wait=false', { body: { image } }),
+  remove: (id: string) => call('DELETE', s(id)),
+  images: () => json<ImageInfo[]>('GET', '/api/v1/images'),
+  list: (id: string, path: string) => json<FileInfo[]>('GET', `${s(id)}/files?path=${enc(path)}`),
+  read: (id: string, path: string, signal?: AbortSignal) => call('GET', `${s(id)}/files?path=${enc(path)}`, { signal }),
+  write: (id: string, path: string, data: BodyInit) => call('PUT', `${s(id)}/files?path=${enc(path)}`, { raw: data }),
+  removePath: (id: string, path: string) => call('DELETE', `${s(id)}/files?path=${enc(path)}`),
+  mkdir: (id: string, path: string) => call('POST', `${s(id)}/files/mkdir?path=${enc(path)}`),
+  rename: (id: string, from: string, to: string) => call('POST', `${s(id)}/files/rename`, { body: { from, to } }),
+  ports: (id: string) => json<Port[]>('GET', `${s(id)}/ports`),
+  setVisibility: (id: string, port: number, visibility: Visibility) =>
+    json<Port>('PATCH', `${s(id)}/ports/${port}`, { body: { visibility } }),
+};
