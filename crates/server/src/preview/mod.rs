@@ -12,7 +12,7 @@
 //! ```text
 //! preview host  GET /path            → 302 <main>/preview/_auth?session=S&port=P&next=/path
 //! main origin   GET /preview/_auth   → (logged in) 302 <preview>/__mayfly/auth?token=T&next=/path
-//!                                      (not logged in) 401 page: sign in first
+//!                                      (not logged in) 302 /login?next=<this exchange URL>
 //! preview host  GET /__mayfly/auth   → Set-Cookie mayfly_preview (host-only), 302 /path
 //! ```
 //!
@@ -199,7 +199,10 @@ fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// Main origin: a logged-in browser gets a short-lived exchange token for one preview host.
 fn authorize(p: &Preview, req: &Request) -> Response {
     if !p.auth.allows(req.headers()) {
-        return pages::unauthorized(p.main_origin());
+        // The IDE's login page comes back here (`next`) once signed in.
+        let back = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or(MAIN_AUTH_PATH);
+        let query = form_urlencoded::Serializer::new(String::new()).append_pair("next", back).finish();
+        return redirect(StatusCode::FOUND, &format!("/login?{query}"));
     }
     let pairs = query_pairs(req);
     let session = query_get(&pairs, "session").unwrap_or("");
