@@ -49,7 +49,7 @@ pub async fn run(cmd: ImageCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 println!("no images built yet; run: mayfly image build minimal");
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<12} {:<18} {:>10}  {}", "NAME", "KEY", "SIZE", "BUILT");
+            println!("{:<12} {:<18} {:>10}  BUILT", "NAME", "KEY", "SIZE");
             for i in list {
                 let built = i.built_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
                 println!("{:<12} {:<18} {:>10}  {}", i.name, &i.key[..i.key.len().min(16)], human_bytes(i.size_bytes), built);

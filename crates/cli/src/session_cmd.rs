@@ -26,7 +26,7 @@ pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>) -> an
 
 pub async fn ls(client: &Client) -> anyhow::Result<ExitCode> {
     let list = client.list().await?;
-    println!("{:<14} {:<10} {:<10} {:<22} {}", "ID", "STATE", "IMAGE", "CREATED", "IDE");
+    println!("{:<14} {:<10} {:<10} {:<22} IDE", "ID", "STATE", "IMAGE", "CREATED");
     for s in list {
         println!("{:<14} {:<10} {:<10} {:<22} {}", s.id, s.state.as_str(), s.image, s.created_at, s.ide_url);
     }
@@ -92,14 +92,13 @@ pub async fn shell(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     });
     let pump_out = tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
-            match msg {
-                Message::Binary(b) => {
-                    if out_tx.send(b.into()).await.is_err() {
-                        break;
-                    }
-                }
+            let bytes = match msg {
+                Message::Binary(b) => bytes::Bytes::from(b),
                 Message::Close(_) => break,
-                _ => {}
+                _ => continue,
+            };
+            if out_tx.send(bytes).await.is_err() {
+                break;
             }
         }
     });
