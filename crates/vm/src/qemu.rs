@@ -327,7 +327,7 @@ impl VmBackend for QemuBackend {
 
 /// Waits for the guest daemon's HELLO, failing early if QEMU exits.
 async fn wait_ready(
-    run: &RunDir,
+    _run: &RunDir,
     channel: &GuestChannel,
     mut exit_rx: watch::Receiver<Option<ExitInfo>>,
     timeout: Duration,
@@ -335,10 +335,15 @@ async fn wait_ready(
     let deadline = Instant::now() + timeout;
     let attempt = async {
         // QEMU creates the socket during start-up, before the guest runs.
-        while !run.channel().exists() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        // QEMU creates the socket during start-up, before the guest runs; the file appears at
+        // bind(), a moment before listen(), so a refused connect is retried.
+        loop {
+            match channel.mux().await {
+                Ok(_) => return Ok(()),
+                Err(crate::ChannelError::Connect { .. }) => tokio::time::sleep(Duration::from_millis(2)).await,
+                Err(e) => return Err(e.to_string()),
+            }
         }
-        channel.mux().await.map(|_| ()).map_err(|e| e.to_string())
     };
     tokio::select! {
         r = tokio::time::timeout_at(deadline.into(), attempt) => match r {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 
 /// Upper bound for any single wait in these tests.
-pub const T: Duration = Duration::from_secs(20);
+pub const T: Duration = Duration::from_secs(60);
 
 pub struct Guest {
     child: Child,
