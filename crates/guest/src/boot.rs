@@ -18,11 +18,19 @@ const ROOT_DISK_SECTORS: &str = "/sys/class/block/vda/size";
 /// The disk may exceed the file system by this much (alignment) without a resize.
 const RESIZE_SLACK: u64 = 4 << 20;
 
-pub const ENV: [(&str, &str); 4] = [
+/// The process environment of everything in the VM. The proxy variables point programs at the
+/// daemon's egress proxy (`egress::DEFAULT_LISTEN`), the VM's only way out.
+pub const ENV: [(&str, &str); 10] = [
     ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     ("HOME", "/root"),
     ("TERM", "xterm-256color"),
     ("LANG", "C.UTF-8"),
+    ("http_proxy", "http://127.0.0.1:3128"),
+    ("https_proxy", "http://127.0.0.1:3128"),
+    ("HTTP_PROXY", "http://127.0.0.1:3128"),
+    ("HTTPS_PROXY", "http://127.0.0.1:3128"),
+    ("no_proxy", "localhost,127.0.0.1,::1"),
+    ("NO_PROXY", "localhost,127.0.0.1,::1"),
 ];
 
 struct MountSpec {

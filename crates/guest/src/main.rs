@@ -35,6 +35,9 @@ struct DaemonArgs {
     /// Serve on this Unix socket instead of the virtio port (one connection at a time; tests).
     #[arg(long, value_name = "PATH")]
     unix_listen: Option<PathBuf>,
+    /// Address of the egress proxy programs in the VM use (`http_proxy`); `off` disables it.
+    #[arg(long, default_value = mayfly_guest::egress::DEFAULT_LISTEN)]
+    egress_listen: String,
     /// Seconds a detached persistent terminal lives before it is hung up.
     #[arg(long, default_value_t = 3600, hide = true)]
     terminal_idle_secs: u64,
@@ -63,6 +66,19 @@ fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
             Some(path) => Listener::unix(path)?,
             None => Listener::Port(Port::open(&args.port_name).await?),
         };
+        if args.egress_listen != "off" {
+            let addr = args.egress_listen.parse().context("--egress-listen")?;
+            match mayfly_guest::egress::bind(addr).await {
+                Ok(l) => {
+                    if let Ok(a) = l.local_addr() {
+                        mayfly_guest::ports::hide(a.port());
+                    }
+                    tokio::spawn(mayfly_guest::egress::run(l, daemon.host.subscribe()));
+                }
+                // Programs then get "connection refused" from the proxy address; everything else works.
+                Err(e) => tracing::error!("cannot listen for egress on {addr}: {e}"),
+            }
+        }
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "daemon ready");
         serve::run(listener, daemon).await;
         Ok(())

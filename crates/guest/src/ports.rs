@@ -67,13 +67,22 @@ fn parse_v6(hex: &str) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(bytes))
 }
 
+/// The daemon's own loopback listener (the egress proxy): not a user's port.
+static HIDDEN: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// Leaves the IPv4 loopback listener on `port` out of every report.
+pub fn hide(port: u16) {
+    HIDDEN.store(port, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The current sorted, deduplicated set of listening ports.
 pub fn current_listeners() -> Vec<ListenPort> {
+    let hidden = HIDDEN.load(std::sync::atomic::Ordering::Relaxed);
     let mut set = BTreeSet::new();
     for (file, ipv6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
         // tcp6 is missing when IPv6 is disabled.
         if let Ok(table) = std::fs::read_to_string(file) {
-            set.extend(parse_listeners(&table, ipv6));
+            set.extend(parse_listeners(&table, ipv6).into_iter().filter(|p| !(p.port == hidden && !p.ipv6 && p.loopback)));
         }
     }
     set.into_iter().take(MAX_PORTS).collect()

@@ -19,6 +19,8 @@ const RETRY_DELAY: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct Daemon {
     pub terminals: Arc<Terminals>,
+    /// The current host connection, for streams the guest opens (egress).
+    pub host: Arc<tokio::sync::watch::Sender<Option<Mux>>>,
 }
 
 impl Daemon {
@@ -26,7 +28,7 @@ impl Daemon {
     pub fn new(terminal_idle: Duration) -> Self {
         let terminals = Terminals::new(terminal_idle);
         terminals.start_reaper();
-        Daemon { terminals }
+        Daemon { terminals, host: Arc::new(tokio::sync::watch::channel(None).0) }
     }
 }
 
@@ -55,7 +57,9 @@ pub async fn run(mut listener: Listener, daemon: Daemon) {
         match mux {
             Ok(mux) => {
                 tracing::info!(host_version = %mux.peer().version, "host connected");
+                daemon.host.send_replace(Some(mux.clone()));
                 serve_connection(&mux, &daemon).await;
+                daemon.host.send_replace(None);
                 tracing::info!(reason = %mux.closed().await, "host disconnected");
             }
             Err(e) => {
@@ -90,6 +94,10 @@ pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
         OpenRequest::Tunnel { port } => tunnel::serve(port, stream).await,
         OpenRequest::Info => info::serve(stream).await,
         OpenRequest::Identity(id) => identity::serve(id, stream).await,
+        OpenRequest::Egress { .. } => {
+            let reply = Ctrl::error(mayfly_proto::msg::ErrorKind::Protocol, "egress streams are opened by the guest");
+            finish(&stream.split().0, &reply).await
+        }
     }
 }
 

@@ -41,9 +41,14 @@ pub async fn serve(port: u16, stream: Stream) {
     if tx.send_ctrl(&Ctrl::Connected).await.is_err() {
         return;
     }
+    relay(sock, &tx, &mut rx).await;
+}
+
+/// Bytes both ways between `sock` and the stream until both directions finished (or a reset).
+pub(crate) async fn relay(sock: TcpStream, tx: &StreamSender, rx: &mut StreamReceiver) {
     let (sr, sw) = sock.into_split();
-    let up = host_to_socket(&mut rx, sw);
-    let down = socket_to_host(sr, &tx);
+    let up = host_to_socket(rx, sw);
+    let down = socket_to_host(sr, tx);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {

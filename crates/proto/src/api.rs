@@ -41,6 +41,45 @@ pub struct CreateSession {
     pub idle_timeout_seconds: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Network policy; default: the server's `egress` settings.
+    #[serde(default)]
+    pub network: Option<Network>,
+}
+
+/// What a session's VM may connect to. The VM has no network device: programs reach the
+/// network only through the egress proxy inside the guest (`http_proxy`/`https_proxy`), and the
+/// host decides per connection. The host's own addresses, loopback and private ranges are never
+/// reachable, whatever the mode, unless the operator lists them in `egress_private_allow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub egress: EgressMode,
+    /// `allowlist` entries: `host`, `*.domain`, `IP` or `CIDR`, each optionally `:port`
+    /// (`[v6]:port` for IPv6); without a port, 80 and 443.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressMode {
+    /// No outbound connections at all.
+    None,
+    /// Only the `allow` entries.
+    Allowlist,
+    /// The public internet.
+    #[default]
+    Open,
+}
+
+impl EgressMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Allowlist => "allowlist",
+            Self::Open => "open",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +92,7 @@ pub struct Session {
     pub expires_at: String,
     pub idle_timeout_seconds: u64,
     pub ide_url: String,
+    pub network: Network,
     /// Why the session failed (state `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,

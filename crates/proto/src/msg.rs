@@ -91,6 +91,10 @@ pub enum OpenRequest {
     Info,
     /// Refresh per-VM identity after a clone: clock, RNG seed, hostname, machine id.
     Identity(Identity),
+    /// Guest → host: an outbound TCP connection to `host:port` for a program in the VM (the
+    /// guest's egress proxy). The host applies the session's egress policy, then answers
+    /// `connected` and relays bytes, or `error` (`permission_denied` when the policy refuses).
+    Egress { host: String, port: u16 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -4,6 +4,7 @@
 //! `MAYFLY_<NAME IN CAPITALS>` (e.g. `max_sessions` ← `MAYFLY_MAX_SESSIONS`). The data dir is not
 //! read from the environment here: the caller passes it (the CLI resolves `MAYFLY_DATA_DIR`).
 
+use mayfly_proto::api::{EgressMode, Network};
 use mayfly_vm::accel::AccelSetting;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -73,6 +74,15 @@ pub struct ServerConfig {
     pub pool_images: Option<Vec<String>>,
     /// Start sessions as clones of a template snapshot (false: always cold boot).
     pub templates: bool,
+    /// Default egress mode of new sessions: `none`, `allowlist` or `open` (the internet; never
+    /// the host or private ranges).
+    pub egress: EgressMode,
+    /// Default allowlist (for `egress = "allowlist"`): `host`, `*.domain`, `IP`, `CIDR`, each
+    /// optionally `:port` (default 80 and 443) or `:*`.
+    pub egress_allow: Vec<String>,
+    /// Host, private or loopback destinations sessions may reach anyway (same syntax), e.g. an
+    /// internal git server. Applies to every mode but `none`.
+    pub egress_private_allow: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +111,9 @@ impl Default for ServerConfig {
             pool_size: 2,
             pool_images: None,
             templates: true,
+            egress: EgressMode::Open,
+            egress_allow: Vec::new(),
+            egress_private_allow: Vec::new(),
         }
     }
 }
@@ -111,6 +124,8 @@ enum Kind {
     Str,
     Int,
     Bool,
+    /// Comma-separated strings.
+    List,
 }
 
 /// Fields that can be overridden from the environment (all of them but `data_dir`).
@@ -136,6 +151,9 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("exec_output_limit_bytes", Kind::Int),
     ("pool_size", Kind::Int),
     ("templates", Kind::Bool),
+    ("egress", Kind::Str),
+    ("egress_allow", Kind::List),
+    ("egress_private_allow", Kind::List),
 ];
 
 impl ServerConfig {
@@ -172,6 +190,9 @@ impl ServerConfig {
                     "0" | "false" | "no" | "off" => false,
                     other => return Err(bad(format!("{other:?} is not a boolean"))),
                 }),
+                Kind::List => toml::Value::Array(
+                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+                ),
             };
             table.insert((*field).to_string(), value);
         }
@@ -207,12 +228,21 @@ impl ServerConfig {
         if self.preview_domain.is_empty() || self.preview_domain.contains(['/', ':', ' ']) {
             return Err(ConfigError::Invalid { field: "preview_domain", message: "must be a bare host name".into() });
         }
+        for (field, list) in [("egress_allow", &self.egress_allow), ("egress_private_allow", &self.egress_private_allow)] {
+            crate::egress::rules::parse_all(list).map_err(|e| ConfigError::Invalid { field, message: e.to_string() })?;
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::Invalid { field: "public_url", message: "must start with http:// or https://".into() });
             }
         }
         Ok(())
+    }
+
+    /// The network policy of sessions that do not ask for one.
+    pub fn default_network(&self) -> Network {
+        let allow = if self.egress == EgressMode::Allowlist { self.egress_allow.clone() } else { Vec::new() };
+        Network { egress: self.egress, allow }
     }
 
     pub fn image_data_dir(&self) -> PathBuf {
@@ -280,6 +310,26 @@ mod tests {
         assert!(e.to_string().contains("invalid"), "{e}");
         let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_REAPER_INTERVAL_SECONDS", "0")])).unwrap_err();
         assert!(e.to_string().contains("reaper_interval_seconds"), "{e}");
+    }
+
+    #[test]
+    fn egress_settings_come_from_env_lists_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig::load_with_env(
+            None,
+            dir.path(),
+            env(&[("MAYFLY_EGRESS", "allowlist"), ("MAYFLY_EGRESS_ALLOW", "pypi.org, *.npmjs.org:443 ,"), ("MAYFLY_EGRESS_PRIVATE_ALLOW", "10.0.0.5:22")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.egress, EgressMode::Allowlist);
+        assert_eq!(cfg.egress_allow, ["pypi.org", "*.npmjs.org:443"]);
+        assert_eq!(cfg.egress_private_allow, ["10.0.0.5:22"]);
+        assert_eq!(cfg.default_network(), Network { egress: EgressMode::Allowlist, allow: cfg.egress_allow.clone() });
+        assert_eq!(ServerConfig::default().default_network(), Network { egress: EgressMode::Open, allow: vec![] });
+        let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_EGRESS_ALLOW", "a b")])).unwrap_err();
+        assert!(e.to_string().contains("egress_allow") && e.to_string().contains("\"a b\""), "{e}");
+        let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_EGRESS", "everything")])).unwrap_err();
+        assert!(e.to_string().contains("everything"), "{e}");
     }
 
     #[test]

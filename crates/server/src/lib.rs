@@ -13,6 +13,7 @@
 
 pub mod api;
 mod auth;
+pub mod egress;
 pub mod config;
 mod error;
 mod ide;

@@ -72,6 +72,7 @@ impl Server {
         let public_url = config.resolved_public_url(addr);
         let data_dir = config.data_dir.clone();
         let (state, token_generated) = build_state(config, public_url).await?;
+        state.manager.egress().set_control_port(addr.port());
         let preview = Preview::new(state.manager.clone(), state.auth.clone(), &data_dir, addr.port())?;
         state.manager.reconcile().await.context("reconciling sessions with the host")?;
         Ok(Server { listener, addr, state, token_generated, preview: Arc::new(preview), _lock: lock })

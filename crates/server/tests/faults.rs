@@ -100,6 +100,7 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
             expires_at: now + Duration::from_secs(3600),
             idle_timeout_seconds: 900,
             failure: None,
+            network: mayfly_proto::api::Network { egress: mayfly_proto::api::EgressMode::None, allow: vec![] },
         })
         .await
         .unwrap();

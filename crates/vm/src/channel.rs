@@ -50,17 +50,33 @@ pub struct ExecOutput {
     pub truncated: bool,
 }
 
+/// Handles a stream the guest opened (egress). Called on the runtime; must not block.
+pub type Acceptor = std::sync::Arc<dyn Fn(OpenRequest, Stream) + Send + Sync>;
+
 pub struct GuestChannel {
     vm: String,
     path: PathBuf,
     mux: tokio::sync::Mutex<Option<Mux>>,
     handshake_timeout: Duration,
+    /// Who takes guest-opened streams; `None` refuses them.
+    acceptor: std::sync::Arc<std::sync::Mutex<Option<Acceptor>>>,
 }
 
 impl GuestChannel {
     /// A channel that connects lazily; see [`GuestChannel::mux`].
     pub fn new(vm: &str, path: &Path, handshake_timeout: Duration) -> Self {
-        Self { vm: vm.to_string(), path: path.to_path_buf(), mux: tokio::sync::Mutex::new(None), handshake_timeout }
+        Self {
+            vm: vm.to_string(),
+            path: path.to_path_buf(),
+            mux: tokio::sync::Mutex::new(None),
+            handshake_timeout,
+            acceptor: Default::default(),
+        }
+    }
+
+    /// Routes the streams the guest opens (on this and every later connection) to `a`.
+    pub fn set_acceptor(&self, a: Option<Acceptor>) {
+        *self.acceptor.lock().expect("acceptor lock") = a;
     }
 
     /// The live multiplexer, connecting (or reconnecting) if needed.
@@ -80,7 +96,14 @@ impl GuestChannel {
             .await
             .map_err(|_| ChannelError::Timeout { vm: self.vm.clone(), secs: self.handshake_timeout.as_secs() })??;
         *guard = Some(m.clone());
+        tokio::spawn(accept_loop(self.vm.clone(), m.clone(), self.acceptor.clone()));
         Ok(m)
+    }
+
+    /// Connects now (if not connected), so that the guest can open streams before the host's
+    /// first request.
+    pub async fn connect(&self) -> Result<(), ChannelError> {
+        self.mux().await.map(|_| ())
     }
 
     /// Drops the current connection (the socket is closed; the guest sees the host disconnect).
@@ -258,5 +281,23 @@ fn reply_error(ev: Event) -> ChannelError {
         Event::Ctrl(Ctrl::Error { kind, message }) => ChannelError::Guest { kind, message },
         Event::Reset(r) => MuxError::Reset(r).into(),
         other => ChannelError::Protocol(format!("unexpected {other:?}")),
+    }
+}
+
+/// Hands every guest-opened stream of one connection to the current acceptor.
+async fn accept_loop(vm: String, mux: Mux, acceptor: std::sync::Arc<std::sync::Mutex<Option<Acceptor>>>) {
+    while let Some((req, stream)) = mux.accept().await {
+        let a = acceptor.lock().expect("acceptor lock").clone();
+        match a {
+            Some(a) => a(req, stream),
+            None => {
+                tracing::debug!(%vm, ?req, "guest-opened stream refused: no acceptor");
+                tokio::spawn(async move {
+                    let reply = Ctrl::error(ErrorKind::PermissionDenied, "this VM is not assigned to a session");
+                    let _ = stream.send_ctrl(&reply).await;
+                    let _ = stream.send_eof().await;
+                });
+            }
+        }
     }
 }

@@ -28,6 +28,7 @@ impl Guest {
         let sock = dir.path().join("guest.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_mayfly-guest"))
             .arg("daemon")
+            .args(["--egress-listen", "off"])
             .arg("--unix-listen")
             .arg(&sock)
             .args(extra)

@@ -39,6 +39,11 @@ impl SessionManager {
             return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
         }
         validate_env(&req.env)?;
+        let network = req.network.unwrap_or_else(|| self.cfg.default_network());
+        let policy = crate::egress::Policy::parse(&network).map_err(|e| SessionError::Invalid(e.to_string()))?;
+        if network.egress != mayfly_proto::api::EgressMode::Allowlist && !network.allow.is_empty() {
+            return Err(SessionError::Invalid(format!("network.allow is only used with egress \"allowlist\", not {:?}", network.egress.as_str())));
+        }
 
         let now = OffsetDateTime::now_utc();
         let record = SessionRecord {
@@ -49,12 +54,14 @@ impl SessionManager {
             expires_at: now + Duration::from_secs(ttl),
             idle_timeout_seconds: idle,
             failure: None,
+            network,
         };
         let session = Arc::new(LiveSession {
             id: record.id.clone(),
             expires_at: record.expires_at,
             idle_timeout: Duration::from_secs(idle),
             env: req.env,
+            policy,
             state: tokio::sync::watch::channel(Creating).0,
             transition_lock: Default::default(),
             lifecycle: Default::default(),
@@ -130,6 +137,8 @@ impl SessionManager {
             Some(Ok(vm)) => {
                 self.metrics.vm_booted(vm.boot_time());
                 *s.vm.lock().expect("vm lock") = Some(vm.clone());
+                // From here on the guest's outbound connections are decided by this session's policy.
+                vm.channel().set_acceptor(Some(self.egress.acceptor(&s.id, s.policy.clone())));
                 match self.transition(&s, Creating, Ready, None).await {
                     Ok(()) => {
                         // Idle time counts from ready, not from the start of the boot.

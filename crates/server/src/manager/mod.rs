@@ -106,6 +106,8 @@ pub(crate) struct LiveSession {
     idle_timeout: Duration,
     /// Environment given at creation; applied to every exec and terminal. Never stored.
     env: BTreeMap<String, String>,
+    /// Egress policy, checked at creation.
+    policy: crate::egress::Policy,
     /// Current state; changed only by [`SessionManager::transition`].
     state: watch::Sender<SessionState>,
     /// Held for the length of one state change (store write + memory update).
@@ -134,13 +136,20 @@ impl LiveSession {
 /// Records the latest activity of one session; cheap to clone into long-lived tasks (terminals).
 #[derive(Clone)]
 pub struct Activity {
-    session: Arc<LiveSession>,
+    session: Option<Arc<LiveSession>>,
     epoch: Instant,
 }
 
 impl Activity {
+    /// Activity that is recorded nowhere (traffic that must not keep a session alive).
+    pub fn none() -> Activity {
+        Activity { session: None, epoch: Instant::now() }
+    }
+
     pub fn touch(&self) {
-        self.session.last_active_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Some(s) = &self.session {
+            s.last_active_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -156,6 +165,7 @@ pub struct SessionManager {
     shutdown: CancellationToken,
     epoch: Instant,
     provisioner: Arc<pool::Provisioner>,
+    egress: Arc<crate::egress::Egress>,
 }
 
 /// RFC 3339 with second precision (what the API shows).
@@ -190,8 +200,14 @@ impl SessionManager {
                 vcpus_override: cfg.vm_vcpus,
             },
         );
+        let private_allow = crate::egress::rules::parse_all(&cfg.egress_private_allow).unwrap_or_else(|e| {
+            // `ServerConfig::validate` refuses bad rules before the manager exists.
+            tracing::error!("{e}; no private destinations are allowed");
+            Vec::new()
+        });
         Arc::new(Self {
             provisioner,
+            egress: Arc::new(crate::egress::Egress::new(private_allow)),
             cfg,
             public_url,
             store,
@@ -203,6 +219,11 @@ impl SessionManager {
             shutdown: CancellationToken::new(),
             epoch: Instant::now(),
         })
+    }
+
+    /// Egress decisions and counters shared by every session.
+    pub fn egress(&self) -> &Arc<crate::egress::Egress> {
+        &self.egress
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -232,7 +253,7 @@ impl SessionManager {
     }
 
     fn activity(&self, session: &Arc<LiveSession>) -> Activity {
-        Activity { session: session.clone(), epoch: self.epoch }
+        Activity { session: Some(session.clone()), epoch: self.epoch }
     }
 
     /// Marks session `id` active now (API use, terminal traffic, preview requests).
@@ -299,6 +320,7 @@ impl SessionManager {
             expires_at: rfc3339(r.expires_at),
             idle_timeout_seconds: r.idle_timeout_seconds,
             ide_url: format!("{}/s/{}", self.public_url, r.id),
+            network: r.network.clone(),
             failure: r.failure.clone(),
         }
     }

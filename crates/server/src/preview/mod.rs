@@ -22,7 +22,7 @@ pub mod access;
 pub mod host;
 mod pages;
 mod proxy;
-mod tunnel;
+pub(crate) mod tunnel;
 
 use crate::auth::Auth;
 use crate::manager::{SessionError, SessionManager};

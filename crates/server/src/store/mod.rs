@@ -9,7 +9,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use mayfly_proto::api::{SessionState, Visibility};
+use mayfly_proto::api::{Network, SessionState, Visibility};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
@@ -26,6 +26,7 @@ pub struct SessionRecord {
     pub idle_timeout_seconds: u64,
     /// Why the session failed.
     pub failure: Option<String>,
+    pub network: Network,
 }
 
 /// One state change, in the order the store recorded it (`seq` grows).

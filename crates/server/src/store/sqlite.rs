@@ -4,13 +4,17 @@
 
 use super::{parse_state, parse_visibility, visibility_str, SessionRecord, SessionStore, StoreError, StoredEvent};
 use async_trait::async_trait;
-use mayfly_proto::api::{SessionState, Visibility};
+use mayfly_proto::api::{EgressMode, Network, SessionState, Visibility};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// Named, not `*`: a connection that prepared `SELECT *` before a migration added a column
+/// would read the old column list.
+const SESSION_COLUMNS: &str = "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sessions (
@@ -21,7 +25,8 @@ const SCHEMA: &[&str] = &[
         expires_at INTEGER NOT NULL,
         idle_timeout_seconds INTEGER NOT NULL,
         failure TEXT,
-        updated_at INTEGER NOT NULL
+        updated_at INTEGER NOT NULL,
+        network TEXT
     )",
     "CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state)",
     "CREATE TABLE IF NOT EXISTS session_events (
@@ -89,6 +94,20 @@ impl SqliteStore {
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("creating tables"))?;
         }
+        // Columns added after the first release: added to older databases in place.
+        for (column, decl) in [("network", "TEXT")] {
+            let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = ?")
+                .bind(column)
+                .fetch_one(&pool)
+                .await
+                .map_err(backend("reading the schema"))?;
+            if have == 0 {
+                sqlx::query(&format!("ALTER TABLE sessions ADD COLUMN {column} {decl}"))
+                    .execute(&pool)
+                    .await
+                    .map_err(backend("migrating the schema"))?;
+            }
+        }
         Ok(Self { pool })
     }
 }
@@ -102,6 +121,11 @@ fn record(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         expires_at: from_ms(row.get("expires_at"))?,
         idle_timeout_seconds: row.get::<i64, _>("idle_timeout_seconds").max(0) as u64,
         failure: row.get("failure"),
+        network: match row.get::<Option<&str>, _>("network") {
+            // Written before policies existed: those sessions had no network at all.
+            None => Network { egress: EgressMode::None, allow: Vec::new() },
+            Some(j) => serde_json::from_str(j).map_err(|_| StoreError::Corrupt { what: "network", value: j.to_string() })?,
+        },
     })
 }
 
@@ -148,8 +172,8 @@ impl SessionStore for SqliteStore {
     async fn insert(&self, s: &SessionRecord) -> Result<StoredEvent, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
         let res = sqlx::query(
-            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at, network)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.image)
@@ -159,6 +183,7 @@ impl SessionStore for SqliteStore {
         .bind(s.idle_timeout_seconds as i64)
         .bind(&s.failure)
         .bind(ms(s.created_at))
+        .bind(serde_json::to_string(&s.network).expect("network serialises"))
         .execute(&mut *tx)
         .await;
         if let Err(e) = res {
@@ -212,7 +237,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?")
+        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -225,7 +250,7 @@ impl SessionStore for SqliteStore {
             return Ok(Vec::new());
         }
         let marks = vec!["?"; states.len()].join(", ");
-        let sql = format!("SELECT * FROM sessions WHERE state IN ({marks}) ORDER BY created_at, id");
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE state IN ({marks}) ORDER BY created_at, id");
         let mut q = sqlx::query(&sql);
         for s in states {
             q = q.bind(s.as_str());
@@ -294,7 +319,29 @@ mod tests {
             expires_at: now + time::Duration::hours(1),
             idle_timeout_seconds: 900,
             failure: None,
+            network: Network { egress: EgressMode::Allowlist, allow: vec!["pypi.org".into()] },
         }
+    }
+
+    #[tokio::test]
+    async fn databases_from_before_network_policies_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let opts = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+            sqlx::query("CREATE TABLE sessions (id TEXT PRIMARY KEY, image TEXT NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, idle_timeout_seconds INTEGER NOT NULL, failure TEXT, updated_at INTEGER NOT NULL)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO sessions VALUES ('sold', 'minimal', 'destroyed', 0, 0, 900, NULL, 0)").execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let old = store.get("sold").await.unwrap().unwrap();
+        assert_eq!(old.network.egress, EgressMode::None);
+        store.insert(&rec("snew")).await.unwrap();
+        assert_eq!(store.get("snew").await.unwrap().unwrap().network, rec("snew").network);
     }
 
     #[tokio::test]
@@ -312,6 +359,7 @@ mod tests {
         let got = store.get("sa").await.unwrap().unwrap();
         assert_eq!(got.state, Failed);
         assert_eq!(got.failure.as_deref(), Some("QEMU killed"));
+        assert_eq!(got.network, rec("sa").network, "the network policy round-trips");
         let evs = store.events("sa").await.unwrap();
         assert_eq!(evs.iter().map(|e| e.to).collect::<Vec<_>>(), vec![Creating, Ready, Failed]);
         assert!(evs.windows(2).all(|w| w[0].seq < w[1].seq));
