@@ -57,6 +57,10 @@ impl Client {
         self.json(Method::POST, "/api/v1/sessions", Some(body)).await
     }
 
+    pub async fn get(&self, id: &str) -> anyhow::Result<Session> {
+        self.json(Method::GET, &format!("/api/v1/sessions/{id}"), None).await
+    }
+
     pub async fn list(&self) -> anyhow::Result<Vec<Session>> {
         self.json(Method::GET, "/api/v1/sessions", None).await
     }

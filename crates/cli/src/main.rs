@@ -43,6 +43,8 @@ enum Cmd {
         /// Maximum lifetime in seconds.
         #[arg(long)]
         ttl: Option<u64>,
+        #[command(flatten)]
+        opts: session_cmd::NewOpts,
     },
     /// List sessions.
     Ls,
@@ -101,7 +103,7 @@ fn main() -> ExitCode {
             Cmd::Image(c) => image_cmd::run(c, &data_dir).await,
             Cmd::Vm(c) => vm_cmd::run(c, &data_dir).await,
             Cmd::Bench(o) => bench::run(o, &data_dir).await,
-            Cmd::New { image, ttl } => session_cmd::new(&client()?, image, ttl).await,
+            Cmd::New { image, ttl, opts } => session_cmd::new(&client()?, image, ttl, opts).await,
             Cmd::Ls => session_cmd::ls(&client()?).await,
             Cmd::Rm { ids } => session_cmd::rm(&client()?, &ids).await,
             Cmd::Exec { id, cwd, timeout, cmd } => session_cmd::exec(&client()?, &id, cmd, cwd, timeout).await,

@@ -11,7 +11,33 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>) -> anyhow::Result<ExitCode> {
+/// Repository, credentials and network of a new session.
+#[derive(clap::Args)]
+pub struct NewOpts {
+    /// Clone this repository into the workspace: `URL[@REF]` (REF: branch, tag or commit).
+    #[arg(long, value_name = "URL[@REF]")]
+    repo: Option<String>,
+    /// A git token for a host: `HOST=TOKEN` (repeatable). Given to git in the VM on demand.
+    #[arg(long, value_name = "HOST=TOKEN")]
+    git_token: Vec<String>,
+    /// Network: none, allowlist or open (default: the server's setting).
+    #[arg(long)]
+    egress: Option<String>,
+    /// An allowlist entry (with --egress allowlist; repeatable): host, *.domain, IP or CIDR[:port].
+    #[arg(long, value_name = "RULE")]
+    allow: Vec<String>,
+}
+
+/// `URL@REF` → (URL, REF): the `@` must follow the start of the URL's path.
+fn split_repo(arg: &str) -> (String, Option<String>) {
+    let path_start = arg.find("://").map(|i| i + 3).and_then(|h| arg[h..].find('/').map(|p| h + p)).unwrap_or(arg.len());
+    match arg[path_start..].rfind('@') {
+        Some(at) => (arg[..path_start + at].to_string(), Some(arg[path_start + at + 1..].to_string())),
+        None => (arg.to_string(), None),
+    }
+}
+
+pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>, opts: NewOpts) -> anyhow::Result<ExitCode> {
     let mut body = serde_json::json!({});
     if let Some(i) = image {
         body["image"] = i.into();
@@ -19,9 +45,60 @@ pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>) -> an
     if let Some(t) = ttl {
         body["ttl_seconds"] = t.into();
     }
+    if let Some(r) = &opts.repo {
+        let (url, git_ref) = split_repo(r);
+        body["repo"] = serde_json::json!({ "url": url });
+        if let Some(g) = git_ref {
+            body["repo"]["ref"] = g.into();
+        }
+    }
+    let mut creds = Vec::new();
+    for t in &opts.git_token {
+        let (host, token) = t.split_once('=').context("--git-token takes HOST=TOKEN")?;
+        creds.push(serde_json::json!({ "host": host, "token": token }));
+    }
+    body["git_credentials"] = creds.into();
+    if let Some(e) = &opts.egress {
+        body["network"] = serde_json::json!({ "egress": e, "allow": opts.allow });
+    }
     let s = client.create(body).await?;
     println!("{}\t{}", s.id, s.ide_url);
+    if opts.repo.is_some() {
+        return wait_for_clone(client, &s.id).await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Shows the clone's progress on stderr until it finished; fails if the clone failed.
+async fn wait_for_clone(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    use mayfly_proto::api::{RepoState, SessionState};
+    let mut last = None;
+    loop {
+        let s = client.get(id).await?;
+        if s.state == SessionState::Failed {
+            anyhow::bail!("session {id} failed: {}", s.failure.unwrap_or_default());
+        }
+        if let Some(r) = s.repo {
+            if r.message != last {
+                if let Some(m) = &r.message {
+                    eprintln!("{m}");
+                }
+                last = r.message.clone();
+            }
+            match r.state {
+                RepoState::Ready => {
+                    eprintln!("cloned into {}", r.path);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                RepoState::Failed => {
+                    eprintln!("clone failed; the session is usable");
+                    return Ok(ExitCode::FAILURE);
+                }
+                RepoState::Cloning => {}
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
 }
 
 pub async fn ls(client: &Client) -> anyhow::Result<ExitCode> {
@@ -106,4 +183,17 @@ pub async fn shell(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     pump_in.abort();
     pump_out.abort();
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repo_refs_follow_the_path() {
+        use super::split_repo;
+        let s = |a: &str, b: Option<&str>| (a.to_string(), b.map(String::from));
+        assert_eq!(split_repo("https://github.com/acme/app@main"), s("https://github.com/acme/app", Some("main")));
+        assert_eq!(split_repo("https://github.com/acme/app@feature/x"), s("https://github.com/acme/app", Some("feature/x")));
+        assert_eq!(split_repo("https://github.com/acme/app"), s("https://github.com/acme/app", None));
+        assert_eq!(split_repo("https://me@host/r.git"), s("https://me@host/r.git", None), "user info is not a ref");
+    }
 }

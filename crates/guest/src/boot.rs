@@ -19,8 +19,9 @@ const ROOT_DISK_SECTORS: &str = "/sys/class/block/vda/size";
 const RESIZE_SLACK: u64 = 4 << 20;
 
 /// The process environment of everything in the VM. The proxy variables point programs at the
-/// daemon's egress proxy (`egress::DEFAULT_LISTEN`), the VM's only way out.
-pub const ENV: [(&str, &str); 10] = [
+/// daemon's egress proxy (`egress::DEFAULT_LISTEN`), the VM's only way out; the git variables
+/// install the credential helper ([`crate::credential`]).
+pub const ENV: [(&str, &str); 14] = [
     ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     ("HOME", "/root"),
     ("TERM", "xterm-256color"),
@@ -31,6 +32,12 @@ pub const ENV: [(&str, &str); 10] = [
     ("HTTPS_PROXY", "http://127.0.0.1:3128"),
     ("no_proxy", "localhost,127.0.0.1,::1"),
     ("NO_PROXY", "localhost,127.0.0.1,::1"),
+    // git: never prompt (a missing token fails at once), and ask Mayfly for tokens
+    // (`credential`): configured in the environment, so no file in the VM holds any of it.
+    ("GIT_TERMINAL_PROMPT", "0"),
+    ("GIT_CONFIG_COUNT", "1"),
+    ("GIT_CONFIG_KEY_0", "credential.helper"),
+    ("GIT_CONFIG_VALUE_0", "/usr/local/sbin/mayfly-guest credential"),
 ];
 
 struct MountSpec {

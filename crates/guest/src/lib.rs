@@ -13,6 +13,7 @@
 //! The byte transport and its reconnect rules live in [`transport`].
 
 pub mod boot;
+pub mod credential;
 pub mod egress;
 pub mod exec;
 pub mod files;

@@ -25,6 +25,11 @@ enum Mode {
     },
     /// Serve the host channel.
     Daemon(DaemonArgs),
+    /// git credential helper (`credential.helper`): asks the daemon, which asks the host.
+    Credential {
+        /// git's action: get, store or erase.
+        action: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -79,6 +84,15 @@ fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
                 Err(e) => tracing::error!("cannot listen for egress on {addr}: {e}"),
             }
         }
+        if args.unix_listen.is_none() {
+            let path = std::path::Path::new(mayfly_guest::credential::SOCKET);
+            match mayfly_guest::credential::bind(path) {
+                Ok(l) => {
+                    tokio::spawn(mayfly_guest::credential::run(l, daemon.host.subscribe()));
+                }
+                Err(e) => tracing::error!("cannot listen on {}: {e}", path.display()),
+            }
+        }
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "daemon ready");
         serve::run(listener, daemon).await;
         Ok(())
@@ -91,6 +105,9 @@ fn main() -> ExitCode {
     let res = match cli.mode {
         Mode::Init { no_resize } => mayfly_guest::init::run(!no_resize).map(|_| ()).map_err(anyhow::Error::from),
         Mode::Daemon(args) => daemon(args),
+        Mode::Credential { action } => {
+            mayfly_guest::credential::helper(&action, std::path::Path::new(mayfly_guest::credential::SOCKET)).map_err(anyhow::Error::from)
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

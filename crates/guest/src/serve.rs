@@ -94,8 +94,8 @@ pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
         OpenRequest::Tunnel { port } => tunnel::serve(port, stream).await,
         OpenRequest::Info => info::serve(stream).await,
         OpenRequest::Identity(id) => identity::serve(id, stream).await,
-        OpenRequest::Egress { .. } => {
-            let reply = Ctrl::error(mayfly_proto::msg::ErrorKind::Protocol, "egress streams are opened by the guest");
+        OpenRequest::Egress { .. } | OpenRequest::Credential { .. } => {
+            let reply = Ctrl::error(mayfly_proto::msg::ErrorKind::Protocol, "egress and credential streams are opened by the guest");
             finish(&stream.split().0, &reply).await
         }
     }

@@ -44,6 +44,62 @@ pub struct CreateSession {
     /// Network policy; default: the server's `egress` settings.
     #[serde(default)]
     pub network: Option<Network>,
+    /// A repository cloned into the workspace once the VM is ready.
+    #[serde(default)]
+    pub repo: Option<RepoSpec>,
+    /// Git tokens for this session, handed to git in the VM on demand (never stored).
+    #[serde(default)]
+    pub git_credentials: Vec<GitCredential>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSpec {
+    /// `https://` or `http://` URL, without credentials in it.
+    pub url: String,
+    /// Branch, tag or commit; default: the remote's default branch.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+/// A token for one git host. Its `token` is write-only: never shown by the API.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitCredential {
+    /// Host as git names it: `github.com`, or `host:port` for a non-default port.
+    pub host: String,
+    /// Default `x-access-token` (GitHub's convention; most servers ignore the user name).
+    #[serde(default)]
+    pub username: Option<String>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for GitCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitCredential").field("host", &self.host).field("username", &self.username).field("token", &"<redacted>").finish()
+    }
+}
+
+/// Where the session's repository stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoStatus {
+    pub url: String,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Directory in the VM.
+    pub path: String,
+    pub state: RepoState,
+    /// Latest progress line while cloning; git's error when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepoState {
+    Cloning,
+    Ready,
+    Failed,
 }
 
 /// What a session's VM may connect to. The VM has no network device: programs reach the
@@ -93,6 +149,11 @@ pub struct Session {
     pub idle_timeout_seconds: u64,
     pub ide_url: String,
     pub network: Network,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoStatus>,
+    /// Hosts this session has git tokens for (the tokens themselves are never shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub git_credential_hosts: Vec<String>,
     /// Why the session failed (state `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -179,6 +240,8 @@ pub enum SessionEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<String>,
     },
+    /// The repository clone started, progressed, finished or failed.
+    Repo { session: String, repo: RepoStatus },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,6 +95,15 @@ pub enum OpenRequest {
     /// guest's egress proxy). The host applies the session's egress policy, then answers
     /// `connected` and relays bytes, or `error` (`permission_denied` when the policy refuses).
     Egress { host: String, port: u16 },
+    /// Guest → host: git asks for a credential (git's credential helper protocol fields). The
+    /// host answers `credential` from the session's tokens for exactly that host, or
+    /// `not_found`. Nothing is stored in the guest: every git operation asks again.
+    Credential {
+        protocol: String,
+        host: String,
+        #[serde(default)]
+        path: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -206,6 +215,7 @@ pub enum Ctrl {
     Ports { ports: Vec<ListenPort> },
     FileEvents { events: Vec<FileEvent> },
     Connected,
+    Credential { username: String, password: String },
     Info(GuestInfo),
     Error { kind: ErrorKind, message: String },
     // host → guest

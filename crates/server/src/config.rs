@@ -4,7 +4,7 @@
 //! `MAYFLY_<NAME IN CAPITALS>` (e.g. `max_sessions` ← `MAYFLY_MAX_SESSIONS`). The data dir is not
 //! read from the environment here: the caller passes it (the CLI resolves `MAYFLY_DATA_DIR`).
 
-use mayfly_proto::api::{EgressMode, Network};
+use mayfly_proto::api::{EgressMode, GitCredential, Network};
 use mayfly_vm::accel::AccelSetting;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// Host, private or loopback destinations sessions may reach anyway (same syntax), e.g. an
     /// internal git server. Applies to every mode but `none`.
     pub egress_private_allow: Vec<String>,
+    /// Git tokens every session gets (config file only, as `[[git_credentials]]` tables with
+    /// `host`, `token` and optional `username`); a session's own tokens come first.
+    pub git_credentials: Vec<GitCredential>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             egress: EgressMode::Open,
             egress_allow: Vec::new(),
             egress_private_allow: Vec::new(),
+            git_credentials: Vec::new(),
         }
     }
 }

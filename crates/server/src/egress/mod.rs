@@ -20,13 +20,11 @@ pub mod rules;
 use crate::manager::Activity;
 use crate::preview::tunnel::pipe;
 use mayfly_proto::api::{EgressMode, Network};
-use mayfly_proto::msg::{Ctrl, ErrorKind, OpenRequest};
+use mayfly_proto::msg::{Ctrl, ErrorKind};
 use mayfly_proto::mux::Stream;
-use mayfly_vm::channel::Acceptor;
 use rules::{normalize_name, Rule, RuleError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -81,6 +79,21 @@ impl Egress {
 
     /// Decides and, if allowed, connects.
     pub async fn connect(&self, policy: &Policy, host: &str, port: u16) -> Result<TcpStream, EgressError> {
+        let ok = self.decide(policy, host, port).await?;
+        let mut last = None;
+        for ip in ok {
+            let addr = SocketAddr::new(ip, port);
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) => last = Some(format!("cannot connect to {host}:{port} ({addr}): {e}")),
+                Err(_) => last = Some(format!("cannot connect to {host}:{port} ({addr}): no answer within {CONNECT_TIMEOUT:?}")),
+            }
+        }
+        Err(EgressError::Failed(last.unwrap_or_default()))
+    }
+
+    /// The addresses `host:port` may be reached at under `policy`, or why not.
+    pub async fn decide(&self, policy: &Policy, host: &str, port: u16) -> Result<Vec<IpAddr>, EgressError> {
         let mode = policy.mode.as_str();
         let denied = |why: &str| EgressError::Denied(format!("egress to {host}:{port} denied by the session's `{mode}` policy: {why}"));
         if policy.mode == EgressMode::None {
@@ -136,39 +149,11 @@ impl Egress {
         if ok.is_empty() {
             return Err(denied(first_refusal.as_deref().unwrap_or("no address")));
         }
-        let mut last = None;
-        for ip in ok {
-            let addr = SocketAddr::new(ip, port);
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => return Ok(s),
-                Ok(Err(e)) => last = Some(format!("cannot connect to {host}:{port} ({addr}): {e}")),
-                Err(_) => last = Some(format!("cannot connect to {host}:{port} ({addr}): no answer within {CONNECT_TIMEOUT:?}")),
-            }
-        }
-        Err(EgressError::Failed(last.unwrap_or_default()))
+        Ok(ok)
     }
 
-    /// Takes the streams a session's guest opens: `egress` is decided and relayed, anything
-    /// else refused.
-    pub fn acceptor(self: &Arc<Self>, session: &str, policy: Policy) -> Acceptor {
-        let this = self.clone();
-        let session: Arc<str> = session.into();
-        let policy = Arc::new(policy);
-        Arc::new(move |req, stream| {
-            let (this, session, policy) = (this.clone(), session.clone(), policy.clone());
-            tokio::spawn(async move {
-                match req {
-                    OpenRequest::Egress { host, port } => this.serve(&session, &policy, &host, port, stream).await,
-                    other => {
-                        tracing::warn!(%session, ?other, "guest opened an unexpected stream");
-                        answer(&stream, Ctrl::error(ErrorKind::Protocol, "only egress streams may be opened by the guest")).await;
-                    }
-                }
-            });
-        })
-    }
-
-    async fn serve(&self, session: &str, policy: &Policy, host: &str, port: u16, stream: Stream) {
+    /// Decides one `egress` stream and relays it.
+    pub async fn serve(&self, session: &str, policy: &Policy, host: &str, port: u16, stream: Stream) {
         match self.connect(policy, host, port).await {
             Ok(mut tcp) => {
                 self.allowed.fetch_add(1, Ordering::Relaxed);
@@ -184,19 +169,13 @@ impl Egress {
             Err(EgressError::Denied(m)) => {
                 self.denied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%session, "{m}");
-                answer(&stream, Ctrl::error(ErrorKind::PermissionDenied, m)).await;
+                crate::manager::answer(&stream, Ctrl::error(ErrorKind::PermissionDenied, m)).await;
             }
             Err(EgressError::Failed(m)) => {
                 tracing::debug!(%session, "{m}");
-                answer(&stream, Ctrl::error(ErrorKind::ConnectionRefused, m)).await;
+                crate::manager::answer(&stream, Ctrl::error(ErrorKind::ConnectionRefused, m)).await;
             }
         }
-    }
-}
-
-async fn answer(stream: &Stream, c: Ctrl) {
-    if stream.send_ctrl(&c).await.is_ok() {
-        let _ = stream.send_eof().await;
     }
 }
 

@@ -41,6 +41,10 @@ impl SessionManager {
         validate_env(&req.env)?;
         let network = req.network.unwrap_or_else(|| self.cfg.default_network());
         let policy = crate::egress::Policy::parse(&network).map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let repo = req.repo.as_ref().map(super::repo::validate_repo).transpose()?;
+        super::repo::validate_credentials(&req.git_credentials)?;
+        let mut git_credentials = req.git_credentials;
+        git_credentials.extend(self.cfg.git_credentials.iter().cloned());
         if network.egress != mayfly_proto::api::EgressMode::Allowlist && !network.allow.is_empty() {
             return Err(SessionError::Invalid(format!("network.allow is only used with egress \"allowlist\", not {:?}", network.egress.as_str())));
         }
@@ -62,6 +66,8 @@ impl SessionManager {
             idle_timeout: Duration::from_secs(idle),
             env: req.env,
             policy,
+            git_credentials: Mutex::new(git_credentials),
+            repo: Mutex::new(repo),
             state: tokio::sync::watch::channel(Creating).0,
             transition_lock: Default::default(),
             lifecycle: Default::default(),
@@ -138,12 +144,13 @@ impl SessionManager {
                 self.metrics.vm_booted(vm.boot_time());
                 *s.vm.lock().expect("vm lock") = Some(vm.clone());
                 // From here on the guest's outbound connections are decided by this session's policy.
-                vm.channel().set_acceptor(Some(self.egress.acceptor(&s.id, s.policy.clone())));
+                vm.channel().set_acceptor(Some(self.guest_acceptor(&s)));
                 match self.transition(&s, Creating, Ready, None).await {
                     Ok(()) => {
                         // Idle time counts from ready, not from the start of the boot.
                         self.activity(&s).touch();
                         tokio::spawn(self.clone().watch_exit(s.clone(), vm.clone()));
+                        tokio::spawn(self.clone().clone_repo(s.clone(), vm.clone()));
                         tokio::spawn(self.clone().watch_ports(s.clone(), vm));
                     }
                     // Deleted meanwhile: the deleter stops the VM once this task ends; stopping
@@ -192,6 +199,8 @@ impl SessionManager {
 
     /// Stops the session's VM (which deletes its run dir) and makes sure nothing is left.
     async fn release(&self, s: &LiveSession) -> Option<String> {
+        // Revoked: the guest's credential helper gets nothing from here on.
+        s.git_credentials.lock().expect("credentials lock").clear();
         let vm = s.vm.lock().expect("vm lock").take();
         let mut err = None;
         if let Some(vm) = vm {

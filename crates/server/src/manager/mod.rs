@@ -14,8 +14,10 @@
 mod events;
 pub mod file_watch;
 mod guest;
+mod guest_streams;
 mod lifecycle;
 mod pool;
+mod repo;
 mod ports;
 pub mod reaper;
 pub mod state;
@@ -39,6 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
+pub(crate) use guest_streams::answer;
 pub use pool::{PoolStatus, Source};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +97,8 @@ impl Envelope {
             SessionEvent::State { session, .. }
             | SessionEvent::PortOpened { session, .. }
             | SessionEvent::PortClosed { session, .. }
-            | SessionEvent::FileChanged { session, .. } => session,
+            | SessionEvent::FileChanged { session, .. }
+            | SessionEvent::Repo { session, .. } => session,
         }
     }
 }
@@ -108,6 +112,10 @@ pub(crate) struct LiveSession {
     env: BTreeMap<String, String>,
     /// Egress policy, checked at creation.
     policy: crate::egress::Policy,
+    /// Git tokens (the session's, then the operator's). Memory only; emptied at the end.
+    git_credentials: Mutex<Vec<mayfly_proto::api::GitCredential>>,
+    /// The repository and its clone's progress.
+    repo: Mutex<Option<mayfly_proto::api::RepoStatus>>,
     /// Current state; changed only by [`SessionManager::transition`].
     state: watch::Sender<SessionState>,
     /// Held for the length of one state change (store write + memory update).
@@ -312,6 +320,7 @@ impl SessionManager {
     }
 
     fn view(&self, r: &SessionRecord) -> Session {
+        let live = self.live(&r.id);
         Session {
             id: r.id.clone(),
             state: r.state,
@@ -321,6 +330,11 @@ impl SessionManager {
             idle_timeout_seconds: r.idle_timeout_seconds,
             ide_url: format!("{}/s/{}", self.public_url, r.id),
             network: r.network.clone(),
+            repo: live.as_ref().and_then(|s| s.repo.lock().expect("repo lock").clone()),
+            git_credential_hosts: live
+                .as_ref()
+                .map(|s| s.git_credentials.lock().expect("credentials lock").iter().map(|c| c.host.clone()).collect())
+                .unwrap_or_default(),
             failure: r.failure.clone(),
         }
     }
