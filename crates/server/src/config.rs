@@ -73,6 +73,10 @@ pub struct ServerConfig {
     pub pool_images: Option<Vec<String>>,
     /// Start sessions as clones of a template snapshot (false: always cold boot).
     pub templates: bool,
+    /// API requests per second each client address may make on average (0: no limit).
+    pub rate_limit_per_second: u32,
+    /// API requests a client address may make at once before `rate_limit_per_second` applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,8 @@ impl Default for ServerConfig {
             pool_size: 2,
             pool_images: None,
             templates: true,
+            rate_limit_per_second: 20,
+            rate_limit_burst: 200,
         }
     }
 }
@@ -136,6 +142,8 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("exec_output_limit_bytes", Kind::Int),
     ("pool_size", Kind::Int),
     ("templates", Kind::Bool),
+    ("rate_limit_per_second", Kind::Int),
+    ("rate_limit_burst", Kind::Int),
 ];
 
 impl ServerConfig {
@@ -201,6 +209,9 @@ impl ServerConfig {
                 return Err(ConfigError::Invalid { field, message: "must be greater than 0".into() });
             }
         }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::Invalid { field: "rate_limit_burst", message: "must be greater than 0 when rate_limit_per_second is set".into() });
+        }
         if self.default_ttl_seconds > self.max_ttl_seconds {
             return Err(ConfigError::Invalid { field: "default_ttl_seconds", message: "exceeds max_ttl_seconds".into() });
         }
@@ -226,6 +237,9 @@ impl ServerConfig {
     }
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("token")
+    }
+    pub fn rate_limit(&self) -> crate::ratelimit::RateLimit {
+        crate::ratelimit::RateLimit { per_second: self.rate_limit_per_second, burst: self.rate_limit_burst }
     }
     pub fn reaper_interval(&self) -> Duration {
         Duration::from_secs(self.reaper_interval_seconds)
