@@ -341,7 +341,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Fram
                 Err(_) => break,
             }
         }
-        if let Err(e) = w.write_all(&buf).await.and(w.flush().await) {
+        // A peer that stops reading must not pin this task (and the connection) after close.
+        let written = tokio::select! {
+            r = async { w.write_all(&buf).await?; w.flush().await } => r,
+            _ = closed.wait_for(|c| c.is_some()) => break,
+        };
+        if let Err(e) = written {
             shared.shutdown(&format!("write failed: {e}"));
             break;
         }

@@ -3,7 +3,7 @@
 
 use mayfly_proto::api::SessionState;
 use mayfly_server::store::{SessionStore, SqliteStore};
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// QEMU processes whose command line points into `data_dir` (every VM of that server).
@@ -36,14 +36,14 @@ pub fn files_ending(dir: &Path, suffixes: &[&str]) -> Vec<String> {
     found
 }
 
-/// Unix-domain socket descriptors this process holds (QMP and guest channel connections are
-/// the server's; TCP connections of the HTTP client are not counted).
-pub fn unix_socket_fds() -> usize {
-    let unix: HashSet<String> = std::fs::read_to_string("/proc/net/unix")
+/// Unix sockets this process holds open, by inode, each with its `/proc/net/unix` line. The
+/// server's QMP and guest channel connections are among them; TCP connections are not.
+pub fn unix_sockets() -> BTreeMap<String, String> {
+    let unix: BTreeMap<String, String> = std::fs::read_to_string("/proc/net/unix")
         .unwrap()
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(6).map(str::to_string))
+        .filter_map(|l| l.split_whitespace().nth(6).map(|inode| (inode.to_string(), l.to_string())))
         .collect();
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
@@ -52,8 +52,20 @@ pub fn unix_socket_fds() -> usize {
         .filter_map(|l| {
             l.to_string_lossy().strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::to_string)
         })
-        .filter(|inode| unix.contains(inode))
-        .count()
+        .filter_map(|inode| unix.get(&inode).map(|line| (inode, line.clone())))
+        .collect()
+}
+
+/// The Unix sockets open before a server starts. Spawning a child first makes tokio create its
+/// process-wide SIGCHLD socket pair, which is no server's and stays for the process's life.
+pub async fn baseline() -> BTreeMap<String, String> {
+    let _ = tokio::process::Command::new("true").status().await;
+    unix_sockets()
+}
+
+/// Sockets open now that were not in `baseline`.
+pub fn new_unix_sockets(baseline: &BTreeMap<String, String>) -> Vec<String> {
+    unix_sockets().into_iter().filter(|(inode, _)| !baseline.contains_key(inode)).map(|(_, line)| line).collect()
 }
 
 /// Sessions in the store that are not in a final state (destroyed; failed with its VM gone).
@@ -69,11 +81,10 @@ pub async fn live_rows(data_dir: &Path) -> Vec<String> {
 }
 
 /// Asserts a stopped server's data dir holds no VM, run dir, overlay, socket or live row, and
-/// that this process holds no more Unix sockets than `baseline` (taken before the server).
-pub async fn assert_nothing_left(data_dir: &Path, baseline_unix_fds: usize) {
+/// that this process holds no Unix socket that was not open before the server (`baseline`).
+pub async fn assert_nothing_left(data_dir: &Path, baseline: &BTreeMap<String, String>) {
     assert!(qemu_pids_in(data_dir).is_empty(), "QEMU left running: {:?}", qemu_pids_in(data_dir));
-    let run_dirs: Vec<_> =
-        std::fs::read_dir(data_dir.join("vms")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    let run_dirs: Vec<_> = std::fs::read_dir(data_dir.join("vms")).into_iter().flatten().flatten().map(|e| e.path()).collect();
     assert!(run_dirs.is_empty(), "run dirs left: {run_dirs:?}");
     let files = files_ending(data_dir, &[".qcow2", ".sock"]);
     assert!(files.is_empty(), "overlays or sockets left: {files:?}");
@@ -81,10 +92,10 @@ pub async fn assert_nothing_left(data_dir: &Path, baseline_unix_fds: usize) {
     assert!(rows.is_empty(), "live sessions left in the store: {rows:?}");
     // Descriptors close when the tasks holding them end; give them a moment (hang guard only).
     for _ in 0..50 {
-        if unix_socket_fds() <= baseline_unix_fds {
+        if new_unix_sockets(baseline).is_empty() {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("Unix socket descriptors: {} now, {baseline_unix_fds} before the server", unix_socket_fds());
+    panic!("Unix sockets opened since the server started are still open: {:#?}", new_unix_sockets(baseline));
 }
