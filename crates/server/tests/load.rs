@@ -18,6 +18,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Serves /root/index.html on 127.0.0.1:8000 to every request (no shell quoting inside).
+const DEV_SERVER: &str = "import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', 8000))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    body = open('/root/index.html', 'rb').read()
+    c.sendall(b'HTTP/1.1 200 OK' + bytes([13, 10]) + b'Content-Length: ' + str(len(body)).encode() + bytes([13, 10]) + b'Connection: close' + bytes([13, 10, 13, 10]) + body)
+    c.close()";
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -40,19 +53,20 @@ async fn round(server: &TestServer, worker: u64, n: u64) -> Round {
     let t = Instant::now();
     let mut pty = server.ws(&format!("/api/v1/sessions/{id}/pty?terminal=load")).await;
     type_keys(&mut pty, &format!("echo w{worker}r{n}=$(({worker}*1000+{n}))\r")).await;
-    read_until(&mut pty, &format!("w{worker}r{n}={}", worker * 1000 + n)).await;
+    read_until_slow(&mut pty, &format!("w{worker}r{n}={}", worker * 1000 + n)).await;
     r.first_shell = t.elapsed();
 
     let t = Instant::now();
     let marker = format!("session {id} worker {worker} round {n}");
+    // A minimal dev server: `python3 -m http.server` takes minutes to start with 20 VMs
+    // sharing 2 cores under TCG; this answers the same way after a fraction of the start-up.
     let start = format!(
-        "echo '{marker}' > /root/index.html; setsid python3 -m http.server 8000 --bind 127.0.0.1 --directory /root \
-         >/dev/null 2>&1 </dev/null &"
+        "echo '{marker}' > /root/index.html; setsid python3 -I -S -c \"{DEV_SERVER}\" >/dev/null 2>&1 </dev/null &"
     );
     let (status, out) = server.exec(&id, &["sh", "-c", &start]).await;
     assert_eq!(status, 200, "{out}");
     let url = server.url(&format!("/preview/{id}/8000/index.html"));
-    let deadline = Instant::now() + SLOW;
+    let deadline = Instant::now() + SLOW * 2;
     loop {
         // The bearer token opens private ports on the path fallback.
         let resp = server.http.get(&url).send().await.unwrap();
@@ -75,6 +89,23 @@ async fn round(server: &TestServer, worker: u64, n: u64) -> Round {
     let _ = tokio::time::timeout(SLOW, read_until_closed(&mut pty)).await.expect("terminal closed after delete");
     assert_eq!(server.get(&format!("/api/v1/sessions/{id}")).await.0, 404);
     r
+}
+
+/// Terminal output until `needle`. With K VMs starting on 2 cores a login shell can take
+/// longer than the common helper's 60 s, so the hang guard here is longer.
+async fn read_until_slow(ws: &mut Ws, needle: &str) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut out = String::new();
+    let deadline = tokio::time::Instant::now() + SLOW * 2;
+    while !out.contains(needle) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => out.push_str(&String::from_utf8_lossy(&b)),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("terminal closed ({other:?}) before {needle:?}; output: {out:?}"),
+            Err(_) => panic!("no {needle:?} in terminal output: {out:?}"),
+        }
+    }
 }
 
 async fn read_until_closed(ws: &mut Ws) {

@@ -134,7 +134,8 @@ async fn kill_9_of_the_server_leaks_nothing_past_the_next_start() {
     assert_eq!(status, 200);
     assert_eq!(s["state"], "failed");
     assert_eq!(s["failure"], "control plane restarted");
-    next.stop().await;
+    let data = next.stop().await;
+    common::leaks::assert_no_leftovers(data.path()).await;
 }
 
 async fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
