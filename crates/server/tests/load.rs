@@ -86,7 +86,7 @@ async fn round(server: &TestServer, worker: u64, n: u64) -> Round {
     let t = Instant::now();
     assert_eq!(server.delete(&id).await, 204);
     r.delete = t.elapsed();
-    let _ = tokio::time::timeout(SLOW, read_until_closed(&mut pty)).await.expect("terminal closed after delete");
+    tokio::time::timeout(SLOW, read_until_closed(&mut pty)).await.expect("terminal closed after delete");
     assert_eq!(server.get(&format!("/api/v1/sessions/{id}")).await.0, 404);
     r
 }
