@@ -18,8 +18,10 @@ fn child_server_process() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let cfg = mayfly_server::ServerConfig::load(None, std::path::PathBuf::from(data)).expect("config");
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        // Registered before the server prints its address: a SIGTERM sent right after that
+        // line must be handled, not kill the process (seen under load).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let shutdown = async move {
             term.recv().await;
         };
         mayfly_server::run(cfg, shutdown).await.expect("server runs");
