@@ -16,7 +16,7 @@ use crate::frame::{self, Frame, FrameType, MAX_PAYLOAD};
 use crate::msg::{Ctrl, ErrorKind, Hello, OpenRequest};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
@@ -27,6 +27,11 @@ pub const INITIAL_WINDOW: u32 = 1024 * 1024;
 const WINDOW_BATCH: u32 = 64 * 1024;
 /// Frames queued for the writer before senders wait.
 const WRITE_QUEUE: usize = 256;
+/// Streams the peer opened that nobody has accepted yet; more OPENs are refused. Together with
+/// the receive window this bounds what a hostile peer can make this side buffer.
+const ACCEPT_BACKLOG: usize = 64;
+/// Open streams per connection; an OPEN beyond it is refused.
+const MAX_STREAMS: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -70,6 +75,9 @@ pub enum Event {
 struct StreamSlot {
     tx: mpsc::UnboundedSender<Event>,
     credit: Arc<Credit>,
+    /// DATA bytes the peer may still send before it must wait for our WINDOW frames; a peer
+    /// that goes below zero ignores flow control and gets its stream reset.
+    recv_window: Arc<AtomicI64>,
 }
 
 #[derive(Default)]
@@ -102,14 +110,14 @@ struct Shared {
     next_id: AtomicU32,
     /// `Some(reason)` once the connection ended.
     closed: watch::Sender<Option<String>>,
-    accept_tx: mpsc::UnboundedSender<(OpenRequest, Stream)>,
+    accept_tx: mpsc::Sender<(OpenRequest, Stream)>,
 }
 
 /// Handle to a live connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Mux {
     shared: Arc<Shared>,
-    accept_rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(OpenRequest, Stream)>>>,
+    accept_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(OpenRequest, Stream)>>>,
     peer: Hello,
 }
 
@@ -161,7 +169,7 @@ impl Mux {
         }
 
         let (out_tx, out_rx) = mpsc::channel(WRITE_QUEUE);
-        let (accept_tx, accept_rx) = mpsc::unbounded_channel();
+        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_BACKLOG);
         let (closed, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             role,
@@ -246,10 +254,21 @@ impl Shared {
     fn register(self: &Arc<Self>, id: u32) -> Stream {
         let (tx, rx) = mpsc::unbounded_channel();
         let credit = Credit::new(INITIAL_WINDOW);
-        self.streams.lock().expect("streams lock").insert(id, StreamSlot { tx, credit: credit.clone() });
+        let recv_window = Arc::new(AtomicI64::new(INITIAL_WINDOW as i64));
+        let slot = StreamSlot { tx, credit: credit.clone(), recv_window: recv_window.clone() };
+        self.streams.lock().expect("streams lock").insert(id, slot);
         Stream {
             tx: StreamSender { id, shared: self.clone(), credit: credit.clone() },
-            rx: StreamReceiver { id, shared: self.clone(), rx, credit, consumed: 0, eof_seen: false, reset_seen: false },
+            rx: StreamReceiver {
+                id,
+                shared: self.clone(),
+                rx,
+                credit,
+                recv_window,
+                consumed: 0,
+                eof_seen: false,
+                reset_seen: false,
+            },
         }
     }
 
@@ -322,7 +341,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Fram
                 Err(_) => break,
             }
         }
-        if let Err(e) = w.write_all(&buf).await.and(w.flush().await) {
+        // A peer that stops reading must not pin this task (and the connection) after close.
+        let written = tokio::select! {
+            r = async { w.write_all(&buf).await?; w.flush().await } => r,
+            _ = closed.wait_for(|c| c.is_some()) => break,
+        };
+        if let Err(e) = written {
             shared.shutdown(&format!("write failed: {e}"));
             break;
         }
@@ -382,21 +406,46 @@ fn dispatch(shared: &Arc<Shared>, f: Frame) {
             Err(e) => tracing::warn!("ignoring HELLO that does not parse: {e}"),
         },
         FrameType::Open => {
+            let refuse = |msg: String| {
+                tracing::warn!(stream = id, "refusing OPEN: {msg}");
+                let err = Ctrl::error(ErrorKind::Protocol, msg.clone());
+                shared.send_now(Frame::new(FrameType::Ctrl, id, serde_json::to_vec(&err).expect("json")));
+                shared.send_now(Frame::new(FrameType::Reset, id, msg.into_bytes()));
+            };
+            let (in_use, count) = {
+                let streams = shared.streams.lock().expect("streams lock");
+                (streams.contains_key(&id), streams.len())
+            };
+            if in_use {
+                return refuse(format!("stream {id} is already open"));
+            }
+            if count >= MAX_STREAMS {
+                return refuse(format!("too many open streams ({MAX_STREAMS})"));
+            }
+            let req = match serde_json::from_slice::<OpenRequest>(&f.payload) {
+                Ok(req) => req,
+                Err(e) => return refuse(format!("bad OPEN request: {e}")),
+            };
             let stream = shared.register(id);
-            match serde_json::from_slice::<OpenRequest>(&f.payload) {
-                Ok(req) => {
-                    let _ = shared.accept_tx.send((req, stream));
-                }
-                Err(e) => {
-                    let msg = format!("bad OPEN request: {e}");
-                    let err = Ctrl::error(ErrorKind::Protocol, msg.clone());
-                    shared.send_now(Frame::new(FrameType::Ctrl, id, serde_json::to_vec(&err).expect("json")));
-                    drop(stream); // sends RESET
+            if let Err(e) = shared.accept_tx.try_send((req, stream)) {
+                let full = matches!(e, mpsc::error::TrySendError::Full(_));
+                drop(e); // drops the stream: its slot goes and the peer gets a RESET
+                if full {
+                    tracing::warn!(stream = id, "refusing OPEN: {ACCEPT_BACKLOG} streams wait to be accepted");
                 }
             }
         }
         FrameType::Data => {
-            if !deliver(Event::Data { fd: f.flags, data: f.payload }) {
+            let len = f.payload.len() as i64;
+            let over = shared
+                .streams
+                .lock()
+                .expect("streams lock")
+                .get(&id)
+                .is_some_and(|slot| slot.recv_window.fetch_sub(len, Ordering::SeqCst) < len);
+            if over {
+                shared.reset_stream(id, "peer exceeded the flow-control window", true);
+            } else if !deliver(Event::Data { fd: f.flags, data: f.payload }) {
                 shared.reset_stream(id, "unknown stream", true);
             }
         }
@@ -515,6 +564,7 @@ pub struct StreamReceiver {
     rx: mpsc::UnboundedReceiver<Event>,
     /// Identifies this stream's slot: after a peer restart a new stream may reuse the id.
     credit: Arc<Credit>,
+    recv_window: Arc<AtomicI64>,
     consumed: u32,
     eof_seen: bool,
     reset_seen: bool,
@@ -531,6 +581,7 @@ impl StreamReceiver {
             Event::Data { data, .. } => {
                 self.consumed += data.len() as u32;
                 if self.consumed >= WINDOW_BATCH {
+                    self.recv_window.fetch_add(i64::from(self.consumed), Ordering::SeqCst);
                     self.shared.send_now(Frame::window(self.id, self.consumed));
                     self.consumed = 0;
                 }

@@ -86,6 +86,10 @@ pub struct ServerConfig {
     /// Git tokens every session gets (config file only, as `[[git_credentials]]` tables with
     /// `host`, `token` and optional `username`); a session's own tokens come first.
     pub git_credentials: Vec<GitCredential>,
+    /// API requests per second each client address may make on average (0: no limit).
+    pub rate_limit_per_second: u32,
+    /// API requests a client address may make at once before `rate_limit_per_second` applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +122,8 @@ impl Default for ServerConfig {
             egress_allow: Vec::new(),
             egress_private_allow: Vec::new(),
             git_credentials: Vec::new(),
+            rate_limit_per_second: 20,
+            rate_limit_burst: 200,
         }
     }
 }
@@ -158,6 +164,8 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("egress", Kind::Str),
     ("egress_allow", Kind::List),
     ("egress_private_allow", Kind::List),
+    ("rate_limit_per_second", Kind::Int),
+    ("rate_limit_burst", Kind::Int),
 ];
 
 impl ServerConfig {
@@ -226,6 +234,9 @@ impl ServerConfig {
                 return Err(ConfigError::Invalid { field, message: "must be greater than 0".into() });
             }
         }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::Invalid { field: "rate_limit_burst", message: "must be greater than 0 when rate_limit_per_second is set".into() });
+        }
         if self.default_ttl_seconds > self.max_ttl_seconds {
             return Err(ConfigError::Invalid { field: "default_ttl_seconds", message: "exceeds max_ttl_seconds".into() });
         }
@@ -260,6 +271,9 @@ impl ServerConfig {
     }
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("token")
+    }
+    pub fn rate_limit(&self) -> crate::ratelimit::RateLimit {
+        crate::ratelimit::RateLimit { per_second: self.rate_limit_per_second, burst: self.rate_limit_burst }
     }
     pub fn reaper_interval(&self) -> Duration {
         Duration::from_secs(self.reaper_interval_seconds)

@@ -22,6 +22,7 @@ pub mod listen;
 pub mod manager;
 mod metrics;
 pub mod preview;
+pub mod ratelimit;
 mod server;
 pub mod store;
 pub mod vmhost;

@@ -80,7 +80,8 @@ async fn a_killed_vm_fails_its_session_and_the_limit_holds() {
     assert_eq!(server.delete(&booting).await, 204);
     assert_eq!(server.get(&format!("/api/v1/sessions/{booting}")).await.0, 404);
     assert_vm_gone(&server, &booting).await;
-    server.stop().await;
+    let data = server.stop().await;
+    common::leaks::assert_no_leftovers(data.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,8 +18,10 @@ fn child_server_process() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let cfg = mayfly_server::ServerConfig::load(None, std::path::PathBuf::from(data)).expect("config");
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        // Registered before the server prints its address: a SIGTERM sent right after that
+        // line must be handled, not kill the process (seen under load).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let shutdown = async move {
             term.recv().await;
         };
         mayfly_server::run(cfg, shutdown).await.expect("server runs");
@@ -134,7 +136,8 @@ async fn kill_9_of_the_server_leaks_nothing_past_the_next_start() {
     assert_eq!(status, 200);
     assert_eq!(s["state"], "failed");
     assert_eq!(s["failure"], "control plane restarted");
-    next.stop().await;
+    let data = next.stop().await;
+    common::leaks::assert_no_leftovers(data.path()).await;
 }
 
 async fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

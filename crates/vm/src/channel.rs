@@ -265,7 +265,14 @@ impl GuestChannel {
             if n == 0 {
                 break;
             }
-            tx.send_data(0, &buf[..n]).await?;
+            if let Err(e) = tx.send_data(0, &buf[..n]).await {
+                // The guest stopped taking data (a write failed, e.g. ENOSPC): its reply says
+                // why, and is queued before the reset that ended the send.
+                return Err(match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                    Ok(ev @ Event::Ctrl(Ctrl::Error { .. })) => reply_error(ev),
+                    _ => e.into(),
+                });
+            }
             total += n as u64;
         }
         tx.send_eof().await?;

@@ -8,6 +8,8 @@
 mod events;
 mod exec;
 mod files;
+#[cfg(test)]
+mod hostile_tests;
 mod ports;
 mod pty;
 mod sessions;
@@ -120,9 +122,12 @@ pub(crate) fn public_routes() -> Routes {
 pub fn router(state: AppState) -> Router {
     let protected =
         protected_routes().router.fallback(no_route).layer(from_fn_with_state(state.clone(), auth::require));
+    let limiter = crate::ratelimit::RateLimiter::new(state.manager.config().rate_limit());
     protected
         .merge(public_routes().router)
         .merge(crate::ide::routes())
+        // Outside auth, so guessing tokens at /api/v1/login or with bearers is limited too.
+        .layer(from_fn_with_state(limiter, crate::ratelimit::limit))
         .layer(from_fn_with_state(state.clone(), count_responses))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -17,9 +17,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-const TOKEN: &str = "test-token-0123456789";
+pub(super) const TOKEN: &str = "test-token-0123456789";
 
-async fn app_with(f: impl FnOnce(&mut ServerConfig)) -> (Router, AppState, tempfile::TempDir) {
+pub(super) async fn app_with(f: impl FnOnce(&mut ServerConfig)) -> (Router, AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::with_data_dir(dir.path());
     cfg.token = Some(TOKEN.into());
@@ -34,7 +34,7 @@ async fn app() -> (Router, AppState, tempfile::TempDir) {
     app_with(|_| {}).await
 }
 
-fn req(method: Method, uri: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+pub(super) fn req(method: Method, uri: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -42,7 +42,7 @@ fn req(method: Method, uri: &str, token: Option<&str>, body: impl Into<Body>) ->
     b.body(body.into()).unwrap()
 }
 
-async fn send(app: &Router, r: Request<Body>) -> (StatusCode, Value) {
+pub(super) async fn send(app: &Router, r: Request<Body>) -> (StatusCode, Value) {
     let resp = app.clone().oneshot(r).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -336,4 +336,33 @@ async fn creating_sessions_count_against_the_limit_and_delete_cancels_the_boot()
     // The slot is free again.
     let (s, b) = send(&app, req(Method::POST, "/api/v1/sessions?wait=false", Some(TOKEN), "")).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+#[tokio::test]
+async fn each_client_address_has_a_request_budget() {
+    let (app, _, _dir) = app_with(|c| {
+        c.rate_limit_per_second = 1;
+        c.rate_limit_burst = 2;
+    })
+    .await;
+    let from = |last: u8, uri: &str| {
+        let mut r = req(Method::GET, uri, Some(TOKEN), Body::empty());
+        let peer: std::net::SocketAddr = ([127, 0, 0, last], 40000).into();
+        r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        r
+    };
+    for _ in 0..2 {
+        assert_eq!(send(&app, from(1, "/api/v1/sessions")).await.0, StatusCode::OK);
+    }
+    let resp = app.clone().oneshot(from(1, "/api/v1/sessions/sx")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let msg = error(StatusCode::TOO_MANY_REQUESTS, &body, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(msg.contains("rate_limit_per_second = 1") && msg.contains("rate_limit_burst = 2"), "{msg}");
+    // Unauthenticated guesses count too; other clients and non-API paths are not affected.
+    assert_eq!(send(&app, from(1, "/api/v1/login")).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(&app, from(2, "/api/v1/sessions")).await.0, StatusCode::OK);
+    let health = app.clone().oneshot(from(1, "/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
 }

@@ -20,6 +20,8 @@
 
 pub mod access;
 pub mod host;
+#[cfg(test)]
+mod host_props;
 mod pages;
 mod proxy;
 pub(crate) mod tunnel;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod leaks;
+
 use futures::{SinkExt, StreamExt};
 use mayfly_server::{Server, ServerConfig};
 use serde_json::{json, Value};
