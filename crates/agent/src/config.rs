@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub shell_timeout_seconds: u64,
     /// Characters of one tool result the model sees (head and tail kept).
     pub tool_output_limit: usize,
+    /// Chromium for the `browser` tool; default: the first of chromium, chromium-browser,
+    /// google-chrome found in /usr/bin.
+    pub browser_path: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +90,7 @@ impl Default for AgentConfig {
             request_timeout_seconds: 300,
             shell_timeout_seconds: 120,
             tool_output_limit: 16_000,
+            browser_path: None,
         }
     }
 }

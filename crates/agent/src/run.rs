@@ -53,7 +53,7 @@ pub enum AgentEvent {
     /// A piece of assistant text, as it streams.
     Text(String),
     ToolCall(ToolCall),
-    ToolResult { call_id: String, name: String, output: String, is_error: bool, has_image: bool },
+    ToolResult { call_id: String, name: String, output: String, is_error: bool, has_image: bool, paths: Vec<String> },
     /// A model request failed and will be retried after `delay_ms`.
     Retry { attempt: u32, delay_ms: u64, reason: String },
     /// A message to append to the stored conversation.
@@ -163,6 +163,7 @@ impl RunContext<'_> {
             output: text.clone(),
             is_error: out.is_error,
             has_image: out.image_png.is_some(),
+            paths: out.paths,
         });
         let image_png_base64 = out.image_png.map(|png| base64::engine::general_purpose::STANDARD.encode(png));
         self.push(conv, Message::Tool { call_id: call.id.clone(), name: call.name.clone(), content: text, is_error: out.is_error, image_png_base64 });

@@ -18,6 +18,8 @@ pub struct ToolOutput {
     pub is_error: bool,
     /// A PNG (the browser's screenshot).
     pub image_png: Option<Vec<u8>>,
+    /// Files the call wrote (absolute guest paths), for editors to reload.
+    pub paths: Vec<String>,
 }
 
 impl ToolOutput {
@@ -25,7 +27,7 @@ impl ToolOutput {
         Self { text: text.into(), ..Default::default() }
     }
     pub fn error(text: impl Into<String>) -> Self {
-        Self { text: text.into(), is_error: true, image_png: None }
+        Self { text: text.into(), is_error: true, ..Default::default() }
     }
 }
 
