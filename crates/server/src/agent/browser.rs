@@ -10,7 +10,7 @@ use chromiumoxide::cdp::browser_protocol::log::{EnableParams as LogEnable, Event
 use chromiumoxide::cdp::browser_protocol::network::CookieParam;
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::cdp::js_protocol::runtime::{ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown};
-use chromiumoxide::browser::{BrowserConfig, HeadlessMode};
+use chromiumoxide::browser::BrowserConfig;
 use chromiumoxide::page::ScreenshotParams;
 use futures::StreamExt;
 use mayfly_agent::ToolOutput;
@@ -63,7 +63,7 @@ impl Browser {
     async fn capture(&self, url: &str, host: &str, cookie_name: &str, cookie: &str, profile: &Path) -> Result<ToolOutput, BrowserError> {
         let config = BrowserConfig::builder()
             .chrome_executable(&self.path)
-            .headless_mode(HeadlessMode::New)
+            .new_headless_mode()
             .no_sandbox()
             .user_data_dir(profile)
             .window_size(1280, 800)
@@ -109,7 +109,9 @@ impl Browser {
                         push(format!("uncaught exception: {what}"));
                     }
                     Some(ev) = log.next() => {
-                        if ev.entry.level == LogEntryLevel::Error {
+                        // The browser's own favicon request is not the page's fault.
+                        let favicon = ev.entry.url.as_deref().is_some_and(|u| u.ends_with("/favicon.ico"));
+                        if ev.entry.level == LogEntryLevel::Error && !favicon {
                             let at = ev.entry.url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default();
                             push(format!("{}{at}", ev.entry.text));
                         }

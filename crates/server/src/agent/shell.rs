@@ -7,7 +7,8 @@
 //!    `{ sh <n>.sh </dev/null; echo $? > <n>.rc; } 2>&1 | tee <n>.out; printf '\036%s\036\n' <n>`
 //!    so the human sees the output live while `tee` keeps a clean copy;
 //! 3. waits for the marker `RS <n> RS` in the terminal output (`<n>` is random per call; the
-//!    echoed command line holds only the printf format, never the expanded marker);
+//!    echoed command line holds only the printf format, never the expanded marker; the
+//!    pattern `<n>[.]sh` likewise matches the script's process but not the probes' own lines);
 //! 4. reads `<n>.out` and `<n>.rc` through the file API.
 //!
 //! At the timeout, or when the run is cancelled mid-command, it types Ctrl-C (SIGINT to the
@@ -27,7 +28,7 @@ pub const TERMINAL: &str = "agent";
 const DIR: &str = "/tmp/.mayfly-agent";
 /// Terminal output kept for marker search.
 const TAIL: usize = 64 * 1024;
-/// After Ctrl-C, and again after the kill, how long the marker may take.
+/// After Ctrl-C, and again after the kill, how long the command may take to go.
 const GRACE: Duration = Duration::from_secs(5);
 
 /// What a finished command left.
@@ -119,36 +120,45 @@ impl AgentShell {
             timed_out = true;
             tracing::info!(session = %self.session, "agent shell command timed out; interrupting");
             send(&a.tx, b"\x03", &self.session).await?;
-            if !wait_for(a, &marker, GRACE).await {
+            // An interrupted job also stops bash from printing the marker: watch the process.
+            if !self.wait_gone(&n).await {
                 // The command ignores SIGINT: kill its whole process group.
                 let script = format!("for p in $(pgrep -f '{n}[.]sh'); do kill -KILL -- -$(ps -o pgid= -p $p | tr -d ' '); done");
-                let kill = mayfly_proto::api::ExecBody {
-                    cmd: vec!["sh".into(), "-c".into(), script],
-                    cwd: None,
-                    env: Default::default(),
-                    timeout_seconds: Some(10),
-                };
-                let _ = self.manager.exec(&self.session, kill).await;
-                wait_for(a, &marker, GRACE).await;
+                let _ = self.manager.exec(&self.session, exec_body(vec!["sh".into(), "-c".into(), script])).await;
+                self.wait_gone(&n).await;
             }
         }
         interrupt.0 = None;
         drop(guard);
         let output = self.read(&format!("{DIR}/{n}.out")).await.unwrap_or_default();
         let exit_code = self.read(&format!("{DIR}/{n}.rc")).await.ok().and_then(|s| s.trim().parse().ok());
-        let cleanup = mayfly_proto::api::ExecBody {
-            cmd: vec!["rm".into(), "-f".into(), format!("{DIR}/{n}.sh"), format!("{DIR}/{n}.out"), format!("{DIR}/{n}.rc")],
-            cwd: None,
-            env: Default::default(),
-            timeout_seconds: Some(10),
-        };
-        let _ = self.manager.exec(&self.session, cleanup).await;
+        let cleanup = vec!["rm".into(), "-f".into(), format!("{DIR}/{n}.sh"), format!("{DIR}/{n}.out"), format!("{DIR}/{n}.rc")];
+        let _ = self.manager.exec(&self.session, exec_body(cleanup)).await;
         Ok(ShellResult { exit_code: if timed_out { None } else { exit_code }, output, timed_out })
+    }
+
+    /// True once no process runs script `n` (polled for up to [`GRACE`]).
+    async fn wait_gone(&self, n: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + GRACE;
+        while tokio::time::Instant::now() < deadline {
+            let probe = exec_body(vec!["pgrep".into(), "-f".into(), format!("{n}[.]sh")]);
+            if let Ok(r) = self.manager.exec(&self.session, probe).await {
+                if r.exit_code == Some(1) {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
     }
 
     async fn read(&self, path: &str) -> Result<String, SessionError> {
         read_text(&self.manager, &self.session, path, 1 << 20).await
     }
+}
+
+fn exec_body(cmd: Vec<String>) -> mayfly_proto::api::ExecBody {
+    mayfly_proto::api::ExecBody { cmd, cwd: None, env: Default::default(), timeout_seconds: Some(10) }
 }
 
 /// Types Ctrl-C into the terminal when dropped armed.
