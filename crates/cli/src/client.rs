@@ -79,6 +79,20 @@ impl Client {
         self.json(Method::GET, &format!("/api/v1/sessions/{id}/ports"), None).await
     }
 
+    pub async fn start_agent_run(&self, id: &str, prompt: &str) -> anyhow::Result<mayfly_proto::api::AgentRun> {
+        self.json(Method::POST, &format!("/api/v1/sessions/{id}/agent/runs"), Some(serde_json::json!({ "prompt": prompt }))).await
+    }
+
+    pub async fn cancel_agent_run(&self, id: &str, run: &str) -> anyhow::Result<mayfly_proto::api::AgentRun> {
+        self.json(Method::POST, &format!("/api/v1/sessions/{id}/agent/runs/{run}/cancel"), None).await
+    }
+
+    /// `ws://…/api/v1/sessions/{id}/events`
+    pub fn events_url(&self, id: &str) -> String {
+        let ws = self.base.replacen("http", "ws", 1);
+        format!("{ws}/api/v1/sessions/{id}/events")
+    }
+
     /// `ws://…/api/v1/sessions/{id}/pty?…`
     pub fn pty_url(&self, id: &str, cols: u16, rows: u16) -> String {
         let ws = self.base.replacen("http", "ws", 1);

@@ -1,5 +1,6 @@
 //! `mayfly` — one binary for the control plane, images, sessions and developer VMs.
 
+mod agent_cmd;
 mod bench;
 mod client;
 mod image_cmd;
@@ -67,6 +68,8 @@ enum Cmd {
     Shell { id: String },
     /// Listening ports of a session and their preview URLs.
     Ports { id: String },
+    /// Give the session's coding agent a task and stream what it does (Ctrl-C cancels the run).
+    Agent { id: String, prompt: String },
     /// Developer VMs without a server: boot, run, destroy.
     #[command(subcommand)]
     Vm(vm_cmd::VmCmd),
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             Cmd::Exec { id, cwd, timeout, cmd } => session_cmd::exec(&client()?, &id, cmd, cwd, timeout).await,
             Cmd::Shell { id } => session_cmd::shell(&client()?, &id).await,
             Cmd::Ports { id } => session_cmd::ports(&client()?, &id).await,
+            Cmd::Agent { id, prompt } => agent_cmd::run(&client()?, &id, &prompt).await,
         }
     });
     match result {

@@ -242,6 +242,34 @@ pub enum SessionEvent {
     },
     /// The repository clone started, progressed, finished or failed.
     Repo { session: String, repo: RepoStatus },
+    /// A coding-agent run changed status (`running` first, then one final status).
+    AgentStatus {
+        session: String,
+        run: String,
+        status: AgentRunStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+    },
+    /// A piece of the agent's reply, as the model streams it.
+    AgentText { session: String, run: String, delta: String },
+    /// The agent called a tool; `arguments` is the model's raw JSON text.
+    AgentToolCall { session: String, run: String, call_id: String, name: String, arguments: String },
+    /// A tool call's result (as the model sees it, truncated). `paths` are files the call
+    /// wrote, for editors to reload.
+    AgentToolResult {
+        session: String,
+        run: String,
+        call_id: String,
+        name: String,
+        output: String,
+        is_error: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        paths: Vec<String>,
+    },
+    /// A model request failed and is retried after `delay_ms`.
+    AgentRetry { session: String, run: String, attempt: u32, delay_ms: u64, reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,4 +325,57 @@ pub struct ImageInfo {
     pub built_at: String,
     /// Bytes on disk (kernel, initrd, base disk).
     pub size_bytes: u64,
+}
+
+/// Status of a coding-agent run: `running`, then exactly one of the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentRunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl AgentRunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    pub fn is_final(self) -> bool {
+        self != Self::Running
+    }
+}
+
+/// `POST /api/v1/sessions/{id}/agent/runs`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartAgentRun {
+    pub prompt: String,
+}
+
+/// One coding-agent run of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRun {
+    pub id: String,
+    pub session: String,
+    pub status: AgentRunStatus,
+    pub prompt: String,
+    /// RFC 3339.
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The agent's closing summary (succeeded runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Why the run failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub steps: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }

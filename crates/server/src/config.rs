@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub rate_limit_per_second: u32,
     /// API requests a client address may make at once before `rate_limit_per_second` applies.
     pub rate_limit_burst: u32,
+    /// The coding agent (`[agent]` in the file, `MAYFLY_AGENT_*` in the environment).
+    pub agent: mayfly_agent::AgentConfig,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +126,7 @@ impl Default for ServerConfig {
             git_credentials: Vec::new(),
             rate_limit_per_second: 20,
             rate_limit_burst: 200,
+            agent: mayfly_agent::AgentConfig::default(),
         }
     }
 }
@@ -168,6 +171,27 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("rate_limit_burst", Kind::Int),
 ];
 
+/// Fields of `[agent]` overridable as `MAYFLY_AGENT_<NAME>`.
+const AGENT_ENV_FIELDS: &[(&str, Kind)] = &[
+    ("provider", Kind::Str),
+    ("base_url", Kind::Str),
+    ("model", Kind::Str),
+    ("api_key", Kind::Str),
+    ("system_prompt_file", Kind::Str),
+    ("max_steps", Kind::Int),
+    ("max_tokens", Kind::Int),
+    ("max_output_tokens", Kind::Int),
+    ("max_wall_seconds", Kind::Int),
+    ("context_tokens", Kind::Int),
+    ("max_retries", Kind::Int),
+    ("retry_base_delay_ms", Kind::Int),
+    ("retry_max_delay_ms", Kind::Int),
+    ("request_timeout_seconds", Kind::Int),
+    ("shell_timeout_seconds", Kind::Int),
+    ("tool_output_limit", Kind::Int),
+    ("browser_path", Kind::Str),
+];
+
 impl ServerConfig {
     /// Defaults, then the file at `path` (if given), then `MAYFLY_*` variables.
     pub fn load(path: Option<&Path>, data_dir: impl Into<PathBuf>) -> Result<Self, ConfigError> {
@@ -190,8 +214,12 @@ impl ServerConfig {
             }
             None => toml::Table::new(),
         };
-        for (field, kind) in ENV_FIELDS {
-            let var = format!("MAYFLY_{}", field.to_ascii_uppercase());
+        let agent_fields = AGENT_ENV_FIELDS.iter().map(|(f, k)| (Some("agent"), *f, *k));
+        for (section, field, kind) in ENV_FIELDS.iter().map(|(f, k)| (None, *f, *k)).chain(agent_fields) {
+            let var = match section {
+                Some(s) => format!("MAYFLY_{}_{}", s.to_ascii_uppercase(), field.to_ascii_uppercase()),
+                None => format!("MAYFLY_{}", field.to_ascii_uppercase()),
+            };
             let Some(raw) = env(&var) else { continue };
             let bad = |message: String| ConfigError::Env { var: var.clone(), value: raw.clone(), message };
             let value = match kind {
@@ -206,7 +234,14 @@ impl ServerConfig {
                     raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
                 ),
             };
-            table.insert((*field).to_string(), value);
+            let target = match section {
+                Some(s) => match table.entry(s).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+                    toml::Value::Table(t) => t,
+                    _ => return Err(ConfigError::Parse { path: origin.clone(), message: format!("`{s}` must be a table") }),
+                },
+                None => &mut table,
+            };
+            target.insert(field.to_string(), value);
         }
         let mut cfg: ServerConfig = table
             .try_into()
@@ -348,6 +383,23 @@ mod tests {
         assert!(e.to_string().contains("egress_allow") && e.to_string().contains("\"a b\""), "{e}");
         let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_EGRESS", "everything")])).unwrap_err();
         assert!(e.to_string().contains("everything"), "{e}");
+    }
+
+    #[test]
+    fn agent_section_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mayfly.toml");
+        std::fs::write(&file, "[agent]\nprovider = \"anthropic\"\nmodel = \"claude\"\nmax_steps = 7\n").unwrap();
+        let vars = [("MAYFLY_AGENT_MODEL", "local-model"), ("MAYFLY_AGENT_API_KEY", "sk-x"), ("MAYFLY_AGENT_BASE_URL", "http://127.0.0.1:8000/v1")];
+        let cfg = ServerConfig::load_with_env(Some(&file), dir.path(), env(&vars)).unwrap();
+        assert_eq!(cfg.agent.provider, mayfly_agent::ProviderKind::Anthropic);
+        assert_eq!((cfg.agent.model.as_str(), cfg.agent.max_steps), ("local-model", 7));
+        assert_eq!(cfg.agent.api_key.as_deref(), Some("sk-x"));
+        assert_eq!(cfg.agent.base_url, "http://127.0.0.1:8000/v1");
+        let cfg = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_AGENT_PROVIDER", "openai")])).unwrap();
+        assert_eq!(cfg.agent.provider, mayfly_agent::ProviderKind::Openai);
+        let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_AGENT_PROVIDER", "gemini")])).unwrap_err();
+        assert!(e.to_string().contains("gemini"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!
 //! Not here: VM details (`mayfly-vm`), image building (`mayfly-image`).
 
+pub mod agent;
 pub mod api;
 mod auth;
 pub mod egress;

@@ -51,6 +51,8 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     let host = QemuBackend::new(qemu).context("cannot start the QEMU backend")?;
     let images = StoreCatalog::new(&config.image_data_dir());
     let metrics = Arc::new(Metrics::default());
+    let agent_cfg = config.agent.clone();
+    let agent_cfg_dir = config.data_dir.clone();
     let manager = SessionManager::new(
         Arc::new(config),
         public_url,
@@ -59,7 +61,9 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
         Arc::new(images),
         metrics.clone(),
     );
-    Ok((AppState { manager, auth: Arc::new(auth), metrics }, generated))
+    let agent_store = crate::agent::store::AgentStore::open(&agent_cfg_dir.join("agent.db")).await.context("cannot open the agent store")?;
+    let agent = crate::agent::AgentService::new(manager.clone(), agent_cfg, agent_store, auth.token().to_string(), &agent_cfg_dir);
+    Ok((AppState { manager, auth: Arc::new(auth), metrics, agent }, generated))
 }
 
 impl Server {
@@ -74,6 +78,7 @@ impl Server {
         let (state, token_generated) = build_state(config, public_url).await?;
         state.manager.egress().set_control_port(addr.port());
         let preview = Preview::new(state.manager.clone(), state.auth.clone(), &data_dir, addr.port())?;
+        state.agent.set_local_addr(addr);
         state.manager.reconcile().await.context("reconciling sessions with the host")?;
         Ok(Server { listener, addr, state, token_generated, preview: Arc::new(preview), _lock: lock })
     }

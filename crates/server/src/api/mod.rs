@@ -5,6 +5,7 @@
 //! every (method, path) so a test can check the OpenAPI document (`openapi.json`) covers them.
 //! Extractors here turn every rejection into the JSON error shape.
 
+mod agent;
 mod events;
 mod exec;
 mod files;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub manager: Arc<SessionManager>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    pub agent: Arc<crate::agent::AgentService>,
 }
 
 /// A router that remembers the (method, path) of every route added to it.
@@ -107,6 +109,7 @@ pub(crate) fn protected_routes() -> Routes {
         .merge(ports::routes())
         .merge(pty::routes())
         .merge(events::routes())
+        .merge(agent::routes())
         .get("/api/v1/images", images)
         .get("/api/v1/pool", pool)
         .get("/api/v1/openapi.json", openapi)

@@ -281,7 +281,10 @@ async fn creating_sessions_count_against_the_limit_and_delete_cancels_the_boot()
     );
     manager.reconcile().await.unwrap();
     assert_eq!(*host.reaped.lock().unwrap(), vec!["sleftover".to_string()]);
-    let state = AppState { manager: manager.clone(), auth: Arc::new(crate::auth::Auth::new(TOKEN)), metrics: Arc::new(Metrics::default()) };
+    let agent_store = crate::agent::store::AgentStore::in_memory().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let agent = crate::agent::AgentService::new(manager.clone(), Default::default(), agent_store, TOKEN.into(), data.path());
+    let state = AppState { manager: manager.clone(), auth: Arc::new(crate::auth::Auth::new(TOKEN)), metrics: Arc::new(Metrics::default()), agent };
     let app = router(state);
 
     let (s, created) = send(&app, req(Method::POST, "/api/v1/sessions?wait=false", Some(TOKEN), "")).await;

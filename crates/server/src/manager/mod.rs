@@ -98,7 +98,12 @@ impl Envelope {
             | SessionEvent::PortOpened { session, .. }
             | SessionEvent::PortClosed { session, .. }
             | SessionEvent::FileChanged { session, .. }
-            | SessionEvent::Repo { session, .. } => session,
+            | SessionEvent::Repo { session, .. }
+            | SessionEvent::AgentStatus { session, .. }
+            | SessionEvent::AgentText { session, .. }
+            | SessionEvent::AgentToolCall { session, .. }
+            | SessionEvent::AgentToolResult { session, .. }
+            | SessionEvent::AgentRetry { session, .. } => session,
         }
     }
 }
@@ -317,6 +322,16 @@ impl SessionManager {
         };
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(Envelope { seq: Some(ev.seq), event });
+    }
+
+    /// Broadcasts a live event that is not stored (agent runs).
+    pub fn emit(&self, event: SessionEvent) {
+        let _ = self.events.send(Envelope { seq: None, event });
+    }
+
+    /// Follows the state of live session `id` (`None` once it is gone).
+    pub fn watch_state(&self, id: &str) -> Option<watch::Receiver<SessionState>> {
+        self.live(id).map(|s| s.state.subscribe())
     }
 
     fn view(&self, r: &SessionRecord) -> Session {

@@ -1,0 +1,242 @@
+//! Agent runs and the conversation of each session, in their own SQLite file
+//! (`<data_dir>/agent.db`), apart from the session store so the two evolve separately.
+//!
+//! ```text
+//! agent_runs(id PK, session_id, status, prompt, summary, reason, created_at, finished_at,
+//!            steps, input_tokens, output_tokens)          -- times: Unix milliseconds
+//! agent_messages(seq PK AUTOINCREMENT, session_id, run_id, body)  -- body: mayfly_agent::Message JSON
+//! ```
+//! At open, runs left `running` by a previous process are marked failed.
+
+use mayfly_agent::Message;
+use mayfly_proto::api::{AgentRun, AgentRunStatus};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::Row;
+use std::path::Path;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentStoreError {
+    #[error("agent store: {op} failed")]
+    Backend {
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("agent store holds an invalid {what}: {value:?}")]
+    Corrupt { what: &'static str, value: String },
+}
+
+fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> AgentStoreError {
+    move |e| AgentStoreError::Backend { op, source: Box::new(e) }
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS agent_runs (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        summary TEXT,
+        reason TEXT,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        steps INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0
+    )",
+    "CREATE INDEX IF NOT EXISTS agent_runs_session ON agent_runs(session_id, created_at)",
+    "CREATE TABLE IF NOT EXISTS agent_messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        body TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS agent_messages_session ON agent_messages(session_id, seq)",
+];
+
+/// How a run ended.
+pub struct RunEnd {
+    pub status: AgentRunStatus,
+    pub summary: Option<String>,
+    pub reason: Option<String>,
+    pub steps: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+pub struct AgentStore {
+    pool: SqlitePool,
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn rfc3339_ms(v: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000).map(crate::manager::rfc3339).unwrap_or_default()
+}
+
+fn parse_status(s: &str) -> Result<AgentRunStatus, AgentStoreError> {
+    use AgentRunStatus::*;
+    [Running, Succeeded, Failed, Cancelled]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| AgentStoreError::Corrupt { what: "run status", value: s.to_string() })
+}
+
+fn run_of(r: &SqliteRow) -> Result<AgentRun, AgentStoreError> {
+    Ok(AgentRun {
+        id: r.get("id"),
+        session: r.get("session_id"),
+        status: parse_status(r.get("status"))?,
+        prompt: r.get("prompt"),
+        created_at: rfc3339_ms(r.get("created_at")),
+        finished_at: r.get::<Option<i64>, _>("finished_at").map(rfc3339_ms),
+        summary: r.get("summary"),
+        reason: r.get("reason"),
+        steps: r.get::<i64, _>("steps") as u32,
+        input_tokens: r.get::<i64, _>("input_tokens") as u64,
+        output_tokens: r.get::<i64, _>("output_tokens") as u64,
+    })
+}
+
+impl AgentStore {
+    pub async fn open(path: &Path) -> Result<Self, AgentStoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(backend("open"))?;
+        for stmt in SCHEMA {
+            sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
+        }
+        sqlx::query("UPDATE agent_runs SET status = 'failed', reason = 'the server stopped during the run', finished_at = ? WHERE status = 'running'")
+            .bind(ms(OffsetDateTime::now_utc()))
+            .execute(&pool)
+            .await
+            .map_err(backend("close interrupted runs"))?;
+        Ok(Self { pool })
+    }
+
+    /// A private in-memory store (tests).
+    pub async fn in_memory() -> Result<Self, AgentStoreError> {
+        let opts: SqliteConnectOptions = "sqlite::memory:".parse().map_err(backend("open"))?;
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(backend("open"))?;
+        for stmt in SCHEMA {
+            sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
+        }
+        Ok(Self { pool })
+    }
+
+    pub async fn insert_run(&self, id: &str, session: &str, prompt: &str) -> Result<AgentRun, AgentStoreError> {
+        sqlx::query("INSERT INTO agent_runs (id, session_id, status, prompt, created_at) VALUES (?, ?, 'running', ?, ?)")
+            .bind(id)
+            .bind(session)
+            .bind(prompt)
+            .bind(ms(OffsetDateTime::now_utc()))
+            .execute(&self.pool)
+            .await
+            .map_err(backend("insert run"))?;
+        self.run(session, id).await?.ok_or_else(|| AgentStoreError::Corrupt { what: "run", value: id.to_string() })
+    }
+
+    /// Moves a running run to its final status; a run that already ended is left alone.
+    pub async fn finish_run(&self, id: &str, end: &RunEnd) -> Result<(), AgentStoreError> {
+        sqlx::query(
+            "UPDATE agent_runs SET status = ?, summary = ?, reason = ?, steps = ?, input_tokens = ?, output_tokens = ?, finished_at = ?
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(end.status.as_str())
+        .bind(&end.summary)
+        .bind(&end.reason)
+        .bind(end.steps as i64)
+        .bind(end.input_tokens as i64)
+        .bind(end.output_tokens as i64)
+        .bind(ms(OffsetDateTime::now_utc()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend("finish run"))?;
+        Ok(())
+    }
+
+    pub async fn run(&self, session: &str, id: &str) -> Result<Option<AgentRun>, AgentStoreError> {
+        let row = sqlx::query("SELECT * FROM agent_runs WHERE id = ? AND session_id = ?")
+            .bind(id)
+            .bind(session)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("get run"))?;
+        row.as_ref().map(run_of).transpose()
+    }
+
+    /// The runs of `session`, oldest first.
+    pub async fn runs(&self, session: &str) -> Result<Vec<AgentRun>, AgentStoreError> {
+        let rows = sqlx::query("SELECT * FROM agent_runs WHERE session_id = ? ORDER BY created_at, rowid")
+            .bind(session)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("list runs"))?;
+        rows.iter().map(run_of).collect()
+    }
+
+    pub async fn append_message(&self, session: &str, run: &str, m: &Message) -> Result<(), AgentStoreError> {
+        let body = serde_json::to_string(m).map_err(|e| AgentStoreError::Backend { op: "encode message", source: Box::new(e) })?;
+        sqlx::query("INSERT INTO agent_messages (session_id, run_id, body) VALUES (?, ?, ?)")
+            .bind(session)
+            .bind(run)
+            .bind(body)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("append message"))?;
+        Ok(())
+    }
+
+    /// The conversation of `session`, oldest first.
+    pub async fn messages(&self, session: &str) -> Result<Vec<Message>, AgentStoreError> {
+        let rows = sqlx::query("SELECT body FROM agent_messages WHERE session_id = ? ORDER BY seq")
+            .bind(session)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("read messages"))?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.get("body");
+                serde_json::from_str(&body).map_err(|_| AgentStoreError::Corrupt { what: "message", value: body })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_and_messages_round_trip_and_interrupted_runs_fail_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        let store = AgentStore::open(&path).await.unwrap();
+        let run = store.insert_run("r1", "s1", "do it").await.unwrap();
+        assert_eq!((run.status, run.prompt.as_str()), (AgentRunStatus::Running, "do it"));
+        store.append_message("s1", "r1", &Message::user("do it")).await.unwrap();
+        store.append_message("s2", "rx", &Message::user("other session")).await.unwrap();
+        assert_eq!(store.messages("s1").await.unwrap(), vec![Message::user("do it")]);
+        let end = RunEnd { status: AgentRunStatus::Succeeded, summary: Some("ok".into()), reason: None, steps: 2, input_tokens: 5, output_tokens: 7 };
+        store.finish_run("r1", &end).await.unwrap();
+        let cancel = RunEnd { status: AgentRunStatus::Cancelled, summary: None, reason: None, steps: 0, input_tokens: 0, output_tokens: 0 };
+        store.finish_run("r1", &cancel).await.unwrap();
+        let got = store.run("s1", "r1").await.unwrap().unwrap();
+        assert_eq!((got.status, got.summary.as_deref(), got.steps), (AgentRunStatus::Succeeded, Some("ok"), 2), "a final status sticks");
+        assert!(store.run("s2", "r1").await.unwrap().is_none(), "runs are per session");
+
+        store.insert_run("r2", "s1", "again").await.unwrap();
+        drop(store);
+        let store = AgentStore::open(&path).await.unwrap();
+        let runs = store.runs("s1").await.unwrap();
+        assert_eq!(runs.iter().map(|r| r.status).collect::<Vec<_>>(), [AgentRunStatus::Succeeded, AgentRunStatus::Failed]);
+    }
+}
