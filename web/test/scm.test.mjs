@@ -68,6 +68,7 @@ before(async () => {
   sid = s.id;
   await page.goto(`${srv.base}/s/${sid}`);
   await until('the IDE to be ready', () => ide(() => window.mayfly?.session().state === 'ready'), 60_000);
+  await until('a shell prompt', async () => /root@.*# $/m.test(await ide(() => window.mayfly.terminalText())), 60_000);
 });
 
 after(async () => {
@@ -206,7 +207,7 @@ test('ending the session warns about uncommitted and unpushed work; cancelling k
   await home.close();
 
   // With everything committed and pushed there is nothing to warn about.
-  await sh(`cd ${REPO} && git remote set-url origin /srv/remote.git && git add -A && git commit -q -m third && git push -q`);
+  await sh(`cd ${REPO} && git remote set-url origin /srv/remote.git && git add -A && git commit -q -m third && git push -q origin HEAD:feature/scm`);
   await page.click('#end-session');
   await page.waitForSelector('.modal >> text=End session');
   assert.equal(await page.$('.modal ul.details'), null);

@@ -97,10 +97,17 @@ class RepoView {
     if (await this.run(() => git(this.scm.sid, this.path, ['commit', '-q', '-m', msg]))) this.message.value = '';
   }
 
+  /** The upstream as [remote, branch] (assumes a remote name without '/'), or the default. */
+  private target(): [string, string | undefined] {
+    const up = this.st?.upstream;
+    if (!up || !up.includes('/')) return ['origin', this.st?.branch ?? undefined];
+    return [up.slice(0, up.indexOf('/')), up.slice(up.indexOf('/') + 1)];
+  }
+
   async push(): Promise<void> {
-    const branch = this.branchInput.value.trim() || this.st?.branch;
+    const [remote, upstreamBranch] = this.target();
+    const branch = this.branchInput.value.trim() || upstreamBranch;
     if (!branch) return this.fail(new GitError('Name the branch to push to (HEAD is detached).'));
-    const remote = this.st?.upstream?.split('/')[0] || 'origin';
     await this.run(() => git(this.scm.sid, this.path, ['push', '-u', remote, `HEAD:refs/heads/${branch}`], 120));
   }
 
@@ -113,7 +120,8 @@ class RepoView {
     }
     this.st = st;
     const branch = st.branch ?? 'detached HEAD';
-    this.branchInput.placeholder = st.branch ? `Push to branch (${st.branch})` : 'Push to branch';
+    const [remote, upstreamBranch] = this.target();
+    this.branchInput.placeholder = upstreamBranch ? `Push to ${remote} branch (${upstreamBranch})` : 'Push to branch';
     this.message.placeholder = `Message (${keys('Ctrl+Enter')} to commit on '${branch}')`;
     render(
       this.head,
@@ -244,8 +252,11 @@ export class SourceControl {
     this.repos = next;
     const results = await Promise.all(paths.map((p) => status(this.sid, p).catch((e: Error) => e)));
     results.forEach((st, i) => next.get(paths[i])!.update(st));
+    const els = [...next.values()].map((r) => r.el);
+    // Re-attaching the same elements would take the keyboard out of a half-typed message.
+    const same = els.length === this.body.children.length && els.every((el, i) => this.body.children[i] === el);
     if (!paths.length) render(this.body, this.empty());
-    else render(this.body, [...next.values()].map((r) => r.el));
+    else if (!same) render(this.body, els);
     let n = 0;
     for (const st of results) if (!(st instanceof Error)) n += new Set([...st.staged, ...st.changes].map((c) => c.path)).size;
     this.host.count(n);
