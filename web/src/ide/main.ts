@@ -219,7 +219,7 @@ function shortcuts(wb: ReturnType<typeof workbench>, editors: Editors, panel: Te
         else panel.focus();
       } else if (mod && !e.shiftKey && k === 'b') wb.toggleSidebar();
       else if (mod && e.shiftKey && k === 'e') {
-        if (wb.sidebar.classList.contains('hidden')) wb.toggleSidebar();
+        wb.showView('explorer');
         tree.el.focus();
       } else if (mod && e.shiftKey && k === 'g') wb.showView('scm');
       else if (e.altKey && k === 'w') void editors.close();
