@@ -121,7 +121,8 @@ class RepoView {
     this.st = st;
     const branch = st.branch ?? 'detached HEAD';
     const [remote, upstreamBranch] = this.target();
-    this.branchInput.placeholder = upstreamBranch ? `Push to ${remote} branch (${upstreamBranch})` : 'Push to branch';
+    this.branchInput.placeholder = upstreamBranch ? `Branch: ${upstreamBranch}` : 'Branch to push to';
+    this.branchInput.title = `The branch of ${remote} to push to${upstreamBranch ? ` (empty: ${upstreamBranch})` : ''}`;
     this.message.placeholder = `Message (${keys('Ctrl+Enter')} to commit on '${branch}')`;
     render(
       this.head,
@@ -158,7 +159,7 @@ class RepoView {
 
   private row(c: Change, staged: boolean): HTMLElement {
     const name = c.path.split('/').pop()!;
-    const dir = c.path.slice(0, c.path.length - name.length - 1);
+    const dir = c.path.includes('/') ? c.path.slice(0, c.path.lastIndexOf('/')) : '';
     const [ic, color] = fileIcon(name, 'file');
     const letter = c.letter === '?' ? 'U' : c.letter;
     const btn = staged
