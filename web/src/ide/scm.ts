@@ -33,6 +33,9 @@ class RepoView {
   private readonly pushBtn: HTMLButtonElement;
   st?: Status;
   busy = false;
+  /** The status last drawn: an unchanged one is not redrawn, so a click is never split between
+   * a row and its replacement (mousedown on one, mouseup on the other is no click). */
+  private drawn = '';
 
   constructor(
     readonly path: string,
@@ -112,6 +115,9 @@ class RepoView {
   }
 
   update(st: Status | Error): void {
+    const sig = st instanceof Error ? `error:${st.message}` : JSON.stringify(st);
+    if (sig === this.drawn) return;
+    this.drawn = sig;
     if (st instanceof Error) {
       this.st = undefined;
       render(this.head, icon('repo'), h('span', { class: 'scm-repo-name' }, this.path));
