@@ -110,7 +110,7 @@ test('changes made in the terminal appear grouped with status letters, and a dif
   assert.equal(await page.textContent(`${row('changes', 'new.txt')} .letter`), 'U');
   assert.equal(await page.textContent('#activity-scm .activity-badge'), '3');
 
-  await page.click(row('changes', 'README.md'));
+  await page.click(`${row('changes', 'README.md')} .name`);
   await page.waitForSelector('.tab.active[data-path^="diff:tree:"]');
   await page.waitForSelector('.diff-view .monaco-diff-editor');
   const texts = await until('the diff to load', async () => (await ide(() => window.mayfly.diffTexts())).find((d) => d.key === `diff:tree:${REPO}/README.md` && d.modified));
