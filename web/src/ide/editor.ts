@@ -27,6 +27,10 @@ interface Doc {
   saveError?: string;
   toast?: { close(): void };
   page?: HTMLElement;
+  /** A page tab's icon and colour (previews: the globe). */
+  icon?: [string, string];
+  /** Frees what a page tab holds (a diff editor) when it closes. */
+  dispose?: () => void;
 }
 
 export interface EditorHost {
@@ -150,10 +154,15 @@ export class Editors {
   }
 
   openPreview(port: number, url: string): void {
-    const key = `preview:${port}`;
+    this.openPage(`preview:${port}`, `Preview :${port}`, () => previewView(port, url));
+  }
+
+  /** Shows the tab `key`, first making it from `page` when it is not open. A page tab is not a
+   * file: it is not saved, restored or followed by file events (previews, diffs). */
+  openPage(key: string, name: string, page: () => HTMLElement, opts: { icon?: [string, string]; dispose?: () => void } = {}): void {
     let doc = this.docs.find((d) => d.key === key);
     if (!doc) {
-      doc = { key, name: `Preview :${port}`, kind: 'preview', disk: '', savedVersion: 0, size: 0, page: previewView(port, url) };
+      doc = { key, name, kind: 'preview', disk: '', savedVersion: 0, size: 0, page: page(), icon: opts.icon, dispose: opts.dispose };
       this.docs.push(doc);
     }
     this.show(doc);
@@ -187,6 +196,7 @@ export class Editors {
     const i = this.docs.indexOf(doc);
     this.docs.splice(i, 1);
     doc.model?.dispose();
+    doc.dispose?.();
     if (this.active === doc) {
       this.active = undefined;
       const next = this.docs[Math.min(i, this.docs.length - 1)];
@@ -361,7 +371,7 @@ export class Editors {
       this.tabs,
       this.docs.map((d) => {
         const dirty = this.dirty(d);
-        const [name, color] = d.kind === 'preview' ? ['globe', '#4daafc'] : fileIcon(d.name, 'file');
+        const [name, color] = d.kind === 'preview' ? (d.icon ?? ['globe', '#4daafc']) : fileIcon(d.name, 'file');
         const sameName = this.docs.filter((o) => o.name === d.name).length > 1;
         return h(
           'div',

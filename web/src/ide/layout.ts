@@ -5,10 +5,15 @@ import { h, icon, logo } from '../lib/dom';
 
 export interface Workbench {
   root: HTMLElement;
-  activity: { explorer: HTMLButtonElement; ports: HTMLButtonElement; portsBadge: HTMLElement };
+  activity: { explorer: HTMLButtonElement; ports: HTMLButtonElement; portsBadge: HTMLElement; scm: HTMLButtonElement; scmBadge: HTMLElement; end: HTMLButtonElement };
   sidebar: HTMLElement;
   explorer: HTMLElement;
   portsSection: HTMLElement;
+  /** The Source Control view (shown instead of the explorer and ports). */
+  scmSection: HTMLElement;
+  /** Called when the side bar's view changes or it is shown or hidden. */
+  onView?: (view: 'explorer' | 'scm', visible: boolean) => void;
+  showView(view: 'explorer' | 'scm'): void;
   editorArea: HTMLElement;
   panel: HTMLElement;
   statusbar: HTMLElement;
@@ -46,9 +51,13 @@ export function workbench(): Workbench {
   const explorerBtn = h('button', { class: 'activity-item active', title: 'Explorer (Ctrl+Shift+E)', 'aria-label': 'Explorer' }, icon('files'));
   const portsBadge = h('span', { class: 'activity-badge', hidden: true });
   const portsBtn = h('button', { class: 'activity-item', title: 'Ports', 'aria-label': 'Ports' }, icon('radio-tower'), portsBadge);
+  const scmBadge = h('span', { class: 'activity-badge', hidden: true });
+  const scmBtn = h('button', { class: 'activity-item', id: 'activity-scm', title: 'Source Control (Ctrl+Shift+G)', 'aria-label': 'Source Control' }, icon('source-control'), scmBadge);
+  const endBtn = h('button', { class: 'activity-item', id: 'end-session', title: 'End Session…', 'aria-label': 'End Session' }, icon('debug-stop'));
   const explorer = h('section', { class: 'view explorer' });
   const portsSection = h('section', { class: 'view ports-view' });
-  const sidebar = h('aside', { class: 'sidebar' }, explorer, portsSection);
+  const scmSection = h('section', { class: 'view scm-view', hidden: true });
+  const sidebar = h('aside', { class: 'sidebar' }, explorer, portsSection, scmSection);
   const editorArea = h('div', { class: 'editor-area' });
   const panel = h('section', { class: 'panel' });
   const main = h('div', { class: 'main' });
@@ -66,8 +75,10 @@ export function workbench(): Workbench {
         'nav',
         { class: 'activitybar' },
         explorerBtn,
+        scmBtn,
         portsBtn,
         h('div', { class: 'spacer' }),
+        endBtn,
         h('a', { class: 'activity-item', href: '/', title: 'All sessions', 'aria-label': 'All sessions' }, logo(24)),
       ),
       sidebar,
@@ -76,34 +87,54 @@ export function workbench(): Workbench {
     ),
     statusbar,
   );
+  let view: 'explorer' | 'scm' = 'explorer';
+  const mark = () => {
+    const hidden = sidebar.classList.contains('hidden');
+    explorerBtn.classList.toggle('active', !hidden && view === 'explorer');
+    scmBtn.classList.toggle('active', !hidden && view === 'scm');
+    wb.onView?.(view, !hidden);
+  };
   const toggleSidebar = () => {
     const hidden = sidebar.classList.toggle('hidden');
     sideSash.classList.toggle('hidden', hidden);
-    explorerBtn.classList.toggle('active', !hidden);
+    mark();
   };
+  const showView = (v: 'explorer' | 'scm') => {
+    view = v;
+    explorer.hidden = portsSection.hidden = v !== 'explorer';
+    scmSection.hidden = v !== 'scm';
+    if (sidebar.classList.contains('hidden')) toggleSidebar();
+    else mark();
+  };
+  /** An activity button shows its view, or hides the side bar when its view is already shown. */
+  const activity = (v: 'explorer' | 'scm') => () => (view === v && !sidebar.classList.contains('hidden') ? toggleSidebar() : showView(v));
   const togglePanel = (show?: boolean) => {
     const hide = show === undefined ? !panel.classList.contains('hidden') : !show;
     panel.classList.toggle('hidden', hide);
     panelSash.classList.toggle('hidden', hide);
   };
-  explorerBtn.addEventListener('click', toggleSidebar);
+  explorerBtn.addEventListener('click', activity('explorer'));
+  scmBtn.addEventListener('click', activity('scm'));
   portsBtn.addEventListener('click', () => {
-    if (sidebar.classList.contains('hidden')) toggleSidebar();
+    showView('explorer');
     portsSection.classList.remove('collapsed');
     portsSection.querySelector<HTMLElement>('[tabindex]')?.focus();
   });
-  return {
+  const wb: Workbench = {
     root,
-    activity: { explorer: explorerBtn, ports: portsBtn, portsBadge },
+    activity: { explorer: explorerBtn, ports: portsBtn, portsBadge, scm: scmBtn, scmBadge, end: endBtn },
     sidebar,
     explorer,
     portsSection,
+    scmSection,
+    showView,
     editorArea,
     panel,
     statusbar,
     toggleSidebar,
     togglePanel,
   };
+  return wb;
 }
 
 /** A side-bar section header (`EXPLORER`, `PORTS`) with its action buttons. */

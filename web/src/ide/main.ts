@@ -3,6 +3,7 @@
 
 import '../lib/theme.css';
 import './ide.css';
+import './scm.css';
 import { api, ApiError, Session, SessionEvent } from '../lib/api';
 import { notify } from '../lib/dialogs';
 import { h, icon, render } from '../lib/dom';
@@ -11,6 +12,8 @@ import { Editors } from './editor';
 import { action, sectionHeader, workbench } from './layout';
 import { TerminalPanel } from './panel';
 import { PortsView } from './ports';
+import { SourceControl } from './scm';
+import { confirmEnd } from '../lib/endsession';
 import { bootOverlay, drawStatus, endedBanner, fullPage, StatusModel } from './status';
 import { FileTree } from './tree';
 
@@ -72,6 +75,26 @@ function ide(initial: Session) {
       status();
     },
   });
+  const scm = new SourceControl(sid, {
+    openDiff: (key, name, view, closed) => editors.openPage(key, name, () => view.el, { icon: ['git-compare', '#e2c08d'], dispose: closed }),
+    openFile: (path) => void editors.open({ path, name: path.slice(path.lastIndexOf('/') + 1) }),
+    count: (n) => {
+      wb.activity.scmBadge.textContent = String(n);
+      wb.activity.scmBadge.hidden = !n;
+    },
+    sessionRepo: () => model.session.repo?.path,
+  });
+  wb.scmSection.append(scm.el);
+  wb.onView = (view, visible) => scm.shown(view === 'scm' && visible);
+  wb.activity.end.addEventListener('click', async () => {
+    if (ended || !(await confirmEnd(model.session, 'End'))) return;
+    try {
+      await api.remove(sid);
+    } catch (e) {
+      notify('error', `Cannot end the session: ${(e as Error).message}`);
+    }
+    void check();
+  });
   render(
     wb.explorer,
     sectionHeader('Explorer', [
@@ -98,6 +121,7 @@ function ide(initial: Session) {
     panel.restore();
     void editors.restore();
     void ports.load();
+    void scm.refresh();
   };
   const end = (title: string, detail: string) => {
     if (ended) return;
@@ -107,6 +131,7 @@ function ide(initial: Session) {
     panel.end(title);
     editors.freeze();
     ports.clear();
+    scm.stop();
     wb.root.querySelector('.boot-overlay')?.remove();
     wb.root.prepend(endedBanner(title, detail));
     status();
@@ -135,6 +160,7 @@ function ide(initial: Session) {
     else if (ev.type === 'port_closed') ports.closed(ev.port);
     else if (ev.type === 'file_changed') {
       tree.changed(ev.path, ev.from);
+      scm.changed(ev.path);
       if (ev.path === WORKSPACE && ev.kind === 'modified') void editors.recheckAll();
       else void editors.fileChanged(ev.path, ev.kind, ev.from);
     }
@@ -146,6 +172,7 @@ function ide(initial: Session) {
       tree.refreshAll();
       void editors.recheckAll();
       void ports.load();
+      void scm.refresh();
       void check();
     },
     failed: () => void check(),
@@ -171,6 +198,7 @@ function ide(initial: Session) {
       editorText: (p: string) => editors.text(p),
       lastOpenMs: () => editors.lastOpenMs,
       dropConnections: () => (events.drop(), panel.dropAll()),
+      diffTexts: () => scm.diffTexts(),
     },
   });
 }
@@ -191,9 +219,10 @@ function shortcuts(wb: ReturnType<typeof workbench>, editors: Editors, panel: Te
         else panel.focus();
       } else if (mod && !e.shiftKey && k === 'b') wb.toggleSidebar();
       else if (mod && e.shiftKey && k === 'e') {
-        if (wb.sidebar.classList.contains('hidden')) wb.toggleSidebar();
+        wb.showView('explorer');
         tree.el.focus();
-      } else if (e.altKey && k === 'w') void editors.close();
+      } else if (mod && e.shiftKey && k === 'g') wb.showView('scm');
+      else if (e.altKey && k === 'w') void editors.close();
       else if (e.ctrlKey && e.key === 'PageDown') editors.cycle(1);
       else if (e.ctrlKey && e.key === 'PageUp') editors.cycle(-1);
       else done = false;

@@ -4,6 +4,7 @@
 
 import 'monaco-editor/editor/browser/coreCommands.js';
 import 'monaco-editor/editor/browser/widget/codeEditor/codeEditorWidget.js';
+import 'monaco-editor/editor/browser/widget/diffEditor/diffEditor.contribution.js';
 import 'monaco-editor/editor/contrib/bracketMatching/browser/bracketMatching.js';
 import 'monaco-editor/editor/contrib/caretOperations/browser/caretOperations.js';
 import 'monaco-editor/editor/contrib/clipboard/browser/clipboard.js';

@@ -39,6 +39,7 @@ export function welcome(): HTMLElement {
       row('New Terminal', 'Ctrl+Shift+`'),
       row('Toggle Side Bar', 'Ctrl+B'),
       row('Focus Explorer', 'Ctrl+Shift+E'),
+      row('Source Control', 'Ctrl+Shift+G'),
       row('Close Editor', 'Alt+W'),
     ),
   );

@@ -4,7 +4,8 @@
 import '../lib/theme.css';
 import './home.css';
 import { api, ImageInfo, Session } from '../lib/api';
-import { confirmDialog, notify } from '../lib/dialogs';
+import { notify } from '../lib/dialogs';
+import { confirmEnd } from '../lib/endsession';
 import { h, icon, logo, render } from '../lib/dom';
 import { ago, bytes, until } from '../lib/time';
 
@@ -134,13 +135,7 @@ async function create() {
 }
 
 async function remove(s: Session) {
-  const ok = await confirmDialog({
-    title: `Delete session ${s.id}?`,
-    message: 'Its VM, files and running programs are destroyed. This cannot be undone.',
-    confirm: 'Delete',
-    danger: true,
-  });
-  if (!ok) return;
+  if (!(await confirmEnd(s))) return;
   deleting.add(s.id);
   draw();
   try {

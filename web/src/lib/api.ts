@@ -12,6 +12,24 @@ export interface Session {
   idle_timeout_seconds: number;
   ide_url: string;
   failure?: string;
+  /** The repository cloned at session start (when the server was asked to clone one). */
+  repo?: { url?: string; ref?: string; path?: string; state?: string; error?: string };
+}
+
+export interface ExecBody {
+  cmd: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  timeout_seconds?: number;
+}
+
+export interface ExecResult {
+  exit_code: number | null;
+  signal?: number;
+  timed_out?: boolean;
+  stdout: string;
+  stderr: string;
+  truncated?: boolean;
 }
 
 export interface ImageInfo {
@@ -130,6 +148,7 @@ export const api = {
   removePath: (id: string, path: string) => call('DELETE', `${s(id)}/files?path=${enc(path)}`),
   mkdir: (id: string, path: string) => call('POST', `${s(id)}/files/mkdir?path=${enc(path)}`),
   rename: (id: string, from: string, to: string) => call('POST', `${s(id)}/files/rename`, { body: { from, to } }),
+  exec: (id: string, body: ExecBody) => json<ExecResult>('POST', `${s(id)}/exec`, { body }),
   ports: (id: string) => json<Port[]>('GET', `${s(id)}/ports`),
   setVisibility: (id: string, port: number, visibility: Visibility) =>
     json<Port>('PATCH', `${s(id)}/ports/${port}`, { body: { visibility } }),

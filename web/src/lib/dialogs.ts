@@ -7,6 +7,8 @@ export interface ConfirmOptions {
   message: string;
   confirm: string;
   danger?: boolean;
+  /** A list under the message (what would be lost). */
+  details?: string[];
 }
 
 /** Resolves true when confirmed (Enter or the button), false on Escape, Cancel or a click outside. */
@@ -27,6 +29,7 @@ export function confirmDialog(o: ConfirmOptions): Promise<boolean> {
         { class: 'modal', role: 'dialog', 'aria-modal': 'true' },
         h('h2', null, icon(o.danger ? 'warning' : 'question'), o.title),
         h('p', null, o.message),
+        o.details?.length ? h('ul', { class: 'details' }, o.details.map((d) => h('li', null, d))) : null,
         h('div', { class: 'actions' }, h('button', { class: 'btn secondary', on: { click: () => done(false) } }, 'Cancel'), ok),
       ),
     );
