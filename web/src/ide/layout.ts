@@ -3,17 +3,21 @@
 
 import { h, icon, logo } from '../lib/dom';
 
+export type View = 'explorer' | 'scm' | 'agent';
+
 export interface Workbench {
   root: HTMLElement;
-  activity: { explorer: HTMLButtonElement; ports: HTMLButtonElement; portsBadge: HTMLElement; scm: HTMLButtonElement; scmBadge: HTMLElement; end: HTMLButtonElement };
+  activity: { explorer: HTMLButtonElement; ports: HTMLButtonElement; portsBadge: HTMLElement; scm: HTMLButtonElement; scmBadge: HTMLElement; agent: HTMLButtonElement; end: HTMLButtonElement };
   sidebar: HTMLElement;
   explorer: HTMLElement;
   portsSection: HTMLElement;
   /** The Source Control view (shown instead of the explorer and ports). */
   scmSection: HTMLElement;
+  /** The coding agent's chat. */
+  agentSection: HTMLElement;
   /** Called when the side bar's view changes or it is shown or hidden. */
-  onView?: (view: 'explorer' | 'scm', visible: boolean) => void;
-  showView(view: 'explorer' | 'scm'): void;
+  onView?: (view: View, visible: boolean) => void;
+  showView(view: View): void;
   editorArea: HTMLElement;
   panel: HTMLElement;
   statusbar: HTMLElement;
@@ -53,11 +57,13 @@ export function workbench(): Workbench {
   const portsBtn = h('button', { class: 'activity-item', title: 'Ports', 'aria-label': 'Ports' }, icon('radio-tower'), portsBadge);
   const scmBadge = h('span', { class: 'activity-badge', hidden: true });
   const scmBtn = h('button', { class: 'activity-item', id: 'activity-scm', title: 'Source Control (Ctrl+Shift+G)', 'aria-label': 'Source Control' }, icon('source-control'), scmBadge);
+  const agentBtn = h('button', { class: 'activity-item', id: 'activity-agent', title: 'Agent (Ctrl+Shift+A)', 'aria-label': 'Agent' }, icon('hubot'));
   const endBtn = h('button', { class: 'activity-item', id: 'end-session', title: 'End Session…', 'aria-label': 'End Session' }, icon('debug-stop'));
   const explorer = h('section', { class: 'view explorer' });
   const portsSection = h('section', { class: 'view ports-view' });
   const scmSection = h('section', { class: 'view scm-view', hidden: true });
-  const sidebar = h('aside', { class: 'sidebar' }, explorer, portsSection, scmSection);
+  const agentSection = h('section', { class: 'view agent-section', hidden: true });
+  const sidebar = h('aside', { class: 'sidebar' }, explorer, portsSection, scmSection, agentSection);
   const editorArea = h('div', { class: 'editor-area' });
   const panel = h('section', { class: 'panel' });
   const main = h('div', { class: 'main' });
@@ -77,6 +83,7 @@ export function workbench(): Workbench {
         explorerBtn,
         scmBtn,
         portsBtn,
+        agentBtn,
         h('div', { class: 'spacer' }),
         endBtn,
         h('a', { class: 'activity-item', href: '/', title: 'All sessions', 'aria-label': 'All sessions' }, logo(24)),
@@ -87,11 +94,12 @@ export function workbench(): Workbench {
     ),
     statusbar,
   );
-  let view: 'explorer' | 'scm' = 'explorer';
+  let view: View = 'explorer';
   const mark = () => {
     const hidden = sidebar.classList.contains('hidden');
     explorerBtn.classList.toggle('active', !hidden && view === 'explorer');
     scmBtn.classList.toggle('active', !hidden && view === 'scm');
+    agentBtn.classList.toggle('active', !hidden && view === 'agent');
     wb.onView?.(view, !hidden);
   };
   const toggleSidebar = () => {
@@ -99,15 +107,16 @@ export function workbench(): Workbench {
     sideSash.classList.toggle('hidden', hidden);
     mark();
   };
-  const showView = (v: 'explorer' | 'scm') => {
+  const showView = (v: View) => {
     view = v;
     explorer.hidden = portsSection.hidden = v !== 'explorer';
     scmSection.hidden = v !== 'scm';
+    agentSection.hidden = v !== 'agent';
     if (sidebar.classList.contains('hidden')) toggleSidebar();
     else mark();
   };
   /** An activity button shows its view, or hides the side bar when its view is already shown. */
-  const activity = (v: 'explorer' | 'scm') => () => (view === v && !sidebar.classList.contains('hidden') ? toggleSidebar() : showView(v));
+  const activity = (v: View) => () => (view === v && !sidebar.classList.contains('hidden') ? toggleSidebar() : showView(v));
   const togglePanel = (show?: boolean) => {
     const hide = show === undefined ? !panel.classList.contains('hidden') : !show;
     panel.classList.toggle('hidden', hide);
@@ -115,6 +124,7 @@ export function workbench(): Workbench {
   };
   explorerBtn.addEventListener('click', activity('explorer'));
   scmBtn.addEventListener('click', activity('scm'));
+  agentBtn.addEventListener('click', activity('agent'));
   portsBtn.addEventListener('click', () => {
     showView('explorer');
     portsSection.classList.remove('collapsed');
@@ -122,11 +132,12 @@ export function workbench(): Workbench {
   });
   const wb: Workbench = {
     root,
-    activity: { explorer: explorerBtn, ports: portsBtn, portsBadge, scm: scmBtn, scmBadge, end: endBtn },
+    activity: { explorer: explorerBtn, ports: portsBtn, portsBadge, scm: scmBtn, scmBadge, agent: agentBtn, end: endBtn },
     sidebar,
     explorer,
     portsSection,
     scmSection,
+    agentSection,
     showView,
     editorArea,
     panel,

@@ -4,6 +4,7 @@
 import '../lib/theme.css';
 import './ide.css';
 import './scm.css';
+import './agent.css';
 import { api, ApiError, Session, SessionEvent } from '../lib/api';
 import { notify } from '../lib/dialogs';
 import { h, icon, render } from '../lib/dom';
@@ -13,6 +14,7 @@ import { action, sectionHeader, workbench } from './layout';
 import { TerminalPanel } from './panel';
 import { PortsView } from './ports';
 import { SourceControl } from './scm';
+import { AgentView } from './agent';
 import { confirmEnd } from '../lib/endsession';
 import { bootOverlay, drawStatus, endedBanner, fullPage, StatusModel } from './status';
 import { FileTree } from './tree';
@@ -85,6 +87,11 @@ function ide(initial: Session) {
     sessionRepo: () => model.session.repo?.path,
   });
   wb.scmSection.append(scm.el);
+  const agent = new AgentView(sid, {
+    terminal: () => (wb.togglePanel(true), panel.openAgent()),
+    wrote: (paths) => paths.forEach((p) => void editors.fileChanged(p, 'modified')),
+  });
+  wb.agentSection.append(agent.el);
   wb.onView = (view, visible) => scm.shown(view === 'scm' && visible);
   wb.activity.end.addEventListener('click', async () => {
     if (ended || !(await confirmEnd(model.session, 'End'))) return;
@@ -122,6 +129,7 @@ function ide(initial: Session) {
     void editors.restore();
     void ports.load();
     void scm.refresh();
+    void agent.load();
   };
   const end = (title: string, detail: string) => {
     if (ended) return;
@@ -132,6 +140,7 @@ function ide(initial: Session) {
     editors.freeze();
     ports.clear();
     scm.stop();
+    agent.end();
     wb.root.querySelector('.boot-overlay')?.remove();
     wb.root.prepend(endedBanner(title, detail));
     status();
@@ -156,6 +165,10 @@ function ide(initial: Session) {
     if (ev.type === 'state') {
       onState({ ...model.session, state: ev.to, failure: ev.to === 'failed' ? ev.reason : model.session.failure });
       if (ev.to === 'stopping' && ev.reason) end('This session has ended.', `${ev.reason[0].toUpperCase()}${ev.reason.slice(1)}: its VM was stopped and its files are gone.`);
+    } else if (ev.type.startsWith('agent_')) agent.event(ev);
+    else if (ev.type === 'repo') {
+      model.session = { ...model.session, repo: ev.repo };
+      if (ev.repo.state === 'ready') void scm.refresh();
     } else if (ev.type === 'port_opened') ports.opened(ev.port);
     else if (ev.type === 'port_closed') ports.closed(ev.port);
     else if (ev.type === 'file_changed') {
@@ -222,6 +235,7 @@ function shortcuts(wb: ReturnType<typeof workbench>, editors: Editors, panel: Te
         wb.showView('explorer');
         tree.el.focus();
       } else if (mod && e.shiftKey && k === 'g') wb.showView('scm');
+      else if (mod && e.shiftKey && k === 'a') wb.showView('agent');
       else if (e.altKey && k === 'w') void editors.close();
       else if (e.ctrlKey && e.key === 'PageDown') editors.cycle(1);
       else if (e.ctrlKey && e.key === 'PageUp') editors.cycle(-1);

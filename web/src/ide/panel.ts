@@ -5,6 +5,9 @@ import { h, icon, render } from '../lib/dom';
 import { action } from './layout';
 import { newTerminalId, TerminalView } from './terminal';
 
+/** The persistent terminal the coding agent's `shell` tool types into. */
+const AGENT_TERMINAL = 'agent';
+
 interface Saved {
   ids: string[];
   active: number;
@@ -68,7 +71,7 @@ export class TerminalPanel {
   }
 
   private add(id: string): TerminalView {
-    const view = new TerminalView(this.sid, id, `bash ${++this.counter}`, {
+    const view = new TerminalView(this.sid, id, id === AGENT_TERMINAL ? 'agent' : `bash ${++this.counter}`, {
       state: () => (this.drawTabs(), this.on.state()),
       restart: (v) => (v.restart(newTerminalId()), this.save()),
       failed: () => this.on.failed(),
@@ -76,6 +79,14 @@ export class TerminalPanel {
     this.views.push(view);
     this.body.append(view.el);
     return view;
+  }
+
+  /** Shows the agent's terminal (attaching to it the first time). */
+  openAgent(): void {
+    if (this.ended) return;
+    const v = this.views.find((x) => x.id === AGENT_TERMINAL) ?? this.add(AGENT_TERMINAL);
+    this.show(v);
+    this.save();
   }
 
   create(): void {

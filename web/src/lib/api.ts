@@ -13,7 +13,7 @@ export interface Session {
   ide_url: string;
   failure?: string;
   /** The repository cloned at session start (when the server was asked to clone one). */
-  repo?: { url?: string; ref?: string; path?: string; state?: string; error?: string };
+  repo?: { url?: string; ref?: string; path?: string; state?: 'cloning' | 'ready' | 'failed'; message?: string };
 }
 
 export interface ExecBody {
@@ -62,7 +62,13 @@ export type SessionEvent =
   | { type: 'state'; session: string; from: SessionState | null; to: SessionState; reason?: string; at: string }
   | { type: 'port_opened'; session: string; port: Port }
   | { type: 'port_closed'; session: string; port: number }
-  | { type: 'file_changed'; session: string; path: string; kind: FileChangeKind; from?: string };
+  | { type: 'file_changed'; session: string; path: string; kind: FileChangeKind; from?: string }
+  | { type: 'repo'; session: string; repo: NonNullable<Session['repo']> }
+  | { type: 'agent_status'; session: string; run: string; status: 'running' | 'succeeded' | 'failed' | 'cancelled'; reason?: string; summary?: string }
+  | { type: 'agent_text'; session: string; run: string; delta: string }
+  | { type: 'agent_tool_call'; session: string; run: string; call_id: string; name: string; arguments: string }
+  | { type: 'agent_tool_result'; session: string; run: string; call_id: string; name: string; output: string; is_error: boolean; paths?: string[] }
+  | { type: 'agent_retry'; session: string; run: string; attempt: number; delay_ms: number; reason: string };
 
 export class ApiError extends Error {
   constructor(
