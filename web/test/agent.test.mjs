@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { after, before, test } from 'node:test';
-import { prerequisites, screenshot, startBrowser, startServer, TOKEN, until } from './harness.mjs';
+import { screenshot, signedInSession, until } from './harness.mjs';
 
 const SLOW = { timeout: 180_000 };
 let srv, browser, page, sid, model;
@@ -70,8 +70,6 @@ async function vm(script) {
 }
 
 before(async () => {
-  const { missing } = prerequisites();
-  assert.deepEqual(missing, [], `browser tests need: ${missing.join(', ')}`);
   model = await startModel();
   Object.assign(process.env, {
     MAYFLY_AGENT_PROVIDER: 'openai',
@@ -79,20 +77,7 @@ before(async () => {
     MAYFLY_AGENT_MODEL: 'scripted',
     MAYFLY_AGENT_API_KEY: 'sk-browser-test',
   });
-  srv = await startServer();
-  browser = await startBrowser();
-  page = await browser.context.newPage();
-  page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
-  await page.goto(`${srv.base}/login`);
-  await page.fill('#token', TOKEN);
-  await page.click('button[type=submit]');
-  await page.waitForURL(`${srv.base}/`);
-  const s = await page.evaluate(async () => {
-    const res = await fetch('/api/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"minimal"}' });
-    return res.json();
-  });
-  assert.equal(s.state, 'ready', JSON.stringify(s));
-  sid = s.id;
+  ({ srv, browser, page, sid } = await signedInSession());
   assert.equal((await vm('printf "old text\\n" > /root/notes.txt')).exit_code, 0);
   await page.goto(`${srv.base}/s/${sid}`);
   await until('the IDE to be ready', () => ide(() => window.mayfly?.session().state === 'ready'), 60_000);

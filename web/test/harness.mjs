@@ -125,3 +125,26 @@ export async function until(what, fn, ms = 30_000) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/**
+ * The common start of a browser test file: a server, a browser, a page signed in with the test
+ * token, and a ready `minimal` session.
+ */
+export async function signedInSession() {
+  const { missing } = prerequisites();
+  if (missing.length) throw new Error(`browser tests need: ${missing.join(', ')}`);
+  const srv = await startServer();
+  const browser = await startBrowser();
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+  await page.goto(`${srv.base}/login`);
+  await page.fill('#token', TOKEN);
+  await page.click('button[type=submit]');
+  await page.waitForURL(`${srv.base}/`);
+  const s = await page.evaluate(async () => {
+    const res = await fetch('/api/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"minimal"}' });
+    return res.json();
+  });
+  if (s.state !== 'ready') throw new Error(`session not ready: ${JSON.stringify(s)}`);
+  return { srv, browser, page, sid: s.id };
+}

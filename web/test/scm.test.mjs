@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { prerequisites, screenshot, startBrowser, startServer, TOKEN, until } from './harness.mjs';
+import { screenshot, signedInSession, until } from './harness.mjs';
 
 const SLOW = { timeout: 180_000 };
 const REPO = '/root/app';
@@ -50,22 +50,7 @@ async function rowAction(group, path, label) {
 }
 
 before(async () => {
-  const { missing } = prerequisites();
-  assert.deepEqual(missing, [], `browser tests need: ${missing.join(', ')}`);
-  srv = await startServer();
-  browser = await startBrowser();
-  page = await browser.context.newPage();
-  page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
-  await page.goto(`${srv.base}/login`);
-  await page.fill('#token', TOKEN);
-  await page.click('button[type=submit]');
-  await page.waitForURL(`${srv.base}/`);
-  const s = await page.evaluate(async () => {
-    const res = await fetch('/api/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"minimal"}' });
-    return res.json();
-  });
-  assert.equal(s.state, 'ready', JSON.stringify(s));
-  sid = s.id;
+  ({ srv, browser, page, sid } = await signedInSession());
   await page.goto(`${srv.base}/s/${sid}`);
   await until('the IDE to be ready', () => ide(() => window.mayfly?.session().state === 'ready'), 60_000);
   await until('a shell prompt', async () => /root@.*# $/m.test(await ide(() => window.mayfly.terminalText())), 60_000);

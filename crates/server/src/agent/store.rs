@@ -10,10 +10,9 @@
 
 use mayfly_agent::Message;
 use mayfly_proto::api::{AgentRun, AgentRunStatus};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 use std::path::Path;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +103,7 @@ fn run_of(r: &SqliteRow) -> Result<AgentRun, AgentStoreError> {
 
 impl AgentStore {
     pub async fn open(path: &Path) -> Result<Self, AgentStoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(backend("open"))?;
+        let pool = crate::store::sqlite::file_pool(path).await.map_err(backend("open"))?;
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
         }
@@ -123,8 +117,7 @@ impl AgentStore {
 
     /// A private in-memory store (tests).
     pub async fn in_memory() -> Result<Self, AgentStoreError> {
-        let opts: SqliteConnectOptions = "sqlite::memory:".parse().map_err(backend("open"))?;
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(backend("open"))?;
+        let pool = crate::store::sqlite::memory_pool().await.map_err(backend("open"))?;
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
         }

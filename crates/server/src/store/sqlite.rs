@@ -64,30 +64,33 @@ fn from_ms(v: i64) -> Result<OffsetDateTime, StoreError> {
         .map_err(|_| StoreError::Corrupt { what: "timestamp", value: v.to_string() })
 }
 
+/// A pool on the database file at `path` (created if needed; WAL, 5 s busy timeout). Shared by
+/// the session store and the agent store.
+pub(crate) async fn file_pool(path: &Path) -> Result<SqlitePool, sqlx::Error> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new().max_connections(4).connect_with(opts).await
+}
+
+/// A private in-memory database (tests). One connection: every connection to `:memory:` is a
+/// separate database.
+pub(crate) async fn memory_pool() -> Result<SqlitePool, sqlx::Error> {
+    let opts = SqliteConnectOptions::new().in_memory(true);
+    SqlitePoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None).connect_with(opts).await
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(backend("open"))?;
-        Self::init(pool).await
+        Self::init(file_pool(path).await.map_err(backend("open"))?).await
     }
 
     /// A private in-memory database (tests).
     pub async fn in_memory() -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::new().in_memory(true);
-        // One connection: every connection to `:memory:` is a separate database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await
-            .map_err(backend("open"))?;
-        Self::init(pool).await
+        Self::init(memory_pool().await.map_err(backend("open"))?).await
     }
 
     async fn init(pool: SqlitePool) -> Result<Self, StoreError> {
