@@ -23,6 +23,23 @@ const TOKEN_SECRET: &str = "tok-7f3a9c1e5b2d4068";
 #[derive(Clone, Default)]
 struct LogBuf(Arc<Mutex<Vec<u8>>>);
 
+/// The process-wide log capture. Every test of this file calls it before starting a server, so
+/// whichever runs first installs it (the servers' own `init_logs` then finds one in place).
+fn captured_logs() -> LogBuf {
+    static LOGS: std::sync::OnceLock<LogBuf> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuf::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("mayfly_server=debug,mayfly_vm=debug,info")
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("no other log subscriber was installed first");
+        logs
+    })
+    .clone()
+}
+
 impl Write for LogBuf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(b);
@@ -72,12 +89,7 @@ fn found_in_files(dir: &Path, needle: &[u8]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clone_commit_push_with_a_session_token() {
-    let logs = LogBuf::default();
-    let writer = logs.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("mayfly_server=debug,mayfly_vm=debug,info")
-        .with_writer(move || writer.clone())
-        .try_init();
+    let logs = captured_logs();
     let git_root = tempfile::tempdir().unwrap();
     gitserver::make_repo(git_root.path());
     let git = gitserver::start(git_root.path().to_path_buf(), USER, TOKEN_SECRET).await;
@@ -156,6 +168,7 @@ async fn clone_commit_push_with_a_session_token() {
 
 #[tokio::test]
 async fn repo_urls_with_credentials_are_refused_and_not_echoed() {
+    let _ = captured_logs();
     let srv = TestServer::start(|_| {}).await;
     let (status, body) = srv.create(json!({ "image": "minimal", "repo": { "url": "https://bob:hunter2@example.com/r.git" } }), false).await;
     assert_eq!(status, 400, "{body}");
