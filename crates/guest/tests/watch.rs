@@ -98,7 +98,7 @@ async fn many_changes_are_all_accounted_for() {
     }
     // How the creations fall into batches depends on the writer's speed: a batch of more than
     // MAX_BATCH paths collapses to "rescan the root" (unit-tested in watch_batch), smaller ones
-    // are itemised. Either way the host must learn of every file, and nothing else.
+    // are itemised. Either way the host must learn of every file, and of nothing else.
     let root = p(dir.path());
     let mut created = std::collections::HashSet::new();
     let mut rescans = 0;
@@ -109,7 +109,9 @@ async fn many_changes_are_all_accounted_for() {
                     if e.path == root && e.kind == Modified {
                         rescans += 1;
                     } else {
-                        assert_eq!(e.kind, Created, "{e:?}");
+                        // A file whose creation and close fall in different batches shows
+                        // as Created, then Modified: both name a file the writer made.
+                        assert!(matches!(e.kind, Created | Modified), "{e:?}");
                         assert!(e.path.starts_with(&format!("{root}/f")), "{e:?}");
                         created.insert(e.path);
                     }
