@@ -57,6 +57,10 @@ impl Client {
         self.json(Method::POST, "/api/v1/sessions", Some(body)).await
     }
 
+    pub async fn fork(&self, id: &str, body: serde_json::Value) -> anyhow::Result<Session> {
+        self.json(Method::POST, &format!("/api/v1/sessions/{id}/fork"), Some(body)).await
+    }
+
     pub async fn get(&self, id: &str) -> anyhow::Result<Session> {
         self.json(Method::GET, &format!("/api/v1/sessions/{id}"), None).await
     }

@@ -47,6 +47,14 @@ enum Cmd {
         #[command(flatten)]
         opts: session_cmd::NewOpts,
     },
+    /// Fork a running session: a new session from a copy of its VM (memory, running
+    /// processes and terminals, disk). Prints the new id and IDE URL.
+    Fork {
+        id: String,
+        /// Maximum lifetime of the fork in seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
     /// List sessions.
     Ls,
     /// Delete sessions (their VMs are destroyed).
@@ -107,6 +115,7 @@ fn main() -> ExitCode {
             Cmd::Vm(c) => vm_cmd::run(c, &data_dir).await,
             Cmd::Bench(o) => bench::run(o, &data_dir).await,
             Cmd::New { image, ttl, opts } => session_cmd::new(&client()?, image, ttl, opts).await,
+            Cmd::Fork { id, ttl } => session_cmd::fork(&client()?, &id, ttl).await,
             Cmd::Ls => session_cmd::ls(&client()?).await,
             Cmd::Rm { ids } => session_cmd::rm(&client()?, &ids).await,
             Cmd::Exec { id, cwd, timeout, cmd } => session_cmd::exec(&client()?, &id, cmd, cwd, timeout).await,

@@ -69,6 +69,16 @@ pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>, opts:
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn fork(client: &Client, id: &str, ttl: Option<u64>) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({});
+    if let Some(t) = ttl {
+        body["ttl_seconds"] = t.into();
+    }
+    let s = client.fork(id, body).await?;
+    println!("{}\t{}", s.id, s.ide_url);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Shows the clone's progress on stderr until it finished; fails if the clone failed.
 async fn wait_for_clone(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     use mayfly_proto::api::{RepoState, SessionState};

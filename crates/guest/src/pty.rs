@@ -17,20 +17,40 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// Registry of persistent terminals, by client-chosen id.
+/// Registry of persistent terminals, by client-chosen id, and the spare shell.
 pub struct Terminals {
     map: Mutex<HashMap<String, Arc<Terminal>>>,
+    spare: Mutex<Option<Spare>>,
     idle: Duration,
+}
+
+/// A login shell started before anyone asked, so the first terminal shows a prompt at once.
+/// It was started under `hostname`: after an identity change its prompt would lie, so then it
+/// is discarded instead of adopted.
+struct Spare {
+    terminal: Arc<Terminal>,
+    hostname: String,
+}
+
+/// How long a spare shell may take to print its prompt.
+const SPARE_PROMPT_LIMIT: Duration = Duration::from_secs(30);
+
+fn hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 impl Terminals {
     pub fn new(idle: Duration) -> Arc<Self> {
-        Arc::new(Terminals { map: Mutex::new(HashMap::new()), idle })
+        Arc::new(Terminals { map: Mutex::new(HashMap::new()), spare: Mutex::new(None), idle })
     }
 
     /// Attaches to terminal `req.terminal` (starting it if needed), or starts a private one.
+    /// A new terminal with the default command, cwd and environment adopts the spare shell.
     pub fn open(self: &Arc<Self>, req: &PtyRequest, cwd: PathBuf) -> Result<Attachment, PtyError> {
         let Some(id) = &req.terminal else {
+            if let Some(a) = self.adopt_spare(req, None) {
+                return Ok(a);
+            }
             return Ok(Terminal::spawn(req, cwd, None, Weak::new())?.1);
         };
         let mut map = self.map.lock().expect("terminals lock");
@@ -40,9 +60,41 @@ impl Terminals {
                 return Ok(a);
             }
         }
+        if let Some(a) = self.adopt_spare(req, Some(id)) {
+            map.insert(id.clone(), a.terminal.clone());
+            return Ok(a);
+        }
         let (t, a) = Terminal::spawn(req, cwd, Some(id.clone()), Arc::downgrade(self))?;
         map.insert(id.clone(), t);
         Ok(a)
+    }
+
+    /// The spare shell, attached and named `id`, if `req` asks for exactly what it is.
+    fn adopt_spare(&self, req: &PtyRequest, id: Option<&String>) -> Option<Attachment> {
+        if req.cmd.is_some() || req.cwd.is_some() || !req.env.is_empty() {
+            return None;
+        }
+        let spare = self.spare.lock().expect("spare lock").take()?;
+        if spare.hostname != hostname() {
+            spare.terminal.hang_up();
+            return None;
+        }
+        spare.terminal.set_id(id.cloned());
+        let a = spare.terminal.attach()?;
+        spare.terminal.resize(req.cols, req.rows);
+        tracing::debug!(terminal = id.map(String::as_str).unwrap_or(""), pid = spare.terminal.pid(), "adopted the spare shell");
+        Some(a)
+    }
+
+    /// Starts a spare shell (replacing an older one) and waits for its prompt.
+    async fn prepare_spare(self: &Arc<Self>, cols: u16, rows: u16) -> Result<bool, PtyError> {
+        let req = PtyRequest { cols, rows, ..Default::default() };
+        let t = Terminal::start(&req, crate::default_cwd(), None, Arc::downgrade(self))?;
+        let old = self.spare.lock().expect("spare lock").replace(Spare { terminal: t.clone(), hostname: hostname() });
+        if let Some(old) = old {
+            old.terminal.hang_up();
+        }
+        Ok(t.printed(SPARE_PROMPT_LIMIT).await)
     }
 
     pub(crate) fn remove(&self, id: &str, t: &Arc<Terminal>) {
@@ -69,12 +121,23 @@ impl Terminals {
                     .cloned()
                     .collect();
                 for t in idle {
-                    tracing::info!(terminal = t.id.as_deref().unwrap_or(""), "hanging up idle terminal");
+                    tracing::info!(terminal = t.id().unwrap_or_default(), "hanging up idle terminal");
                     t.hang_up();
                 }
             }
         });
     }
+}
+
+/// `spare_shell`: starts the spare and answers `ok` once it printed its prompt.
+pub async fn serve_spare(cols: u16, rows: u16, stream: Stream, terminals: &Arc<Terminals>) {
+    let (tx, _rx) = stream.split();
+    let reply = match terminals.prepare_spare(cols, rows).await {
+        Ok(true) => Ctrl::Ok,
+        Ok(false) => Ctrl::error(mayfly_proto::msg::ErrorKind::Io, "the spare shell printed nothing (it exited or is slow)"),
+        Err(e) => e.to_ctrl(),
+    };
+    finish(&tx, &reply).await
 }
 
 pub async fn serve(req: PtyRequest, stream: Stream, terminals: &Arc<Terminals>) {

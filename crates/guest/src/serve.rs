@@ -82,6 +82,7 @@ pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
     match req {
         OpenRequest::Exec(r) => exec::serve(r, stream).await,
         OpenRequest::Pty(r) => pty::serve(r, stream, &daemon.terminals).await,
+        OpenRequest::SpareShell { cols, rows } => pty::serve_spare(cols, rows, stream, &daemon.terminals).await,
         OpenRequest::Stat { path } => files::stat(&path, stream).await,
         OpenRequest::List { path } => files::list(&path, stream).await,
         OpenRequest::Mkdir { path } => files::mkdir(&path, stream).await,

@@ -77,13 +77,17 @@ pub enum Output {
 
 /// A shell on a PTY.
 pub struct Terminal {
-    pub(crate) id: Option<String>,
+    /// Registry id; a spare shell gets its id when it is adopted.
+    id: Mutex<Option<String>>,
     pid: u32,
     master: AsyncFd<OwnedFd>,
     state: Mutex<State>,
     next_key: AtomicU64,
     shell_exited: AtomicBool,
     hung_up: AtomicBool,
+    /// Set (and notified) when the shell printed something for the first time.
+    printed: AtomicBool,
+    printed_notify: tokio::sync::Notify,
 }
 
 struct State {
@@ -151,6 +155,18 @@ impl Terminal {
         id: Option<String>,
         registry: Weak<Terminals>,
     ) -> Result<(Arc<Terminal>, Attachment), PtyError> {
+        let t = Self::start(req, cwd, id, registry)?;
+        let a = t.attach().expect("a new terminal accepts attachments");
+        Ok((t, a))
+    }
+
+    /// Starts the shell with nobody attached (a spare).
+    pub(crate) fn start(
+        req: &PtyRequest,
+        cwd: PathBuf,
+        id: Option<String>,
+        registry: Weak<Terminals>,
+    ) -> Result<Arc<Terminal>, PtyError> {
         let pty = nix::pty::openpty(Some(&winsize(req.cols, req.rows)), None).map_err(PtyError::Open)?;
         // openpty does not set O_CLOEXEC: without it every later child would inherit every PTY.
         set_fd_flags(&pty.master, true).map_err(PtyError::Setup)?;
@@ -181,7 +197,7 @@ impl Terminal {
         // AsyncFd holds it.
         let master = unsafe { AsyncFd::register(pty.master) }.map_err(|e| PtyError::Setup(e.into()))?;
         let t = Arc::new(Terminal {
-            id,
+            id: Mutex::new(id),
             pid: child.id().unwrap_or_default(),
             master,
             state: Mutex::new(State {
@@ -193,10 +209,35 @@ impl Terminal {
             next_key: AtomicU64::new(0),
             shell_exited: AtomicBool::new(false),
             hung_up: AtomicBool::new(false),
+            printed: AtomicBool::new(false),
+            printed_notify: tokio::sync::Notify::new(),
         });
-        let a = t.attach().expect("a new terminal accepts attachments");
         tokio::spawn(run_output(t.clone(), child, registry));
-        Ok((t, a))
+        Ok(t)
+    }
+
+    pub(crate) fn id(&self) -> Option<String> {
+        self.id.lock().expect("terminal id lock").clone()
+    }
+
+    pub(crate) fn set_id(&self, id: Option<String>) {
+        *self.id.lock().expect("terminal id lock") = id;
+    }
+
+    /// Waits until the shell printed something (its prompt), or exited, for at most `limit`.
+    pub(crate) async fn printed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.printed_notify.notified();
+            if self.printed.load(Ordering::SeqCst) {
+                return true;
+            }
+            if self.shell_exited.load(Ordering::SeqCst)
+                || tokio::time::timeout_at(deadline, notified).await.is_err()
+            {
+                return self.printed.load(Ordering::SeqCst);
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -225,7 +266,7 @@ impl Terminal {
         st.attached.remove(&key);
         if st.attached.is_empty() {
             st.detached_since = Instant::now();
-            if self.id.is_none() && st.exit.is_none() {
+            if self.id().is_none() && st.exit.is_none() {
                 drop(st);
                 self.hang_up();
             }
@@ -306,6 +347,9 @@ impl Terminal {
             st.scrollback.push(data);
             st.attached.values().cloned().collect()
         };
+        if !self.printed.swap(true, Ordering::SeqCst) {
+            self.printed_notify.notify_waiters();
+        }
         for s in senders {
             // A closed queue is an attachment on its way out; its Drop detaches it.
             let _ = s.send(Output::Data(chunk.clone())).await;
@@ -356,9 +400,10 @@ async fn run_output(t: Arc<Terminal>, mut child: Child, registry: Weak<Terminals
         st.exit = Some(exit.clone());
         st.attached.drain().map(|(_, s)| s).collect()
     };
-    if let (Some(id), Some(reg)) = (&t.id, registry.upgrade()) {
-        reg.remove(id, &t);
+    if let (Some(id), Some(reg)) = (t.id(), registry.upgrade()) {
+        reg.remove(&id, &t);
     }
+    t.printed_notify.notify_waiters();
     for s in senders {
         let _ = s.send(Output::Exit(exit.clone())).await;
     }

@@ -126,3 +126,43 @@ async fn signal_reaches_the_foreground_job() {
     read_until(&mut s, "after7").await;
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_spare_shell_is_adopted_by_the_next_default_terminal_only() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    assert!(g.children().is_empty(), "{:?}", g.children());
+    let r = call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24 }).await;
+    assert_eq!(r.last(), &Ctrl::Ok);
+    let spare = g.children();
+    assert_eq!(spare.len(), 1, "one spare shell: {spare:?}");
+    assert_eq!(spare[0].1, "bash");
+    let spare = spare[0].0;
+
+    // Not adopted by a terminal that asks for another command or environment.
+    let mut other = open(&mux, pty_req(Some("sh"), Some(&["/bin/sh"]))).await;
+    assert_ne!(started_pid(&mut other).await, spare);
+    let mut req = PtyRequest { terminal: Some("env".into()), cols: 80, rows: 24, ..Default::default() };
+    req.env.insert("FOO".into(), "bar".into());
+    let mut with_env = open(&mux, OpenRequest::Pty(req)).await;
+    assert_ne!(started_pid(&mut with_env).await, spare);
+
+    // Adopted by the next default terminal: its prompt is already there, no key needed.
+    let mut a = open(&mux, pty_req(Some("main"), None)).await;
+    assert_eq!(started_pid(&mut a).await, spare, "the spare was adopted");
+    match next(&mut a).await {
+        Event::Data { data, .. } => assert!(!data.is_empty()),
+        other => panic!("expected the replayed prompt, got {other:?}"),
+    }
+    type_keys(&a, "echo adopted$((1+1))\r").await;
+    read_until(&mut a, "adopted2").await;
+    // It is a persistent terminal under its new id: re-attaching finds it.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = open(&mux, pty_req(Some("main"), None)).await;
+    assert_eq!(started_pid(&mut again).await, spare);
+    read_until(&mut again, "adopted2").await;
+    // The spare is used once: the next default terminal is a new shell.
+    let mut b = open(&mux, pty_req(Some("second"), None)).await;
+    assert_ne!(started_pid(&mut b).await, spare);
+}

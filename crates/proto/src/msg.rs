@@ -91,6 +91,10 @@ pub enum OpenRequest {
     Info,
     /// Refresh per-VM identity after a clone: clock, RNG seed, hostname, machine id.
     Identity(Identity),
+    /// Start a login shell nobody is attached to yet; the next terminal opened with the default
+    /// command, cwd and environment adopts it (its prompt is already in the scrollback).
+    /// Answers `ok` once the shell printed its first output.
+    SpareShell { cols: u16, rows: u16 },
     /// Guest → host: an outbound TCP connection to `host:port` for a program in the VM (the
     /// guest's egress proxy). The host applies the session's egress policy, then answers
     /// `connected` and relays bytes, or `error` (`permission_denied` when the policy refuses).

@@ -81,3 +81,76 @@ async fn pool_hands_over_refills_and_drains() {
     let left: Vec<_> = std::fs::read_dir(data_dir.join("vms")).map(|rd| rd.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "run dirs left: {:?}", left.iter().map(|e| e.file_name()).collect::<Vec<_>>());
 }
+
+async fn fork(server: &TestServer, id: &str, body: &str) -> (u16, Value) {
+    let r = server
+        .http
+        .post(server.url(&format!("/api/v1/sessions/{id}/fork")))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_keeps_running_terminals_memory_and_disk() {
+    let server = TestServer::start(|c| c.pool_size = 1).await;
+    let a = server.ready_session(json!({ "ttl_seconds": 3600 })).await;
+    // State that lives only in a running shell's memory.
+    let mut term = server.ws(&format!("/api/v1/sessions/{a}/pty?terminal=main")).await;
+    common::type_keys(&mut term, "MARK=fork-$((6*7))-ok; echo marked\r").await;
+    common::read_until(&mut term, "marked").await;
+    drop(term);
+    let (status, _) = server.exec(&a, &["sh", "-c", "echo before > /root/before && sync"]).await;
+    assert_eq!(status, 200);
+
+    let (status, f) = fork(&server, &a, r#"{"ttl_seconds": 600}"#).await;
+    assert_eq!(status, 201, "{f}");
+    assert_eq!(f["state"], "ready", "{f}");
+    assert_eq!(f["forked_from"], a.as_str(), "{f}");
+    let b = f["id"].as_str().unwrap().to_string();
+    assert_ne!(a, b);
+    let (_, src) = server.get(&format!("/api/v1/sessions/{a}")).await;
+    assert_eq!(f["network"], src["network"], "the fork has its source's policy");
+
+    // The fork's shell is the source's shell, with its variables and its scrollback.
+    let mut term = server.ws(&format!("/api/v1/sessions/{b}/pty?terminal=main")).await;
+    common::read_until(&mut term, "marked").await;
+    common::type_keys(&mut term, "echo \"got $MARK\"\r").await;
+    common::read_until(&mut term, "got fork-42-ok").await;
+    drop(term);
+    // Its own identity and disk.
+    let (_, out) = server.exec(&b, &["sh", "-c", "hostname; cat /root/before; echo mine > /root/b-only"]).await;
+    assert_eq!(out["stdout"], format!("{b}\nbefore\n"), "{out}");
+    let (_, out) = server.exec(&a, &["sh", "-c", "test -e /root/b-only && echo yes || echo no; hostname"]).await;
+    assert_eq!(out["stdout"], format!("no\n{a}\n"), "the source is untouched and running: {out}");
+    let mut term = server.ws(&format!("/api/v1/sessions/{a}/pty?terminal=main")).await;
+    common::type_keys(&mut term, "echo \"still $MARK\"\r").await;
+    common::read_until(&mut term, "still fork-42-ok").await;
+    drop(term);
+
+    // Bad input: unknown session, unknown field, a source that is gone.
+    let (status, body) = fork(&server, "snosuchsession", "").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = fork(&server, &a, r#"{"ttl": 5}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("ttl"), "{body}");
+    let (status, body) = fork(&server, &a, r#"{"ttl_seconds": 0}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(server.delete(&a).await, 204);
+    let (status, body) = fork(&server, &a, "{}").await;
+    assert_eq!(status, 404, "{body}");
+    // The fork outlives its source; then nothing of either is left.
+    let (status, _) = server.exec(&b, &["true"]).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.delete(&b).await, 204);
+    common::assert_vm_gone(&server, &b).await;
+    // Only the pool's clone is left (the source's VM was a pool clone with its own id).
+    wait_ready_count(&server, 1).await;
+    let dirs: Vec<String> = std::fs::read_dir(server.data_dir.join("vms")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(dirs, pool_vm_dirs(&server), "VMs left besides the pool: {dirs:?}");
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    server.stop().await;
+}

@@ -222,6 +222,12 @@ impl GuestChannel {
         self.expect_ok(OpenRequest::Identity(id)).await
     }
 
+    /// Starts a spare login shell in the guest and waits for its prompt: the next default
+    /// terminal adopts it and shows the prompt at once.
+    pub async fn spare_shell(&self, cols: u16, rows: u16) -> Result<(), ChannelError> {
+        self.expect_ok(OpenRequest::SpareShell { cols, rows }).await
+    }
+
     /// Opens a file for streaming: returns its size and the receiver that yields DATA then EOF.
     pub async fn read_file(&self, path: &str) -> Result<(u64, StreamReceiver), ChannelError> {
         let s = self.open(&OpenRequest::ReadFile { path: path.into() }).await?;

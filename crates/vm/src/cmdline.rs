@@ -27,6 +27,8 @@ pub struct QemuArgs {
     pub cmdline: String,
     pub sandbox: bool,
     pub memory: MemoryBacking,
+    /// Start paused, waiting for `migrate-incoming` (clones and forks).
+    pub incoming: bool,
 }
 
 /// Where guest RAM lives.
@@ -107,7 +109,7 @@ pub fn build(a: &QemuArgs, run: &RunDir) -> Vec<OsString> {
     push(format!("unix:{},server=on,wait=off", qemu_escape(&run.qmp().display().to_string())));
     push("-nic".into());
     push("none".into());
-    if matches!(a.memory, MemoryBacking::CloneOf(_)) {
+    if a.incoming {
         push("-incoming".into());
         push("defer".into());
     }
@@ -140,6 +142,7 @@ mod tests {
             cmdline: "console=ttyS0 quiet".into(),
             sandbox: true,
             memory: MemoryBacking::Anonymous,
+            incoming: false,
         }
     }
 
@@ -192,6 +195,7 @@ mod tests {
         assert!(s.contains("-M q35,memory-backend=mem -object memory-backend-file,id=mem,size=512M,mem-path=/t/mem,share=on"), "{s}");
         assert!(!s.contains("-incoming"));
         a.memory = MemoryBacking::CloneOf("/t/mem".into());
+        a.incoming = true;
         let s = joined(&a, "/v");
         assert!(s.contains("mem-path=/t/mem,share=off"), "{s}");
         assert!(s.contains("-incoming defer"), "{s}");

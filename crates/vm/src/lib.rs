@@ -10,6 +10,7 @@ pub mod accel;
 pub mod channel;
 mod cleanup;
 pub mod cmdline;
+mod fork;
 pub mod qemu;
 pub mod qmp;
 pub mod rundir;
@@ -101,6 +102,10 @@ pub trait VmBackend: Send + Sync {
     /// Starts a clone of a template snapshot (memory and disk) and returns once its guest daemon
     /// answered and its identity (clock, RNG, hostname, machine id) was refreshed.
     async fn restore(&self, spec: VmSpec, template: &snapshot::Template) -> Result<Arc<dyn Vm>, VmError>;
+
+    /// Starts VM `id` as a copy of running VM `source` (memory, devices and disk at one
+    /// instant), with a fresh identity; `source` is paused meanwhile and then continues.
+    async fn fork(&self, source: &dyn Vm, id: &str) -> Result<Arc<dyn Vm>, VmError>;
 }
 
 #[async_trait]
@@ -117,6 +122,8 @@ pub trait Vm: Send + Sync {
     async fn wait_exit(&self) -> ExitInfo;
     /// The last bytes of the guest console, for error messages.
     fn console_tail(&self, max_bytes: usize) -> String;
+    /// For backends that need their own VM type back (fork).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// True when `id` is a valid lowercase DNS label.

@@ -151,6 +151,8 @@ pub(crate) enum Launch<'a> {
     Template { mem: PathBuf },
     /// Restore of a template: private copy-on-write RAM, device state from `-incoming`.
     Clone(&'a Template),
+    /// A fork of a paused VM: a copy of its overlay, its RAM layout, everything from `-incoming`.
+    Fork { overlay: PathBuf, memory: MemoryBacking },
 }
 
 /// A spawned VM process that is not yet known to be healthy.
@@ -161,6 +163,9 @@ pub(crate) struct Launched {
     pub stop_requested: Arc<AtomicBool>,
     pub started: Instant,
     pub channel: GuestChannel,
+    /// What was launched (a fork repeats it).
+    pub spec: VmSpec,
+    pub memory: MemoryBacking,
 }
 
 impl QemuBackend {
@@ -170,6 +175,7 @@ impl QemuBackend {
         }
         let backing = match mode {
             Launch::Clone(t) => t.disk(),
+            Launch::Fork { overlay, .. } => overlay.clone(),
             _ => spec.base_disk.clone(),
         };
         for (what, path) in [("kernel", &spec.kernel), ("initrd", &spec.initrd), ("base disk", &backing)] {
@@ -192,13 +198,27 @@ impl QemuBackend {
         let dir = run.dir.clone();
         cleanup.push("run directory", move || remove_dir(&dir));
 
-        let size = match mode {
-            Launch::Clone(_) => None,
-            _ => spec.disk_size_bytes,
-        };
-        self.create_overlay(&spec.id, &backing, size, &run).await?;
+        match mode {
+            // The source is paused and its disk flushed: a copy is its disk at this instant
+            // (with the same backing chain).
+            Launch::Fork { overlay, .. } => {
+                let (from, to) = (overlay.clone(), run.overlay());
+                tokio::task::spawn_blocking(move || std::fs::copy(from, to))
+                    .await
+                    .map_err(|e| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source: std::io::Error::other(e) })?
+                    .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source })?;
+            }
+            Launch::Clone(_) => self.create_overlay(&spec.id, &backing, None, &run).await?,
+            _ => self.create_overlay(&spec.id, &backing, spec.disk_size_bytes, &run).await?,
+        }
         tracing::debug!(vm = %spec.id, ms = started.elapsed().as_millis() as u64, "overlay created");
 
+        let memory = match mode {
+            Launch::Boot => MemoryBacking::Anonymous,
+            Launch::Template { mem } => MemoryBacking::TemplateFile(mem.clone()),
+            Launch::Clone(t) => MemoryBacking::CloneOf(t.mem()),
+            Launch::Fork { memory, .. } => memory.clone(),
+        };
         let args = QemuArgs {
             id: spec.id.clone(),
             accel: self.accel,
@@ -210,11 +230,8 @@ impl QemuBackend {
             initrd: spec.initrd.clone(),
             cmdline: spec.cmdline.clone(),
             sandbox: self.cfg.sandbox,
-            memory: match mode {
-                Launch::Boot => MemoryBacking::Anonymous,
-                Launch::Template { mem } => MemoryBacking::TemplateFile(mem.clone()),
-                Launch::Clone(t) => MemoryBacking::CloneOf(t.mem()),
-            },
+            memory: memory.clone(),
+            incoming: matches!(mode, Launch::Clone(_) | Launch::Fork { .. }),
         };
         let stderr = std::fs::File::create(run.dir.join("qemu.log"))
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating qemu.log", source })?;
@@ -267,7 +284,8 @@ impl QemuBackend {
             let _ = exit_tx.send(Some(info));
         });
         let channel = GuestChannel::new(&spec.id, &run.channel(), self.cfg.boot_timeout);
-        Ok((Launched { pid, run, exit_rx, stop_requested, started, channel }, cleanup))
+        let spec = spec.clone();
+        Ok((Launched { pid, run, exit_rx, stop_requested, started, channel, spec, memory }, cleanup))
     }
 
     /// Waits for the guest daemon; on failure kills QEMU and returns a boot error with the console.
@@ -304,6 +322,8 @@ impl QemuBackend {
             exit_rx: l.exit_rx,
             stop_requested: l.stop_requested,
             boot_time,
+            spec: l.spec,
+            memory: l.memory,
         })
     }
 }
@@ -322,6 +342,13 @@ impl VmBackend for QemuBackend {
 
     async fn restore(&self, spec: VmSpec, template: &Template) -> Result<Arc<dyn Vm>, VmError> {
         self.restore_clone(spec, template).await
+    }
+
+    async fn fork(&self, source: &dyn Vm, id: &str) -> Result<Arc<dyn Vm>, VmError> {
+        let Some(source) = source.as_any().downcast_ref::<QemuVm>() else {
+            return Err(VmError::Snapshot { dir: source.id().to_string(), reason: "not a QEMU VM".into() });
+        };
+        self.fork_vm(source, id).await
     }
 }
 
@@ -365,6 +392,8 @@ pub struct QemuVm {
     exit_rx: watch::Receiver<Option<ExitInfo>>,
     stop_requested: Arc<AtomicBool>,
     boot_time: Duration,
+    pub(crate) spec: VmSpec,
+    pub(crate) memory: MemoryBacking,
 }
 
 impl QemuVm {
@@ -372,7 +401,11 @@ impl QemuVm {
         &self.run.dir
     }
 
-    fn exited(&self) -> bool {
+    pub(crate) fn run(&self) -> &RunDir {
+        &self.run
+    }
+
+    pub(crate) fn exited(&self) -> bool {
         self.exit_rx.borrow().is_some()
     }
 }
@@ -429,6 +462,10 @@ impl Vm for QemuVm {
 
     fn console_tail(&self, max_bytes: usize) -> String {
         self.run.console_tail(max_bytes)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

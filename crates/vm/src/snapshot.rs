@@ -100,16 +100,16 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-async fn qmp(vm: &str, path: &Path) -> Result<Qmp, VmError> {
+pub(crate) async fn qmp(vm: &str, path: &Path) -> Result<Qmp, VmError> {
     Qmp::connect(path).await.map_err(|source| VmError::Qmp { vm: vm.to_string(), source })
 }
 
-async fn qmp_exec(q: &mut Qmp, vm: &str, cmd: &str, args: Option<serde_json::Value>) -> Result<serde_json::Value, VmError> {
+pub(crate) async fn qmp_exec(q: &mut Qmp, vm: &str, cmd: &str, args: Option<serde_json::Value>) -> Result<serde_json::Value, VmError> {
     q.execute(cmd, args).await.map_err(|source| VmError::Qmp { vm: vm.to_string(), source })
 }
 
 /// Polls `query-migrate` until the migration completed (or failed).
-async fn wait_migration(q: &mut Qmp, vm: &str, timeout: Duration) -> Result<(), VmError> {
+pub(crate) async fn wait_migration(q: &mut Qmp, vm: &str, timeout: Duration) -> Result<(), VmError> {
     let deadline = Instant::now() + timeout;
     loop {
         let v = qmp_exec(q, vm, "query-migrate", None).await?;
@@ -128,8 +128,21 @@ async fn wait_migration(q: &mut Qmp, vm: &str, timeout: Duration) -> Result<(), 
     }
 }
 
-fn ignore_shared() -> serde_json::Value {
+pub(crate) fn ignore_shared() -> serde_json::Value {
     serde_json::json!({ "capabilities": [ { "capability": "x-ignore-shared", "state": true } ] })
+}
+
+/// QMP of a VM just spawned. QEMU creates the socket during start-up (bind before listen), so a
+/// refused connect is retried briefly, unless QEMU already exited.
+pub(crate) async fn launched_qmp(l: &crate::qemu::Launched) -> Result<Qmp, VmError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match qmp(&l.spec.id, &l.run.qmp()).await {
+            Ok(q) => return Ok(q),
+            Err(e) if Instant::now() > deadline || l.exit_rx.borrow().is_some() => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
 }
 
 impl QemuBackend {
@@ -238,15 +251,7 @@ impl QemuBackend {
         spec.cmdline = template.meta.cmdline.clone();
         let (launched, cleanup) = self.launch(&spec, &Launch::Clone(template)).await?;
         let restore = async {
-            // QEMU creates the QMP socket during start-up (bind before listen: retry briefly).
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut q = loop {
-                match qmp(&spec.id, &launched.run.qmp()).await {
-                    Ok(q) => break q,
-                    Err(e) if Instant::now() > deadline || launched.exit_rx.borrow().is_some() => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-                }
-            };
+            let mut q = launched_qmp(&launched).await?;
             tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: QMP up");
             qmp_exec(&mut q, &spec.id, "migrate-set-capabilities", Some(ignore_shared())).await?;
             // QEMU listens on a socket of ours (no `exec:` under the sandbox); we feed the file.

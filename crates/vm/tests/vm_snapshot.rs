@@ -62,3 +62,68 @@ async fn clones_are_independent_restores_of_a_template() {
     let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("templates")], "only the template remains");
 }
+
+/// A fork starts from the source's memory and disk at one instant; both then go their own way.
+async fn check_fork(backend: &mayfly_vm::qemu::QemuBackend, source: &Arc<dyn Vm>, fork_id: &str) {
+    // State only in memory: a shell variable of a running loop, and a tmpfs file.
+    sh(source, "head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /run/secret").await;
+    sh(source, "v=$(cat /run/secret); (while :; do echo \"$v\" > /run/live; sleep 0.1; done) >/dev/null 2>&1 & echo $! > /run/loop.pid").await;
+    sh(source, "echo before > /root/before && sync").await;
+    let secret = sh(source, "cat /run/secret").await;
+
+    let fork = backend.fork(source.as_ref(), fork_id).await.expect("fork");
+    assert_eq!(sh(&fork, "hostname").await.trim(), fork_id);
+    // (A cold-booted source never had one.)
+    let machine_id = "cat /etc/machine-id 2>/dev/null || true";
+    assert_ne!(sh(&fork, machine_id).await, sh(source, machine_id).await);
+    assert_ne!(sh(&fork, "head -c 32 /dev/urandom | od -An -tx1").await, sh(source, "head -c 32 /dev/urandom | od -An -tx1").await);
+    // The loop runs on in both, with its memory: a removed file comes back with the same value.
+    for vm in [&fork, source] {
+        let pid = sh(vm, "cat /run/loop.pid").await;
+        sh(vm, &format!("kill -0 {}", pid.trim())).await;
+        sh(vm, "rm -f /run/live; for i in $(seq 100); do test -s /run/live && break; sleep 0.1; done").await;
+        assert_eq!(sh(vm, "cat /run/live").await.trim(), secret);
+    }
+    assert_eq!(sh(&fork, "cat /root/before").await.trim(), "before");
+    // From here on their disks differ.
+    sh(source, "echo s > /root/after-source && sync").await;
+    sh(&fork, "echo f > /root/after-fork && sync").await;
+    assert_eq!(sh(&fork, "test -e /root/after-source && echo yes || echo no").await.trim(), "no");
+    assert_eq!(sh(source, "test -e /root/after-fork && echo yes || echo no").await.trim(), "no");
+    // Both clocks are right (the source stood still while it was paused).
+    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for vm in [&fork, source] {
+        let t: i64 = sh(vm, "date +%s").await.trim().parse().unwrap();
+        assert!((t - host_now).abs() < 30, "guest clock {t} vs host {host_now}");
+    }
+    fork.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_of_clones_and_of_cold_boots_keep_memory_and_disk() {
+    let state = common::state_dir();
+    let backend = common::backend(state.path());
+    let tdir = state.path().join("templates").join("minimal");
+    let mut spec = common::spec("f-tpl");
+    spec.memory_mib = 256;
+    let template = backend.create_template(spec, "key-1", &tdir).await.expect("template");
+    let clone = backend.restore(common::spec("f-clone"), &template).await.expect("clone");
+    check_fork(&backend, &clone, "f-clone-fork").await;
+    // A fork of a fork.
+    let again = backend.fork(clone.as_ref(), "f-again").await.expect("fork again");
+    assert_eq!(sh(&again, "cat /root/after-source").await.trim(), "s");
+    again.stop().await.unwrap();
+    clone.stop().await.unwrap();
+
+    let mut cold = common::spec("f-cold");
+    cold.memory_mib = 256;
+    let cold = backend.create(cold).await.expect("cold boot");
+    check_fork(&backend, &cold, "f-cold-fork").await;
+    cold.stop().await.unwrap();
+    // A stopped VM cannot be forked, and the failure leaves nothing behind.
+    let err = backend.fork(cold.as_ref(), "f-dead").await.err().expect("fork of a stopped VM fails");
+    assert!(err.to_string().contains("not running"), "{err}");
+
+    let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("templates")], "only the template remains");
+}

@@ -1,6 +1,6 @@
 //! Session benchmarks through a real server (in this process, on a free port) and real HTTP and
 //! WebSocket clients: create → first shell byte (pool hit, pool miss = restore, cold boot),
-//! keystroke echo, idle memory per session, teardown.
+//! keystroke echo, fork, idle memory per session, teardown.
 
 use super::stats::{rss_pss_mib, summarize, Summary};
 use futures::{SinkExt, StreamExt};
@@ -27,6 +27,8 @@ pub struct SessionBench {
     pub pool_miss_restore: Mode,
     pub cold_boot: Mode,
     pub keystroke_echo: Summary,
+    /// `POST …/fork` of an idle session until the fork is ready.
+    pub fork: Summary,
     pub idle_session_rss_mib: f64,
     pub idle_session_pss_mib: f64,
     pub memory_budget_mib: u64,
@@ -202,6 +204,17 @@ pub async fn run(data_dir: &Path, image: &str, runs: usize, cold_runs: usize, bu
     let n = mem.len().max(1) as f64;
     let rss = mem.iter().map(|m| m.0).sum::<f64>() / n;
     let pss = mem.iter().map(|m| m.1).sum::<f64>() / n;
+    eprintln!("  fork of an idle session…");
+    let mut fork = Vec::new();
+    for i in 0..runs.min(10) {
+        let t = Instant::now();
+        let resp = r.http.post(format!("{}/api/v1/sessions/{}/fork", r.base, ids[0])).send().await?;
+        anyhow::ensure!(resp.status().as_u16() == 201, "fork: {}", resp.text().await?);
+        fork.push(t.elapsed());
+        let s: Value = resp.json().await?;
+        eprintln!("    fork {}/{}: {} ms", i + 1, runs.min(10), t.elapsed().as_millis());
+        teardown.push(r.delete(s["id"].as_str().unwrap_or_default()).await?);
+    }
     for id in ids {
         teardown.push(r.delete(&id).await?);
     }
@@ -219,6 +232,7 @@ pub async fn run(data_dir: &Path, image: &str, runs: usize, cold_runs: usize, bu
         pool_miss_restore: pool_miss,
         cold_boot: cold,
         keystroke_echo: summarize(&echo),
+        fork: summarize(&fork),
         idle_session_rss_mib: round(rss),
         idle_session_pss_mib: round(pss),
         memory_budget_mib: budget_mib,
@@ -234,6 +248,7 @@ impl std::fmt::Display for SessionBench {
         writeln!(f, "  create → first shell byte, pool miss  {}", self.pool_miss_restore.create_to_first_shell_byte)?;
         writeln!(f, "  create → first shell byte, cold boot  {}", self.cold_boot.create_to_first_shell_byte)?;
         writeln!(f, "  keystroke echo                        {}", self.keystroke_echo)?;
+        writeln!(f, "  fork (POST …/fork until ready)        {}", self.fork)?;
         writeln!(f, "  idle session                          RSS {:.1} MiB, PSS {:.1} MiB", self.idle_session_rss_mib, self.idle_session_pss_mib)?;
         writeln!(f, "  idle sessions in {} MiB               {}", self.memory_budget_mib, self.idle_sessions_fitting_budget)?;
         write!(f, "  teardown (DELETE)                     {}", self.teardown)

@@ -43,6 +43,28 @@ impl Guest {
         Guest { child, _dir: dir, sock }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Processes the daemon started, with their command names.
+    pub fn children(&self) -> Vec<(u32, String)> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // pid (comm) state ppid …; comm may contain spaces, so split at the last ')'.
+                let (head, rest) = stat.rsplit_once(')')?;
+                let comm = head.split_once('(')?.1.to_string();
+                let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+                (ppid == self.pid()).then_some((pid, comm))
+            })
+            .collect()
+    }
+
     /// A connection whose socket the test can drop abruptly (as a crashing host would) by
     /// aborting the returned task; the Mux itself never closes on drop.
     pub async fn connect_abortable(&self) -> (Mux, tokio::task::JoinHandle<()>) {

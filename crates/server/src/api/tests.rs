@@ -253,6 +253,9 @@ impl mayfly_vm::VmBackend for SlowHost {
     ) -> Result<Arc<dyn mayfly_vm::Vm>, mayfly_vm::VmError> {
         std::future::pending().await
     }
+    async fn fork(&self, _source: &dyn mayfly_vm::Vm, _id: &str) -> Result<Arc<dyn mayfly_vm::Vm>, mayfly_vm::VmError> {
+        std::future::pending().await
+    }
 }
 
 #[async_trait::async_trait]

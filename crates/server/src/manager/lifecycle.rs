@@ -12,12 +12,37 @@ use crate::store::SessionRecord;
 use mayfly_proto::api::{CreateSession, Session, SessionState};
 use mayfly_vm::VmError;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 use SessionState::*;
+
+/// What a new session's VM starts from.
+pub(super) enum Origin {
+    /// The image: the pool clone reserved for the session, else another pool clone, a template
+    /// restore or a cold boot.
+    Image(Box<BootImage>, Option<super::pool::Pooled>),
+    /// A running session, forked.
+    Fork(Arc<LiveSession>),
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        match self {
+            Origin::Image(i, _) => format!("image {}", i.name),
+            Origin::Fork(s) => format!("fork of {}", s.id),
+        }
+    }
+
+    /// The session will not start: a reserved pool clone is stopped, not leaked.
+    fn discard(self) {
+        if let Origin::Image(_, Some(p)) = self {
+            tokio::spawn(async move {
+                let _ = p.vm.stop().await;
+            });
+        }
+    }
+}
 
 /// Bytes of console output quoted in failure reasons.
 const CONSOLE_TAIL: usize = 600;
@@ -49,9 +74,11 @@ impl SessionManager {
             return Err(SessionError::Invalid(format!("network.allow is only used with egress \"allowlist\", not {:?}", network.egress.as_str())));
         }
 
+        // A pool clone is already named after its future session: the session takes that id.
+        let pooled = self.provisioner.reserve(&image);
         let now = OffsetDateTime::now_utc();
         let record = SessionRecord {
-            id: super::new_session_id(),
+            id: pooled.as_ref().map_or_else(super::new_session_id, |p| p.session.clone()),
             image: image.name.clone(),
             state: Creating,
             created_at: now,
@@ -60,27 +87,23 @@ impl SessionManager {
             failure: None,
             network,
         };
-        let session = Arc::new(LiveSession {
-            id: record.id.clone(),
-            expires_at: record.expires_at,
-            idle_timeout: Duration::from_secs(idle),
-            env: req.env,
-            policy,
-            git_credentials: Mutex::new(git_credentials),
-            repo: Mutex::new(repo),
-            state: tokio::sync::watch::channel(Creating).0,
-            transition_lock: Default::default(),
-            lifecycle: Default::default(),
-            vm: Mutex::new(None),
-            boot: Mutex::new(None),
-            cancel: CancellationToken::new(),
-            last_active_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
-            ports: Default::default(),
-            visibility: Default::default(),
-        });
+        let session = LiveSession::new(&record, req.env, policy, git_credentials, repo, None, self.now_ms());
+        self.start(record, session, Origin::Image(Box::new(image), pooled), wait).await
+    }
+
+    /// Registers a new session (limits, store, events) and starts its boot task. With `wait`,
+    /// returns once it is ready or failed.
+    pub(super) async fn start(
+        self: &Arc<Self>,
+        record: SessionRecord,
+        session: Arc<LiveSession>,
+        origin: Origin,
+        wait: bool,
+    ) -> Result<Session, SessionError> {
         {
             let mut live = self.live.lock().expect("live lock");
             if live.values().filter(|s| super::state::is_live(s.state())).count() >= self.cfg.max_sessions {
+                origin.discard();
                 return Err(SessionError::TooManySessions(self.cfg.max_sessions));
             }
             live.insert(record.id.clone(), session.clone());
@@ -89,18 +112,19 @@ impl SessionManager {
             Ok(ev) => ev,
             Err(e) => {
                 self.forget(&record.id);
+                origin.discard();
                 return Err(e.into());
             }
         };
         self.publish(&first);
         self.metrics.session_created();
-        tracing::info!(session = %record.id, image = %image.name, ttl, idle, "session created");
+        tracing::info!(session = %record.id, image = %record.image, expires = %super::rfc3339(record.expires_at), idle = record.idle_timeout_seconds, origin = origin.describe(), "session created");
 
         let mut state_rx = session.state.subscribe();
         {
             // Spawned under the lock, so a delete always finds the task to wait for.
             let mut slot = session.boot.lock().expect("boot lock");
-            *slot = Some(tokio::spawn(self.clone().boot(session.clone(), image)));
+            *slot = Some(tokio::spawn(self.clone().boot(session.clone(), origin)));
         }
 
         if wait {
@@ -117,14 +141,22 @@ impl SessionManager {
     }
 
     /// The boot task of one session.
-    async fn boot(self: Arc<Self>, s: Arc<LiveSession>, image: BootImage) {
-        let created = tokio::select! {
-            r = self.provisioner.acquire(&s.id, &image) => Some(r.map(|(vm, source)| {
+    async fn boot(self: Arc<Self>, s: Arc<LiveSession>, origin: Origin) {
+        let from_image = matches!(origin, Origin::Image(..));
+        let provided = match origin {
+            Origin::Image(image, pooled) => tokio::select! {
+                r = self.provisioner.acquire(&s.id, &image, pooled) => Some(r),
+                _ = s.cancel.cancelled() => None,
+            },
+            // Not cancellable: the source is paused until the fork is done (a bounded wait).
+            Origin::Fork(source) => Some(self.fork_vm(&source, &s.id).await.map(|vm| (vm, super::Source::Fork))),
+        };
+        let created = provided.map(|r| {
+            r.map(|(vm, source)| {
                 tracing::info!(session = %s.id, vm = vm.id(), ?source, ms = vm.boot_time().as_millis() as u64, "VM provided");
                 vm
-            })),
-            _ = s.cancel.cancelled() => None,
-        };
+            })
+        });
         match created {
             // Deleted while booting: dropping the create future unwound its cleanup stack; reap
             // catches a QEMU that was spawned but not yet recorded as killed. The deleter
@@ -150,7 +182,9 @@ impl SessionManager {
                         // Idle time counts from ready, not from the start of the boot.
                         self.activity(&s).touch();
                         tokio::spawn(self.clone().watch_exit(s.clone(), vm.clone()));
-                        tokio::spawn(self.clone().clone_repo(s.clone(), vm.clone()));
+                        if from_image {
+                            tokio::spawn(self.clone().clone_repo(s.clone(), vm.clone()));
+                        }
                         tokio::spawn(self.clone().watch_ports(s.clone(), vm));
                     }
                     // Deleted meanwhile: the deleter stops the VM once this task ends; stopping
@@ -325,6 +359,8 @@ fn boot_failure(e: &VmError) -> String {
             }
         }
         VmError::Missing { what, .. } => format!("{what} is missing; rebuild the image"),
+        // Forks: the source went away or the copy failed (details in the server log).
+        VmError::Snapshot { reason, .. } => format!("fork failed: {reason}"),
         _ => "VM could not be started (see the server log)".to_string(),
     }
 }

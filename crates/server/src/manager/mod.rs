@@ -13,6 +13,7 @@
 
 mod events;
 pub mod file_watch;
+mod fork;
 mod guest;
 mod guest_streams;
 mod lifecycle;
@@ -135,9 +136,41 @@ pub(crate) struct LiveSession {
     last_active_ms: AtomicU64,
     ports: Mutex<BTreeSet<u16>>,
     visibility: Mutex<HashMap<u16, Visibility>>,
+    /// The session this one was forked from.
+    forked_from: Option<String>,
 }
 
 impl LiveSession {
+    fn new(
+        record: &SessionRecord,
+        env: BTreeMap<String, String>,
+        policy: crate::egress::Policy,
+        git_credentials: Vec<mayfly_proto::api::GitCredential>,
+        repo: Option<mayfly_proto::api::RepoStatus>,
+        forked_from: Option<String>,
+        now_ms: u64,
+    ) -> Arc<LiveSession> {
+        Arc::new(LiveSession {
+            id: record.id.clone(),
+            expires_at: record.expires_at,
+            idle_timeout: Duration::from_secs(record.idle_timeout_seconds),
+            env,
+            policy,
+            git_credentials: Mutex::new(git_credentials),
+            repo: Mutex::new(repo),
+            state: watch::channel(record.state).0,
+            transition_lock: Default::default(),
+            lifecycle: Default::default(),
+            vm: Mutex::new(None),
+            boot: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            last_active_ms: AtomicU64::new(now_ms),
+            ports: Default::default(),
+            visibility: Default::default(),
+            forked_from,
+        })
+    }
+
     fn state(&self) -> SessionState {
         *self.state.borrow()
     }
@@ -351,6 +384,7 @@ impl SessionManager {
                 .map(|s| s.git_credentials.lock().expect("credentials lock").iter().map(|c| c.host.clone()).collect())
                 .unwrap_or_default(),
             failure: r.failure.clone(),
+            forked_from: live.as_ref().and_then(|s| s.forked_from.clone()),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Where a session's VM comes from: the warm pool, a template restore, or a cold boot.
 //!
-//! * **Pool hit** — a clone restored earlier and waiting unclaimed: health-checked, given the
-//!   session's identity (hostname, machine id, clock, RNG seed) and handed over. A refill starts.
+//! * **Pool hit** — a clone restored earlier and waiting unclaimed, already named after the
+//!   session it will serve (the session takes the clone's pre-assigned id) with a spare login
+//!   shell at its prompt: health-checked, given fresh identity (clock, RNG seed, machine id) and
+//!   handed over. A refill starts.
 //! * **Pool miss** — restore a clone of the image's template snapshot; retried once if it fails.
 //! * **No template yet** (first start, new image, QEMU upgraded) — cold boot, and the template is
 //!   built in the background so the next session restores.
@@ -12,6 +14,7 @@
 
 use crate::images::{BootImage, ImageCatalog};
 use crate::vmhost::VmHost;
+use mayfly_proto::msg::Identity;
 use mayfly_vm::snapshot::Template;
 use mayfly_vm::{Vm, VmError, VmSpec};
 use serde::Serialize;
@@ -29,12 +32,22 @@ pub enum Source {
     PoolHit,
     Restore,
     ColdBoot,
+    /// A copy of another session's running VM.
+    Fork,
+}
+
+/// A restored clone waiting in the pool. It already carries the id of the session it will
+/// serve as its hostname, and a spare login shell started under that name, so the session's
+/// first terminal shows its prompt at once.
+pub(crate) struct Pooled {
+    pub vm: Arc<dyn Vm>,
+    pub session: String,
 }
 
 #[derive(Default)]
 struct ImagePool {
     key: String,
-    ready: VecDeque<Arc<dyn Vm>>,
+    ready: VecDeque<Pooled>,
     template: Option<Template>,
     template_error: Option<String>,
     building: bool,
@@ -113,9 +126,21 @@ impl Provisioner {
         image.dir.join("templates").join(format!("{}m-{}c", spec.memory_mib, spec.vcpus))
     }
 
-    /// A VM for session `id`.
-    pub async fn acquire(self: &Arc<Self>, id: &str, image: &BootImage) -> Result<(Arc<dyn Vm>, Source), VmError> {
-        while let Some(vm) = self.take_ready(image) {
+    /// Takes a ready clone of `image` for a new session, whose id must be `Pooled::session`.
+    pub(crate) fn reserve(&self, image: &BootImage) -> Option<Pooled> {
+        self.take_ready(image)
+    }
+
+    /// A VM for session `id`: `reserved` (from [`Provisioner::reserve`]) if it passes the
+    /// hand-over, else another ready clone, else a restore or a cold boot.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        id: &str,
+        image: &BootImage,
+        reserved: Option<Pooled>,
+    ) -> Result<(Arc<dyn Vm>, Source), VmError> {
+        let mut next = reserved;
+        while let Some(Pooled { vm, .. }) = next.take().or_else(|| self.take_ready(image)) {
             match self.hand_over(id, &vm).await {
                 Ok(()) => {
                     self.refill.notify_one();
@@ -141,7 +166,13 @@ impl Provisioner {
             },
             None => {
                 self.build_template_in_background(image.clone());
-                Ok((self.host.create(spec).await?, Source::ColdBoot))
+                let vm = self.host.create(spec).await?;
+                // Named after its session like every other VM (the image's default is "mayfly").
+                if let Err(e) = vm.channel().set_identity(mayfly_vm::snapshot::fresh_identity(id)).await {
+                    let _ = vm.stop().await;
+                    return Err(VmError::Boot { vm: id.to_string(), reason: format!("identity refresh failed: {e}"), console: String::new() });
+                }
+                Ok((vm, Source::ColdBoot))
             }
         }
     }
@@ -159,7 +190,7 @@ impl Provisioner {
         ch.set_identity(mayfly_vm::snapshot::fresh_identity(id)).await.map_err(|e| e.to_string())
     }
 
-    fn take_ready(&self, image: &BootImage) -> Option<Arc<dyn Vm>> {
+    fn take_ready(&self, image: &BootImage) -> Option<Pooled> {
         let mut pools = self.pools.lock().expect("pool lock");
         let p = pools.get_mut(&image.name)?;
         if p.key != image.key {
@@ -264,11 +295,11 @@ impl Provisioner {
         let stale: Vec<_> = {
             let mut pools = self.pools.lock().expect("pool lock");
             let p = pools.entry(name.to_string()).or_default();
-            p.ready.retain(|vm| vm.pid().is_some());
+            p.ready.retain(|p| p.vm.pid().is_some());
             if p.key != image.key { p.ready.drain(..).collect() } else { Vec::new() }
         };
-        for vm in stale {
-            let _ = vm.stop().await;
+        for p in stale {
+            let _ = p.vm.stop().await;
         }
         while self.ready_count(name) < self.size && !self.stop.is_cancelled() {
             let spec = self.spec(&format!("p-{}", short_random()), &image);
@@ -277,19 +308,21 @@ impl Provisioner {
                 _ = self.stop.cancelled() => return Ok(()),
             };
             let t = std::time::Instant::now();
-            if let Err(e) = warm_up(&vm).await {
-                tracing::warn!(vm = vm.id(), "pool clone failed its warm-up ({e}); discarding");
+            let session = super::new_session_id();
+            if let Err(e) = prepare(&vm, &session).await {
+                tracing::warn!(vm = vm.id(), "pool clone failed its preparation ({e}); discarding");
                 let _ = vm.stop().await;
                 continue;
             }
             tracing::info!(
                 image = name,
                 vm = vm.id(),
+                session = %session,
                 restore_ms = vm.boot_time().as_millis() as u64,
-                warm_up_ms = t.elapsed().as_millis() as u64,
+                prepare_ms = t.elapsed().as_millis() as u64,
                 "pool clone ready"
             );
-            self.pools.lock().expect("pool lock").entry(name.to_string()).or_default().ready.push_back(vm);
+            self.pools.lock().expect("pool lock").entry(name.to_string()).or_default().ready.push_back(Pooled { vm, session });
         }
         Ok(())
     }
@@ -327,41 +360,26 @@ impl Provisioner {
     pub async fn drain(&self) {
         self.stop.cancel();
         let vms: Vec<Arc<dyn Vm>> =
-            self.pools.lock().expect("pool lock").values_mut().flat_map(|p| p.ready.drain(..)).collect();
+            self.pools.lock().expect("pool lock").values_mut().flat_map(|p| p.ready.drain(..)).map(|p| p.vm).collect();
         tracing::info!(vms = vms.len(), "draining the warm pool");
         futures::future::join_all(vms.iter().map(|vm| vm.stop())).await;
     }
 }
 
-/// Runs a login shell on a terminal once, so the clone's first real terminal is fast.
+/// Names a pool clone after the session it will serve and starts its spare shell.
 ///
 /// A clone is a new QEMU process: under TCG every guest code path (fork, exec, the dynamic
 /// loader, bash and its profile, the PTY paths) is translated again on first use, which costs
-/// about a second for the first shell. Doing it here, before hand-over, moves that cost off the
-/// user's path; the translation cache stays warm in the process.
-async fn warm_up(vm: &Arc<dyn Vm>) -> Result<(), String> {
-    use mayfly_proto::msg::{OpenRequest, PtyRequest};
-    use mayfly_proto::mux::Event;
-    let run = async {
-        let mut s = vm
-            .channel()
-            .open(&OpenRequest::Pty(PtyRequest { cols: 80, rows: 24, ..Default::default() }))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut sent_exit = false;
-        loop {
-            match s.recv().await {
-                Event::Data { .. } if !sent_exit => {
-                    s.send_data(0, b"exit\r").await.map_err(|e| e.to_string())?;
-                    sent_exit = true;
-                }
-                Event::Data { .. } | Event::Ctrl(_) => {}
-                Event::Eof => return Ok(()),
-                Event::Reset(r) => return Err(r),
-            }
-        }
+/// about half a second for the first shell. The spare shell pays that here, before hand-over:
+/// the session's first terminal adopts it with its prompt already printed, and later shells
+/// find the translation cache warm.
+async fn prepare(vm: &Arc<dyn Vm>, session: &str) -> Result<(), String> {
+    let ch = vm.channel();
+    let work = async {
+        ch.set_identity(Identity { hostname: Some(session.to_string()), ..Default::default() }).await?;
+        ch.spare_shell(80, 24).await
     };
-    tokio::time::timeout(Duration::from_secs(30), run).await.map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(Duration::from_secs(30), work).await.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())
 }
 
 fn short_random() -> String {

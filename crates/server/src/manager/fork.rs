@@ -1,0 +1,78 @@
+//! Forking a session: a new session whose VM starts as a copy of a running session's VM —
+//! memory (running processes, terminals and their scrollback), devices and disk at one instant.
+//!
+//! The fork inherits what the source was created with: image, network policy, environment, git
+//! credentials and the repository's status (the clone is on the copied disk). Its lifetime comes
+//! from the request or the defaults. The source keeps running; its guest stands still while it is
+//! copied. The source's teardown lock is held for the copy, so a delete of the source waits for it.
+
+use super::lifecycle::Origin;
+use super::{LiveSession, SessionError, SessionManager};
+use crate::store::SessionRecord;
+use mayfly_proto::api::{ForkSession, RepoState, Session, SessionState};
+use mayfly_vm::{Vm, VmError};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+impl SessionManager {
+    /// Forks ready session `id` into a new session. With `wait`, returns once the fork is ready.
+    pub async fn fork(self: &Arc<Self>, id: &str, req: ForkSession, wait: bool) -> Result<Session, SessionError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let (source, _) = self.ready_vm(id).await?;
+        let src = self.record(id).await?;
+        let ttl = req.ttl_seconds.unwrap_or(self.cfg.default_ttl_seconds);
+        if ttl == 0 || ttl > self.cfg.max_ttl_seconds {
+            return Err(SessionError::Invalid(format!("ttl_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
+        }
+        let idle = req.idle_timeout_seconds.unwrap_or(self.cfg.default_idle_timeout_seconds);
+        if idle == 0 || idle > self.cfg.max_ttl_seconds {
+            return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
+        }
+        let now = OffsetDateTime::now_utc();
+        let record = SessionRecord {
+            id: super::new_session_id(),
+            image: src.image.clone(),
+            state: SessionState::Creating,
+            created_at: now,
+            expires_at: now + Duration::from_secs(ttl),
+            idle_timeout_seconds: idle,
+            failure: None,
+            network: src.network.clone(),
+        };
+        let mut repo = source.repo.lock().expect("repo lock").clone();
+        if let Some(r) = repo.as_mut().filter(|r| r.state == RepoState::Cloning) {
+            // The clone's connection belongs to the source; the copy of git in the fork loses it.
+            r.state = RepoState::Failed;
+            r.message = Some(format!("the session was forked from {id} while the repository was still being cloned"));
+        }
+        let credentials = source.git_credentials.lock().expect("credentials lock").clone();
+        let session = LiveSession::new(
+            &record,
+            source.env.clone(),
+            source.policy.clone(),
+            credentials,
+            repo,
+            Some(id.to_string()),
+            self.now_ms(),
+        );
+        self.start(record, session, Origin::Fork(source), wait).await
+    }
+
+    /// The fork itself (in the new session's boot task): under the source's teardown lock.
+    pub(super) async fn fork_vm(&self, source: &Arc<LiveSession>, id: &str) -> Result<Arc<dyn Vm>, VmError> {
+        let gone = |why: String| VmError::Snapshot { dir: source.id.clone(), reason: why };
+        let _g = source.lifecycle.lock().await;
+        if source.state() != SessionState::Ready {
+            return Err(gone(format!("session {} is {}, not ready", source.id, source.state().as_str())));
+        }
+        let vm = source.vm().ok_or_else(|| gone(format!("session {} has no VM", source.id)))?;
+        self.host.fork(vm.as_ref(), id).await
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}

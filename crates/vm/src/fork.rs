@@ -1,0 +1,83 @@
+//! Forking a running VM: a new VM that starts from the source's memory, devices and disk at one
+//! instant, while the source carries on.
+//!
+//! 1. Pause the source (`stop`). QEMU drains and flushes its disk, so its overlay file is now
+//!    exactly the disk the paused guest sees.
+//! 2. Launch the fork with a *copy* of that overlay (same backing chain: template disk or image
+//!    base), the source's RAM layout (anonymous, or the template's RAM file mapped private) and
+//!    `-incoming defer`.
+//! 3. Migrate the paused source straight into the fork over the fork's migration socket (the
+//!    whole RAM this time: a clone's RAM is private, so `x-ignore-shared` skips nothing).
+//! 4. `cont` both. The fork gets a fresh identity (hostname, machine id, clock, RNG seed); the
+//!    source's clock is set again, since it stood still while paused.
+//!
+//! The source is resumed on every path, success or failure. Its guest pauses for the length of
+//! steps 1–3, which grows with the RAM the guest uses and the disk it has written.
+
+use crate::qemu::{Launch, QemuBackend, QemuVm};
+use crate::snapshot::{fresh_identity, launched_qmp, qmp, qmp_exec, wait_migration};
+use crate::{Vm, VmError, VmSpec};
+use mayfly_proto::msg::Identity;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Migration bandwidth for forks: local and the source is paused, so no throttling.
+const FORK_BANDWIDTH_BYTES: u64 = 64 << 30;
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl QemuBackend {
+    pub(crate) async fn fork_vm(&self, source: &QemuVm, id: &str) -> Result<Arc<dyn Vm>, VmError> {
+        if source.exited() {
+            return Err(VmError::Snapshot { dir: source.id().to_string(), reason: "the source VM is not running".into() });
+        }
+        let t0 = Instant::now();
+        let mut src = qmp(source.id(), &source.run().qmp()).await?;
+        qmp_exec(&mut src, source.id(), "stop", None).await?;
+        let paused = Instant::now();
+        let result = self.fork_paused(source, &mut src, id).await;
+        let resumed = qmp_exec(&mut src, source.id(), "cont", None).await;
+        let pause_ms = paused.elapsed().as_millis() as u64;
+        if let Err(e) = &resumed {
+            tracing::error!(vm = source.id(), "cannot resume the VM after forking it: {e}");
+        }
+        // The source's clock stood still while it was paused.
+        let clock = Identity { unix_time_ns: fresh_identity("").unix_time_ns, ..Default::default() };
+        if let Err(e) = source.channel().set_identity(clock).await {
+            tracing::warn!(vm = source.id(), "cannot reset the clock after the fork: {e}");
+        }
+        let vm = result?;
+        resumed?;
+        tracing::info!(source = source.id(), fork = id, pause_ms, total_ms = t0.elapsed().as_millis() as u64, "VM forked");
+        Ok(vm)
+    }
+
+    async fn fork_paused(&self, source: &QemuVm, src: &mut crate::qmp::Qmp, id: &str) -> Result<Arc<dyn Vm>, VmError> {
+        let spec = VmSpec { id: id.to_string(), ..source.spec.clone() };
+        let mode = Launch::Fork { overlay: source.run().overlay(), memory: source.memory.clone() };
+        let (launched, cleanup) = self.launch(&spec, &mode).await?;
+        let migrate = async {
+            let mut dst = launched_qmp(&launched).await?;
+            // Both ends must agree on the capability (it changes the stream's format).
+            let caps = serde_json::json!({ "capabilities": [ { "capability": "x-ignore-shared", "state": false } ] });
+            qmp_exec(src, source.id(), "migrate-set-capabilities", Some(caps.clone())).await?;
+            qmp_exec(&mut dst, id, "migrate-set-capabilities", Some(caps)).await?;
+            let bw = serde_json::json!({ "max-bandwidth": FORK_BANDWIDTH_BYTES });
+            qmp_exec(src, source.id(), "migrate-set-parameters", Some(bw)).await?;
+            let uri = format!("unix:{}", launched.run.dir.join("migrate.sock").display());
+            qmp_exec(&mut dst, id, "migrate-incoming", Some(serde_json::json!({ "uri": uri }))).await?;
+            qmp_exec(src, source.id(), "migrate", Some(serde_json::json!({ "uri": uri }))).await?;
+            wait_migration(src, source.id(), MIGRATION_TIMEOUT).await?;
+            wait_migration(&mut dst, id, MIGRATION_TIMEOUT).await?;
+            qmp_exec(&mut dst, id, "cont", None).await?;
+            Ok::<(), VmError>(())
+        };
+        if let Err(e) = migrate.await {
+            return Err(self.boot_error(&spec, &launched, format!("fork failed: {e}")).await);
+        }
+        self.ready(&spec, &launched).await?;
+        if let Err(e) = launched.channel.set_identity(fresh_identity(id)).await {
+            return Err(self.boot_error(&spec, &launched, format!("identity refresh failed: {e}")).await);
+        }
+        Ok(self.finish(launched, cleanup))
+    }
+}
