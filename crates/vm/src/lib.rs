@@ -10,6 +10,7 @@ pub mod accel;
 pub mod channel;
 mod cleanup;
 pub mod cmdline;
+pub mod confine;
 pub mod qemu;
 pub mod qmp;
 pub mod rundir;
@@ -84,6 +85,8 @@ pub enum VmError {
         #[source]
         source: qmp::QmpError,
     },
+    #[error("confinement: {0}")]
+    Confine(String),
     #[error("accelerator: {0}")]
     Accel(String),
     #[error("snapshot {dir}: {reason}")]

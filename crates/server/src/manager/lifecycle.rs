@@ -39,6 +39,7 @@ impl SessionManager {
             return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
         }
         validate_env(&req.env)?;
+        let size = super::size::resolve(&req, &image, &self.cfg)?;
         let network = req.network.unwrap_or_else(|| self.cfg.default_network());
         let policy = crate::egress::Policy::parse(&network).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let repo = req.repo.as_ref().map(super::repo::validate_repo).transpose()?;
@@ -59,6 +60,7 @@ impl SessionManager {
             idle_timeout_seconds: idle,
             failure: None,
             network,
+            size: Some(size),
         };
         let session = Arc::new(LiveSession {
             id: record.id.clone(),
@@ -94,13 +96,13 @@ impl SessionManager {
         };
         self.publish(&first);
         self.metrics.session_created();
-        tracing::info!(session = %record.id, image = %image.name, ttl, idle, "session created");
+        tracing::info!(session = %record.id, image = %image.name, ttl, idle, ?size, "session created");
 
         let mut state_rx = session.state.subscribe();
         {
             // Spawned under the lock, so a delete always finds the task to wait for.
             let mut slot = session.boot.lock().expect("boot lock");
-            *slot = Some(tokio::spawn(self.clone().boot(session.clone(), image)));
+            *slot = Some(tokio::spawn(self.clone().boot(session.clone(), image, size)));
         }
 
         if wait {
@@ -117,9 +119,9 @@ impl SessionManager {
     }
 
     /// The boot task of one session.
-    async fn boot(self: Arc<Self>, s: Arc<LiveSession>, image: BootImage) {
+    async fn boot(self: Arc<Self>, s: Arc<LiveSession>, image: BootImage, size: mayfly_proto::api::SessionSize) {
         let created = tokio::select! {
-            r = self.provisioner.acquire(&s.id, &image) => Some(r.map(|(vm, source)| {
+            r = self.provisioner.acquire(&s.id, &image, size) => Some(r.map(|(vm, source)| {
                 tracing::info!(session = %s.id, vm = vm.id(), ?source, ms = vm.boot_time().as_millis() as u64, "VM provided");
                 vm
             })),

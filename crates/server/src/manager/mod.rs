@@ -18,6 +18,7 @@ mod guest_streams;
 mod lifecycle;
 mod pool;
 mod repo;
+pub mod size;
 mod ports;
 pub mod reaper;
 pub mod state;
@@ -58,6 +59,9 @@ pub enum SessionError {
     Image(#[from] CatalogError),
     #[error("max_sessions ({0}) reached")]
     TooManySessions(usize),
+    /// A requested size beyond an operator maximum; the message names the setting.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("{0}")]
     Invalid(String),
     #[error("upload exceeds max_upload_bytes ({0})")]
@@ -351,6 +355,9 @@ impl SessionManager {
                 .map(|s| s.git_credentials.lock().expect("credentials lock").iter().map(|c| c.host.clone()).collect())
                 .unwrap_or_default(),
             failure: r.failure.clone(),
+            vcpus: r.size.map(|z| z.vcpus),
+            memory_mib: r.size.map(|z| z.memory_mib),
+            disk_gib: r.size.map(|z| z.disk_gib),
         }
     }
 

@@ -9,9 +9,14 @@
 //! Templates live in the image's build directory (`<image dir>/templates/<mem>m-<vcpus>c`), so a
 //! new image build or QEMU version is detected by the template's recorded versions and rebuilt.
 //! Pool VMs are ordinary VMs with ids `p-<random>`; at shutdown they are stopped (drained).
+//!
+//! A session that asks for a size other than the image's default (vCPUs, memory or disk) skips
+//! the pool and the template (both are made at the default size; a clone's RAM and disk sizes
+//! are the template's) and cold-boots at its own size.
 
 use crate::images::{BootImage, ImageCatalog};
 use crate::vmhost::VmHost;
+use mayfly_proto::api::SessionSize;
 use mayfly_vm::snapshot::Template;
 use mayfly_vm::{Vm, VmError, VmSpec};
 use serde::Serialize;
@@ -113,8 +118,25 @@ impl Provisioner {
         image.dir.join("templates").join(format!("{}m-{}c", spec.memory_mib, spec.vcpus))
     }
 
-    /// A VM for session `id`.
-    pub async fn acquire(self: &Arc<Self>, id: &str, image: &BootImage) -> Result<(Arc<dyn Vm>, Source), VmError> {
+    /// The disk size of `image` in whole GiB (what a session gets when it asks for none).
+    fn default_disk_gib(image: &BootImage) -> u32 {
+        image.disk_size_bytes.div_ceil(1 << 30) as u32
+    }
+
+    /// A VM of `size` for session `id`.
+    pub async fn acquire(self: &Arc<Self>, id: &str, image: &BootImage, size: SessionSize) -> Result<(Arc<dyn Vm>, Source), VmError> {
+        let default = self.spec(id, image);
+        let default_disk = Self::default_disk_gib(image);
+        if (size.vcpus, size.memory_mib, size.disk_gib) != (default.vcpus, default.memory_mib, default_disk) {
+            let spec = VmSpec {
+                vcpus: size.vcpus,
+                memory_mib: size.memory_mib,
+                disk_size_bytes: (size.disk_gib != default_disk).then_some(u64::from(size.disk_gib) << 30),
+                ..default
+            };
+            tracing::info!(session = id, ?size, "custom size: cold boot (no pool, no template)");
+            return Ok((self.host.create(spec).await?, Source::ColdBoot));
+        }
         while let Some(vm) = self.take_ready(image) {
             match self.hand_over(id, &vm).await {
                 Ok(()) => {
