@@ -52,6 +52,7 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
         qemu_user: Some(config.qemu_user.clone()).filter(|u| !u.is_empty()),
         cgroups: config.cgroups,
         memory_overhead_mib: config.vm_memory_overhead_mib,
+        must_reach: vec![config.image_data_dir()],
         ..Default::default()
     };
     let host = QemuBackend::new(qemu).context("cannot start the QEMU backend")?;

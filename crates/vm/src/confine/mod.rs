@@ -35,11 +35,20 @@ pub struct ConfineConfig {
     pub memory_overhead_mib: u32,
     /// Open files per QEMU process.
     pub max_open_files: u64,
+    /// Directories QEMU must reach besides the state dir (the image store); if its account
+    /// cannot enter them, QEMU runs as the control plane's user instead (logged).
+    pub must_reach: Vec<PathBuf>,
 }
 
 impl Default for ConfineConfig {
     fn default() -> Self {
-        Self { qemu_user: Some("mayfly-qemu".into()), cgroups: true, memory_overhead_mib: 384, max_open_files: 4096 }
+        Self {
+            qemu_user: Some("mayfly-qemu".into()),
+            cgroups: true,
+            memory_overhead_mib: 384,
+            max_open_files: 4096,
+            must_reach: Vec::new(),
+        }
     }
 }
 
@@ -84,6 +93,22 @@ impl Confiner {
             }
             _ => None,
         };
+        // A data dir under a private home (e.g. /root/.local/share/mayfly, /root being 0700)
+        // cannot be reached by another account: keep QEMU working, as the control plane's user.
+        let account = account.and_then(|a| {
+            let blocked = std::iter::once(state_dir).chain(cfg.must_reach.iter().map(PathBuf::as_path)).find_map(|p| user::unreachable_dir(p, a));
+            match blocked {
+                None => Some(a),
+                Some(dir) => {
+                    tracing::warn!(
+                        user = ?cfg.qemu_user,
+                        blocked = %dir.display(),
+                        "QEMU runs as the control plane's user (root): its account cannot enter this directory; use a data dir it can reach (e.g. /var/lib/mayfly)"
+                    );
+                    None
+                }
+            }
+        });
         let cgroups = if !cfg.cgroups {
             tracing::warn!("cgroups turned off: QEMU memory is capped by RLIMIT_DATA only, CPU is not capped");
             None
