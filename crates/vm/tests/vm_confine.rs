@@ -101,6 +101,11 @@ async fn qemu_runs_unprivileged_in_its_own_capped_cgroup() {
             assert_eq!(read(&cpu_cg.join("cpu.cfs_quota_us")), "200000");
             assert_eq!(read(&cpu_cg.join("cpu.cfs_period_us")), "100000");
             assert!(read(&mem_cg.join("cgroup.procs")).lines().any(|l| l == pid.to_string()));
+            println!(
+                "cold boot, 384 MiB guest: peak {} MiB of a {} MiB cap",
+                read(&mem_cg.join("memory.max_usage_in_bytes")).parse::<u64>().unwrap() >> 20,
+                limit >> 20
+            );
         }
         mayfly_vm::confine::cgroup::Cgroups::V2 { parent } => {
             let d = parent.join("confined");
@@ -170,4 +175,39 @@ async fn without_cgroups_the_memory_cap_is_an_rlimit() {
     // It still works under that cap.
     assert_eq!(guest(vm.as_ref(), "echo ok").await, "ok");
     vm.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_outgrows_its_memory_cap_is_killed_alone() {
+    let state = state_dir();
+    let mut cfg = QemuConfig::new(state.path());
+    cfg.accel = std::env::var("MAYFLY_ACCEL").ok().and_then(|a| a.parse().ok()).unwrap_or_default();
+    // No allowance beyond guest RAM: QEMU's own memory plus a guest that fills its RAM exceed it.
+    cfg.confine.memory_overhead_mib = 0;
+    let backend = QemuBackend::new(cfg).unwrap();
+    assert!(backend.confiner().cgroups().is_some(), "this host has usable cgroups");
+    let vm = backend.create(spec("greedy")).await.unwrap();
+    // Touch ~450 MiB of the 512 MiB guest: every page becomes a real page of QEMU's.
+    let fill = vm.channel().exec(
+        ExecRequest {
+            cmd: vec!["python3".into(), "-c".into(), "b = bytearray(450 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('survived')".into()],
+            ..Default::default()
+        },
+        1 << 16,
+    );
+    let exit = tokio::select! {
+        e = vm.wait_exit() => e,
+        r = fill => match r {
+            Ok(out) => panic!("the guest filled its RAM and QEMU was not stopped: {out:?}"),
+            // The channel dies with QEMU, sometimes before the exit is reported.
+            Err(_) => tokio::time::timeout(std::time::Duration::from_secs(30), vm.wait_exit()).await.expect("QEMU exits"),
+        },
+    };
+    println!("QEMU over its cap: {exit}");
+    assert_eq!(exit.signal, Some(9), "killed by the OOM killer: {exit}");
+    assert!(!exit.requested);
+    vm.stop().await.unwrap();
+    for d in backend.confiner().vm_cgroup_dirs("greedy") {
+        assert!(!d.exists(), "cgroup {} left", d.display());
+    }
 }
