@@ -26,6 +26,15 @@ pub struct NewOpts {
     /// An allowlist entry (with --egress allowlist; repeatable): host, *.domain, IP or CIDR[:port].
     #[arg(long, value_name = "RULE")]
     allow: Vec<String>,
+    /// vCPUs of the VM (default: the image's; at most the server's max_vcpus).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Guest memory in MiB (default: the image's; at most the server's max_memory_mib).
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u32>,
+    /// Disk size in GiB (default: the image's; at most the server's max_disk_gib).
+    #[arg(long, value_name = "GIB")]
+    disk: Option<u32>,
 }
 
 /// `URL@REF` → (URL, REF): the `@` must follow the start of the URL's path.
@@ -44,6 +53,11 @@ pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>, opts:
     }
     if let Some(t) = ttl {
         body["ttl_seconds"] = t.into();
+    }
+    for (field, v) in [("vcpus", opts.vcpus), ("memory_mib", opts.memory), ("disk_gib", opts.disk)] {
+        if let Some(v) = v {
+            body[field] = v.into();
+        }
     }
     if let Some(r) = &opts.repo {
         let (url, git_ref) = split_repo(r);

@@ -50,6 +50,24 @@ pub struct CreateSession {
     /// Git tokens for this session, handed to git in the VM on demand (never stored).
     #[serde(default)]
     pub git_credentials: Vec<GitCredential>,
+    /// vCPUs of the VM; default: the image's (or the server's `vm_vcpus`). At most `max_vcpus`.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Guest RAM in MiB; default: the image's (or `vm_memory_mib`). At most `max_memory_mib`.
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Disk size in GiB; default: the image's. At least the image's, at most `max_disk_gib`.
+    #[serde(default)]
+    pub disk_gib: Option<u32>,
+}
+
+/// The size of a session's VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSize {
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +175,13 @@ pub struct Session {
     /// Why the session failed (state `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The VM's size (absent for sessions stored before sizes were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u32>,
     /// The session this one was forked from (while it is live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<String>,

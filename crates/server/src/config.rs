@@ -60,6 +60,18 @@ pub struct ServerConfig {
     pub vm_memory_mib: Option<u32>,
     /// Overrides the image's vCPU count.
     pub vm_vcpus: Option<u32>,
+    /// Largest `vcpus` a session may ask for.
+    pub max_vcpus: u32,
+    /// Largest `memory_mib` a session may ask for.
+    pub max_memory_mib: u32,
+    /// Largest `disk_gib` a session may ask for.
+    pub max_disk_gib: u32,
+    /// Account QEMU runs as when the server is root (created if missing); empty: the server's.
+    pub qemu_user: String,
+    /// One cgroup per VM with memory and CPU caps (falls back to rlimits where unavailable).
+    pub cgroups: bool,
+    /// Memory a VM's cgroup allows beyond its guest RAM (QEMU, TCG translation buffer).
+    pub vm_memory_overhead_mib: u32,
     /// Spawn → guest daemon answer limit.
     pub boot_timeout_seconds: u64,
     /// How often idle and expired sessions are looked for.
@@ -113,6 +125,12 @@ impl Default for ServerConfig {
             accel: AccelSetting::Auto,
             vm_memory_mib: None,
             vm_vcpus: None,
+            max_vcpus: 4,
+            max_memory_mib: 4096,
+            max_disk_gib: 32,
+            qemu_user: "mayfly-qemu".into(),
+            cgroups: true,
+            vm_memory_overhead_mib: 384,
             boot_timeout_seconds: 90,
             reaper_interval_seconds: 5,
             exec_timeout_seconds: 60,
@@ -158,6 +176,12 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("accel", Kind::Str),
     ("vm_memory_mib", Kind::Int),
     ("vm_vcpus", Kind::Int),
+    ("max_vcpus", Kind::Int),
+    ("max_memory_mib", Kind::Int),
+    ("max_disk_gib", Kind::Int),
+    ("qemu_user", Kind::Str),
+    ("cgroups", Kind::Bool),
+    ("vm_memory_overhead_mib", Kind::Int),
     ("boot_timeout_seconds", Kind::Int),
     ("reaper_interval_seconds", Kind::Int),
     ("exec_timeout_seconds", Kind::Int),
@@ -263,6 +287,9 @@ impl ServerConfig {
             ("boot_timeout_seconds", self.boot_timeout_seconds),
             ("reaper_interval_seconds", self.reaper_interval_seconds),
             ("exec_timeout_seconds", self.exec_timeout_seconds),
+            ("max_vcpus", u64::from(self.max_vcpus)),
+            ("max_memory_mib", u64::from(self.max_memory_mib)),
+            ("max_disk_gib", u64::from(self.max_disk_gib)),
         ];
         for (field, v) in positive {
             if v == 0 {

@@ -65,6 +65,7 @@ impl From<SessionError> for ApiError {
             E::NotReady { .. } | E::StateChanged { .. } | E::Illegal(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             E::Image(CatalogError::Unknown { .. }) | E::Invalid(_) => ApiError::bad_request(msg),
             E::TooManySessions(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", msg),
+            E::LimitExceeded(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", msg),
             E::UploadTooLarge(limit) => ApiError::payload_too_large(*limit),
             E::Exec { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", msg),
             E::Guest { kind, .. } => {
@@ -103,6 +104,7 @@ mod tests {
             (SessionError::NotFound("sx".into()), 404, "not_found"),
             (SessionError::NotReady { id: "sx".into(), state: SessionState::Creating }, 409, "conflict"),
             (SessionError::TooManySessions(2), 429, "too_many_sessions"),
+            (SessionError::LimitExceeded("vcpus 9 exceeds max_vcpus (4)".into()), 422, "limit_exceeded"),
             (SessionError::Invalid("x".into()), 400, "bad_request"),
             (SessionError::UploadTooLarge(10), 413, "payload_too_large"),
             (SessionError::Exec { command: "nope".into(), message: "not found".into() }, 422, "unprocessable"),

@@ -13,6 +13,8 @@ pub struct BootImage {
     pub cmdline: String,
     pub memory_mib: u32,
     pub vcpus: u32,
+    /// Virtual size of the image's disk.
+    pub disk_size_bytes: u64,
     /// Content key of the build: templates made from another key are never restored.
     pub key: String,
     /// The build's directory; templates live in it.
@@ -84,6 +86,7 @@ impl ImageCatalog for StoreCatalog {
                 cmdline: img.manifest.kernel_cmdline,
                 memory_mib: img.manifest.memory_mib,
                 vcpus: img.manifest.vcpus,
+                disk_size_bytes: img.manifest.disk_size_bytes,
             }),
             Err(ImageError::NotBuilt { name, available }) => Err(CatalogError::Unknown { name, available }),
             Err(source) => Err(CatalogError::Broken { name: name.to_string(), source: Box::new(source) }),

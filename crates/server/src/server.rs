@@ -48,6 +48,13 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     let mut qemu = QemuConfig::new(config.vm_state_dir());
     qemu.accel = config.accel;
     qemu.boot_timeout = Duration::from_secs(config.boot_timeout_seconds);
+    qemu.confine = mayfly_vm::confine::ConfineConfig {
+        qemu_user: Some(config.qemu_user.clone()).filter(|u| !u.is_empty()),
+        cgroups: config.cgroups,
+        memory_overhead_mib: config.vm_memory_overhead_mib,
+        must_reach: vec![config.image_data_dir()],
+        ..Default::default()
+    };
     let host = QemuBackend::new(qemu).context("cannot start the QEMU backend")?;
     let images = StoreCatalog::new(&config.image_data_dir());
     let metrics = Arc::new(Metrics::default());

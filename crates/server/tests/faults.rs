@@ -102,6 +102,7 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
             idle_timeout_seconds: 900,
             failure: None,
             network: mayfly_proto::api::Network { egress: mayfly_proto::api::EgressMode::None, allow: vec![] },
+            size: None,
         })
         .await
         .unwrap();

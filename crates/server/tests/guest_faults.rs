@@ -169,9 +169,11 @@ async fn a_full_guest_disk_is_enospc_inside_and_bounded_outside() {
     let _serial = SERIAL.lock().await;
     let baseline = common::leaks::baseline().await;
     let server = TestServer::start(|_| {}).await;
-    let id = server.ready_session(json!({})).await;
+    // A disk bigger than the image's (2 GiB), chosen by the client: that is the size enforced.
+    let id = server.ready_session(json!({"disk_gib": 3})).await;
     let overlay = server.run_dir(&id).join("overlay.qcow2");
     let virtual_size = qemu_img_virtual_size(&overlay);
+    assert_eq!(virtual_size, 3 << 30, "the overlay has the requested size");
     let start_len = std::fs::metadata(&overlay).unwrap().len();
 
     // Reserve all but the last 192 MiB without writing (fast), unless MAYFLY_DISK_FILL=full;

@@ -128,6 +128,8 @@ async fn kill_9_of_the_server_leaks_nothing_past_the_next_start() {
     server.child.kill().unwrap(); // SIGKILL: no cleanup runs
     server.child.wait().unwrap();
     assert_eq!(qemu_pids_for(&id).len(), 1, "the VM outlives a killed server");
+    let orphan_cgroups = common::leaks::vm_cgroups_of(data.path());
+    assert!(orphan_cgroups.iter().any(|c| c.ends_with(&format!("/{id}"))), "the VM's cgroup outlives it too: {orphan_cgroups:?}");
 
     let next = TestServer::start_in(data, |_| {}).await;
     assert!(qemu_pids_for(&id).is_empty(), "the next start killed the orphaned QEMU");

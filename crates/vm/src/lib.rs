@@ -11,6 +11,7 @@ pub mod channel;
 mod cleanup;
 pub mod cmdline;
 mod fork;
+pub mod confine;
 pub mod qemu;
 pub mod qmp;
 pub mod rundir;
@@ -85,6 +86,8 @@ pub enum VmError {
         #[source]
         source: qmp::QmpError,
     },
+    #[error("confinement: {0}")]
+    Confine(String),
     #[error("accelerator: {0}")]
     Accel(String),
     #[error("snapshot {dir}: {reason}")]

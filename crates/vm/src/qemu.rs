@@ -9,6 +9,7 @@ use crate::accel::{self, Accel, AccelSetting, HostVirt};
 use crate::channel::GuestChannel;
 use crate::cleanup::Cleanup;
 use crate::cmdline::{self, MemoryBacking, QemuArgs};
+use crate::confine::{cgroup, ConfineConfig, Confiner};
 use crate::snapshot::Template;
 use crate::qmp::Qmp;
 use crate::rundir::{RunDir, VmRecord};
@@ -41,6 +42,8 @@ pub struct QemuConfig {
     pub boot_timeout: Duration,
     /// Kill QEMU when the thread that spawned it exits (for short-lived CLI runs).
     pub die_with_parent: bool,
+    /// Account, cgroup caps and rlimits of QEMU processes.
+    pub confine: ConfineConfig,
 }
 
 impl QemuConfig {
@@ -55,6 +58,7 @@ impl QemuConfig {
             sandbox: true,
             boot_timeout: Duration::from_secs(90),
             die_with_parent: false,
+            confine: ConfineConfig::default(),
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct QemuBackend {
     accel: Accel,
     /// `qemu-system-x86_64 --version`, recorded in templates.
     pub(crate) qemu_version: String,
+    pub(crate) confiner: Confiner,
 }
 
 impl QemuBackend {
@@ -86,8 +91,9 @@ impl QemuBackend {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
+        let confiner = Confiner::new(&cfg.confine, &cfg.state_dir, accel)?;
         tracing::info!(?accel, qemu = %qemu_version, state_dir = %cfg.state_dir.display(), "QEMU backend ready");
-        Ok(Self { cfg, accel, qemu_version })
+        Ok(Self { cfg, accel, qemu_version, confiner })
     }
 
     pub fn accel(&self) -> Accel {
@@ -98,20 +104,33 @@ impl QemuBackend {
         &self.cfg
     }
 
-    /// Ids of the run directories present (live or left over).
+    /// Who QEMU runs as and what caps it gets.
+    pub fn confiner(&self) -> &Confiner {
+        &self.confiner
+    }
+
+    /// Ids of the VMs with a run directory or a cgroup present (live or left over).
     pub fn run_dir_ids(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.cfg.state_dir) else { return Vec::new() };
-        rd.filter_map(|e| e.ok())
+        let mut ids: Vec<String> = std::fs::read_dir(&self.cfg.state_dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().into_string().ok())
-            .collect()
+            .collect();
+        ids.extend(self.confiner.cgroups().map(|c| c.vm_ids()).unwrap_or_default());
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Destroys the VM in run directory `id` that no live object owns: kills its QEMU (if the
     /// recorded pid still is that VM's QEMU), waits for it to go, deletes the directory.
     pub async fn reap(&self, id: &str) {
         let run = RunDir::new(&self.cfg.state_dir, id);
+        let mut cgroups = self.confiner.vm_cgroup_dirs(id);
         if let Ok(rec) = VmRecord::load(&run.record()) {
+            cgroups.extend(rec.cgroups.iter().cloned());
             if crate::rundir::pid_is_vm(rec.pid, id) {
                 tracing::warn!(vm = id, pid = rec.pid, "killing orphaned QEMU");
                 kill(rec.pid);
@@ -123,6 +142,9 @@ impl QemuBackend {
                 }
             }
         }
+        cgroups.sort();
+        cgroups.dedup();
+        tokio::task::spawn_blocking(move || cgroup::remove_vm(&cgroups)).await.ok();
         remove_dir(&run.dir);
     }
 
@@ -197,6 +219,10 @@ impl QemuBackend {
         }
         let dir = run.dir.clone();
         cleanup.push("run directory", move || remove_dir(&dir));
+        // QEMU's account owns the run dir (it creates the console log there) and the overlay;
+        // only the control plane (root) and that account can enter it.
+        self.confiner.give(&spec.id, &run.dir)?;
+        set_mode(&run.dir, 0o700);
 
         match mode {
             // The source is paused and its disk flushed: a copy is its disk at this instant
@@ -211,7 +237,18 @@ impl QemuBackend {
             Launch::Clone(_) => self.create_overlay(&spec.id, &backing, None, &run).await?,
             _ => self.create_overlay(&spec.id, &backing, spec.disk_size_bytes, &run).await?,
         }
+        self.confiner.give(&spec.id, &run.overlay())?;
         tracing::debug!(vm = %spec.id, ms = started.elapsed().as_millis() as u64, "overlay created");
+        if let Launch::Template { mem } = mode {
+            // QEMU creates the RAM file of a template in a directory that is root's: make it
+            // here, for QEMU's account.
+            std::fs::File::create(mem).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template RAM file", source })?;
+            set_mode(mem, 0o600);
+            self.confiner.give(&spec.id, mem)?;
+        }
+        let mut confinement = self.confiner.prepare(&spec.id, spec.vcpus, spec.memory_mib)?;
+        let cgroup_dirs = confinement.cgroup_dirs.clone();
+        cleanup.push("cgroup", move || cgroup::remove_vm(&cgroup_dirs));
 
         let memory = match mode {
             Launch::Boot => MemoryBacking::Anonymous,
@@ -241,6 +278,8 @@ impl QemuBackend {
             .stdout(Stdio::null())
             .stderr(stderr)
             .kill_on_drop(false);
+        // First: the parent-death signal is cleared by the uid change this makes.
+        self.confiner.apply(&mut cmd, &confinement);
         if self.cfg.die_with_parent {
             // SAFETY: prctl is async-signal-safe and touches only the child's own state.
             unsafe {
@@ -256,6 +295,7 @@ impl QemuBackend {
             .spawn()
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "spawning QEMU", source })?;
         let pid = child.id().expect("child has a pid before it is awaited");
+        confinement.spawned();
         cleanup.push("QEMU process", move || kill(pid));
 
         let record = VmRecord {
@@ -263,6 +303,7 @@ impl QemuBackend {
             pid,
             image: spec.image.clone(),
             started_at_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            cgroups: confinement.cgroup_dirs.clone(),
         };
         std::fs::write(run.record(), serde_json::to_vec_pretty(&record).expect("json"))
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "writing vm.json", source })?;
@@ -271,8 +312,11 @@ impl QemuBackend {
         let stop_requested = Arc::new(AtomicBool::new(false));
         let requested = stop_requested.clone();
         let vm_id = spec.id.clone();
+        let cgroup_dirs = confinement.cgroup_dirs;
         tokio::spawn(async move {
             let status = child.wait().await;
+            // Before anyone hears of the exit: a stopped VM has no cgroup left.
+            tokio::task::spawn_blocking(move || cgroup::remove_vm(&cgroup_dirs)).await.ok();
             let info = match status {
                 Ok(s) => {
                     use std::os::unix::process::ExitStatusExt;
@@ -489,6 +533,13 @@ pub(crate) fn kill(pid: u32) {
     // SAFETY: plain syscall; at worst the pid is gone (ESRCH), which is fine.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), "cannot set mode {mode:o}: {e}");
     }
 }
 

@@ -55,6 +55,9 @@ pub struct VmRecord {
     pub pid: u32,
     pub image: String,
     pub started_at_unix: u64,
+    /// The VM's cgroup directories, removed when it is reaped.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl VmRecord {

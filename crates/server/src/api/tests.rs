@@ -223,6 +223,7 @@ impl ImageCatalog for FakeImages {
             cmdline: String::new(),
             memory_mib: 64,
             vcpus: 1,
+            disk_size_bytes: 2 << 30,
             key: "fake".into(),
             dir: "/nonexistent".into(),
         })
@@ -236,6 +237,8 @@ impl ImageCatalog for FakeImages {
 #[derive(Default)]
 struct SlowHost {
     reaped: std::sync::Mutex<Vec<String>>,
+    /// Specs of the cold boots asked for.
+    created: std::sync::Mutex<Vec<mayfly_vm::VmSpec>>,
 }
 
 #[async_trait::async_trait]
@@ -243,7 +246,8 @@ impl mayfly_vm::VmBackend for SlowHost {
     fn name(&self) -> &'static str {
         "slow"
     }
-    async fn create(&self, _spec: mayfly_vm::VmSpec) -> Result<Arc<dyn mayfly_vm::Vm>, mayfly_vm::VmError> {
+    async fn create(&self, spec: mayfly_vm::VmSpec) -> Result<Arc<dyn mayfly_vm::Vm>, mayfly_vm::VmError> {
+        self.created.lock().unwrap().push(spec);
         std::future::pending().await
     }
     async fn restore(
@@ -266,6 +270,59 @@ impl VmHost for SlowHost {
     async fn reap(&self, id: &str) {
         self.reaped.lock().unwrap().push(id.to_string());
     }
+}
+
+#[tokio::test]
+async fn sizes_beyond_the_operator_maxima_are_refused_naming_the_limit() {
+    let mut cfg = ServerConfig::with_data_dir("/nonexistent");
+    cfg.max_vcpus = 2;
+    cfg.max_memory_mib = 1024;
+    cfg.max_disk_gib = 4;
+    let host = Arc::new(SlowHost::default());
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let manager =
+        SessionManager::new(Arc::new(cfg), "http://h:1".into(), store, host.clone(), Arc::new(FakeImages), Arc::new(Metrics::default()));
+    let agent_store = crate::agent::store::AgentStore::in_memory().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let agent = crate::agent::AgentService::new(manager.clone(), Default::default(), agent_store, TOKEN.into(), data.path());
+    let state = AppState { manager: manager.clone(), auth: Arc::new(crate::auth::Auth::new(TOKEN)), metrics: Arc::new(Metrics::default()), agent };
+    let app = router(state);
+    let create = |body: &'static str| req(Method::POST, "/api/v1/sessions?wait=false", Some(TOKEN), body);
+
+    for (body, want) in [
+        (r#"{"vcpus":3}"#, "vcpus 3 exceeds max_vcpus (2)"),
+        (r#"{"memory_mib":2048}"#, "memory_mib 2048 exceeds max_memory_mib (1024)"),
+        (r#"{"disk_gib":5}"#, "disk_gib 5 exceeds max_disk_gib (4)"),
+    ] {
+        let (s, b) = send(&app, create(body)).await;
+        assert_eq!(error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"), want);
+    }
+    let (s, b) = send(&app, create(r#"{"disk_gib":1}"#)).await;
+    assert!(error(s, &b, StatusCode::BAD_REQUEST, "bad_request").contains("at least 2"), "{b}");
+    let (s, b) = send(&app, create(r#"{"vcpus":"two"}"#)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(host.created.lock().unwrap().is_empty(), "refused requests boot nothing");
+
+    // Within the limits: shown in the session JSON and given to the VM (a cold boot: the pool
+    // and templates are made at the image's size).
+    let (s, b) = send(&app, create(r#"{"vcpus":2,"memory_mib":768,"disk_gib":3}"#)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!((b["vcpus"].as_u64(), b["memory_mib"].as_u64(), b["disk_gib"].as_u64()), (Some(2), Some(768), Some(3)), "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let (_, got) = send(&app, req(Method::GET, &format!("/api/v1/sessions/{id}"), Some(TOKEN), "")).await;
+    assert_eq!(got["disk_gib"], 3, "{got}");
+    let spec = loop {
+        if let Some(spec) = host.created.lock().unwrap().first().cloned() {
+            break spec;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!((spec.vcpus, spec.memory_mib, spec.disk_size_bytes), (2, 768, Some(3 << 30)));
+    // Defaults: the image's size.
+    let (s, b) = send(&app, create("{}")).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!((b["vcpus"].as_u64(), b["memory_mib"].as_u64(), b["disk_gib"].as_u64()), (Some(1), Some(64), Some(2)), "{b}");
+    manager.shutdown().await;
 }
 
 #[tokio::test]

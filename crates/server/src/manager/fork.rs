@@ -1,7 +1,7 @@
 //! Forking a session: a new session whose VM starts as a copy of a running session's VM —
 //! memory (running processes, terminals and their scrollback), devices and disk at one instant.
 //!
-//! The fork inherits what the source was created with: image, network policy, environment, git
+//! The fork inherits what the source was created with: image, size, network policy, environment, git
 //! credentials and the repository's status (the clone is on the copied disk). Its lifetime comes
 //! from the request or the defaults. The source keeps running; its guest stands still while it is
 //! copied. The source's teardown lock is held for the copy, so a delete of the source waits for it.
@@ -41,6 +41,7 @@ impl SessionManager {
             idle_timeout_seconds: idle,
             failure: None,
             network: src.network.clone(),
+            size: src.size,
         };
         let mut repo = source.repo.lock().expect("repo lock").clone();
         if let Some(r) = repo.as_mut().filter(|r| r.state == RepoState::Cloning) {

@@ -21,7 +21,7 @@ use SessionState::*;
 pub(super) enum Origin {
     /// The image: the pool clone reserved for the session, else another pool clone, a template
     /// restore or a cold boot.
-    Image(Box<BootImage>, Option<super::pool::Pooled>),
+    Image(Box<BootImage>, mayfly_proto::api::SessionSize, Option<super::pool::Pooled>),
     /// A running session, forked.
     Fork(Arc<LiveSession>),
 }
@@ -29,14 +29,14 @@ pub(super) enum Origin {
 impl Origin {
     fn describe(&self) -> String {
         match self {
-            Origin::Image(i, _) => format!("image {}", i.name),
+            Origin::Image(i, ..) => format!("image {}", i.name),
             Origin::Fork(s) => format!("fork of {}", s.id),
         }
     }
 
     /// The session will not start: a reserved pool clone is stopped, not leaked.
     fn discard(self) {
-        if let Origin::Image(_, Some(p)) = self {
+        if let Origin::Image(_, _, Some(p)) = self {
             tokio::spawn(async move {
                 let _ = p.vm.stop().await;
             });
@@ -64,6 +64,7 @@ impl SessionManager {
             return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
         }
         validate_env(&req.env)?;
+        let size = super::size::resolve(&req, &image, &self.cfg)?;
         let network = req.network.unwrap_or_else(|| self.cfg.default_network());
         let policy = crate::egress::Policy::parse(&network).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let repo = req.repo.as_ref().map(super::repo::validate_repo).transpose()?;
@@ -75,7 +76,7 @@ impl SessionManager {
         }
 
         // A pool clone is already named after its future session: the session takes that id.
-        let pooled = self.provisioner.reserve(&image);
+        let pooled = self.provisioner.reserve(&image, size);
         let now = OffsetDateTime::now_utc();
         let record = SessionRecord {
             id: pooled.as_ref().map_or_else(super::new_session_id, |p| p.session.clone()),
@@ -86,9 +87,10 @@ impl SessionManager {
             idle_timeout_seconds: idle,
             failure: None,
             network,
+            size: Some(size),
         };
         let session = LiveSession::new(&record, req.env, policy, git_credentials, repo, None, self.now_ms());
-        self.start(record, session, Origin::Image(Box::new(image), pooled), wait).await
+        self.start(record, session, Origin::Image(Box::new(image), size, pooled), wait).await
     }
 
     /// Registers a new session (limits, store, events) and starts its boot task. With `wait`,
@@ -118,7 +120,7 @@ impl SessionManager {
         };
         self.publish(&first);
         self.metrics.session_created();
-        tracing::info!(session = %record.id, image = %record.image, expires = %super::rfc3339(record.expires_at), idle = record.idle_timeout_seconds, origin = origin.describe(), "session created");
+        tracing::info!(session = %record.id, image = %record.image, expires = %super::rfc3339(record.expires_at), idle = record.idle_timeout_seconds, size = ?record.size, origin = origin.describe(), "session created");
 
         let mut state_rx = session.state.subscribe();
         {
@@ -144,8 +146,8 @@ impl SessionManager {
     async fn boot(self: Arc<Self>, s: Arc<LiveSession>, origin: Origin) {
         let from_image = matches!(origin, Origin::Image(..));
         let provided = match origin {
-            Origin::Image(image, pooled) => tokio::select! {
-                r = self.provisioner.acquire(&s.id, &image, pooled) => Some(r),
+            Origin::Image(image, size, pooled) => tokio::select! {
+                r = self.provisioner.acquire(&s.id, &image, size, pooled) => Some(r),
                 _ = s.cancel.cancelled() => None,
             },
             // Not cancellable: the source is paused until the fork is done (a bounded wait).

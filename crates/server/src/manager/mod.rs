@@ -19,6 +19,7 @@ mod guest_streams;
 mod lifecycle;
 mod pool;
 mod repo;
+pub mod size;
 mod ports;
 pub mod reaper;
 pub mod state;
@@ -59,6 +60,9 @@ pub enum SessionError {
     Image(#[from] CatalogError),
     #[error("max_sessions ({0}) reached")]
     TooManySessions(usize),
+    /// A requested size beyond an operator maximum; the message names the setting.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("{0}")]
     Invalid(String),
     #[error("upload exceeds max_upload_bytes ({0})")]
@@ -385,6 +389,9 @@ impl SessionManager {
                 .unwrap_or_default(),
             failure: r.failure.clone(),
             forked_from: live.as_ref().and_then(|s| s.forked_from.clone()),
+            vcpus: r.size.map(|z| z.vcpus),
+            memory_mib: r.size.map(|z| z.memory_mib),
+            disk_gib: r.size.map(|z| z.disk_gib),
         }
     }
 

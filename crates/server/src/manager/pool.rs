@@ -11,9 +11,14 @@
 //! Templates live in the image's build directory (`<image dir>/templates/<mem>m-<vcpus>c`), so a
 //! new image build or QEMU version is detected by the template's recorded versions and rebuilt.
 //! Pool VMs are ordinary VMs with ids `p-<random>`; at shutdown they are stopped (drained).
+//!
+//! A session that asks for a size other than the image's default (vCPUs, memory or disk) skips
+//! the pool and the template (both are made at the default size; a clone's RAM and disk sizes
+//! are the template's) and cold-boots at its own size.
 
 use crate::images::{BootImage, ImageCatalog};
 use crate::vmhost::VmHost;
+use mayfly_proto::api::SessionSize;
 use mayfly_proto::msg::Identity;
 use mayfly_vm::snapshot::Template;
 use mayfly_vm::{Vm, VmError, VmSpec};
@@ -126,19 +131,50 @@ impl Provisioner {
         image.dir.join("templates").join(format!("{}m-{}c", spec.memory_mib, spec.vcpus))
     }
 
-    /// Takes a ready clone of `image` for a new session, whose id must be `Pooled::session`.
-    pub(crate) fn reserve(&self, image: &BootImage) -> Option<Pooled> {
+    /// The disk size of `image` in whole GiB (what a session gets when it asks for none).
+    fn default_disk_gib(image: &BootImage) -> u32 {
+        image.disk_size_bytes.div_ceil(1 << 30) as u32
+    }
+
+    /// The spec of a VM of `size`, if that is not the image's default size (which pool clones
+    /// and templates have).
+    fn custom_spec(&self, id: &str, image: &BootImage, size: SessionSize) -> Option<VmSpec> {
+        let default = self.spec(id, image);
+        let default_disk = Self::default_disk_gib(image);
+        if (size.vcpus, size.memory_mib, size.disk_gib) == (default.vcpus, default.memory_mib, default_disk) {
+            return None;
+        }
+        Some(VmSpec {
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
+            disk_size_bytes: (size.disk_gib != default_disk).then_some(u64::from(size.disk_gib) << 30),
+            ..default
+        })
+    }
+
+    /// Takes a ready clone of `image` for a new session of `size`, whose id must then be
+    /// `Pooled::session`. None when the pool is empty or the size is not the pool's.
+    pub(crate) fn reserve(&self, image: &BootImage, size: SessionSize) -> Option<Pooled> {
+        if self.custom_spec("x", image, size).is_some() {
+            return None;
+        }
         self.take_ready(image)
     }
 
-    /// A VM for session `id`: `reserved` (from [`Provisioner::reserve`]) if it passes the
-    /// hand-over, else another ready clone, else a restore or a cold boot.
+    /// A VM of `size` for session `id`: `reserved` (from [`Provisioner::reserve`]) if it passes
+    /// the hand-over, else another ready clone, else a restore or a cold boot. Sizes other than
+    /// the image's default always cold-boot (no pool, no template).
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         id: &str,
         image: &BootImage,
+        size: SessionSize,
         reserved: Option<Pooled>,
     ) -> Result<(Arc<dyn Vm>, Source), VmError> {
+        if let Some(spec) = self.custom_spec(id, image, size) {
+            tracing::info!(session = id, ?size, "custom size: cold boot (no pool, no template)");
+            return Ok((self.cold_boot(id, spec).await?, Source::ColdBoot));
+        }
         let mut next = reserved;
         while let Some(Pooled { vm, .. }) = next.take().or_else(|| self.take_ready(image)) {
             match self.hand_over(id, &vm).await {
@@ -166,15 +202,20 @@ impl Provisioner {
             },
             None => {
                 self.build_template_in_background(image.clone());
-                let vm = self.host.create(spec).await?;
-                // Named after its session like every other VM (the image's default is "mayfly").
-                if let Err(e) = vm.channel().set_identity(mayfly_vm::snapshot::fresh_identity(id)).await {
-                    let _ = vm.stop().await;
-                    return Err(VmError::Boot { vm: id.to_string(), reason: format!("identity refresh failed: {e}"), console: String::new() });
-                }
-                Ok((vm, Source::ColdBoot))
+                Ok((self.cold_boot(id, spec).await?, Source::ColdBoot))
             }
         }
+    }
+
+    /// Boots `spec` and names it after its session like every other VM (the image's default
+    /// hostname is "mayfly").
+    async fn cold_boot(&self, id: &str, spec: VmSpec) -> Result<Arc<dyn Vm>, VmError> {
+        let vm = self.host.create(spec).await?;
+        if let Err(e) = vm.channel().set_identity(mayfly_vm::snapshot::fresh_identity(id)).await {
+            let _ = vm.stop().await;
+            return Err(VmError::Boot { vm: id.to_string(), reason: format!("identity refresh failed: {e}"), console: String::new() });
+        }
+        Ok(vm)
     }
 
     /// Health check, then the session's own identity.

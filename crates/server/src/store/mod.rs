@@ -9,7 +9,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use mayfly_proto::api::{Network, SessionState, Visibility};
+use mayfly_proto::api::{Network, SessionSize, SessionState, Visibility};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
@@ -27,6 +27,8 @@ pub struct SessionRecord {
     /// Why the session failed.
     pub failure: Option<String>,
     pub network: Network,
+    /// The VM's size; `None` for rows written before sizes were recorded.
+    pub size: Option<SessionSize>,
 }
 
 /// One state change, in the order the store recorded it (`seq` grows).

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 /// Named, not `*`: a connection that prepared `SELECT *` before a migration added a column
 /// would read the old column list.
-const SESSION_COLUMNS: &str = "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network";
+const SESSION_COLUMNS: &str = "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network, size";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sessions (
@@ -26,7 +26,8 @@ const SCHEMA: &[&str] = &[
         idle_timeout_seconds INTEGER NOT NULL,
         failure TEXT,
         updated_at INTEGER NOT NULL,
-        network TEXT
+        network TEXT,
+        size TEXT
     )",
     "CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state)",
     "CREATE TABLE IF NOT EXISTS session_events (
@@ -98,7 +99,7 @@ impl SqliteStore {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("creating tables"))?;
         }
         // Columns added after the first release: added to older databases in place.
-        for (column, decl) in [("network", "TEXT")] {
+        for (column, decl) in [("network", "TEXT"), ("size", "TEXT")] {
             let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = ?")
                 .bind(column)
                 .fetch_one(&pool)
@@ -128,6 +129,10 @@ fn record(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
             // Written before policies existed: those sessions had no network at all.
             None => Network { egress: EgressMode::None, allow: Vec::new() },
             Some(j) => serde_json::from_str(j).map_err(|_| StoreError::Corrupt { what: "network", value: j.to_string() })?,
+        },
+        size: match row.get::<Option<&str>, _>("size") {
+            None => None,
+            Some(j) => Some(serde_json::from_str(j).map_err(|_| StoreError::Corrupt { what: "size", value: j.to_string() })?),
         },
     })
 }
@@ -175,8 +180,8 @@ impl SessionStore for SqliteStore {
     async fn insert(&self, s: &SessionRecord) -> Result<StoredEvent, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
         let res = sqlx::query(
-            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at, network)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at, network, size)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.image)
@@ -187,6 +192,7 @@ impl SessionStore for SqliteStore {
         .bind(&s.failure)
         .bind(ms(s.created_at))
         .bind(serde_json::to_string(&s.network).expect("network serialises"))
+        .bind(s.size.map(|z| serde_json::to_string(&z).expect("size serialises")))
         .execute(&mut *tx)
         .await;
         if let Err(e) = res {
@@ -323,6 +329,7 @@ mod tests {
             idle_timeout_seconds: 900,
             failure: None,
             network: Network { egress: EgressMode::Allowlist, allow: vec!["pypi.org".into()] },
+            size: Some(mayfly_proto::api::SessionSize { vcpus: 2, memory_mib: 768, disk_gib: 3 }),
         }
     }
 
@@ -343,6 +350,7 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         let old = store.get("sold").await.unwrap().unwrap();
         assert_eq!(old.network.egress, EgressMode::None);
+        assert_eq!(old.size, None, "rows from before sizes have none");
         store.insert(&rec("snew")).await.unwrap();
         assert_eq!(store.get("snew").await.unwrap().unwrap().network, rec("snew").network);
     }
@@ -363,6 +371,7 @@ mod tests {
         assert_eq!(got.state, Failed);
         assert_eq!(got.failure.as_deref(), Some("QEMU killed"));
         assert_eq!(got.network, rec("sa").network, "the network policy round-trips");
+        assert_eq!(got.size, rec("sa").size, "the size round-trips");
         let evs = store.events("sa").await.unwrap();
         assert_eq!(evs.iter().map(|e| e.to).collect::<Vec<_>>(), vec![Creating, Ready, Failed]);
         assert!(evs.windows(2).all(|w| w[0].seq < w[1].seq));

@@ -89,6 +89,21 @@ pub async fn assert_no_leftovers(data_dir: &Path) {
     assert!(files.is_empty(), "overlays or sockets left: {files:?}");
     let rows = live_rows(data_dir).await;
     assert!(rows.is_empty(), "live sessions left in the store: {rows:?}");
+    let cgroups = vm_cgroups_of(data_dir);
+    assert!(cgroups.is_empty(), "VM cgroups left: {cgroups:?}");
+}
+
+/// VM cgroups of the server with `data_dir` that exist now (none where cgroups are unusable).
+pub fn vm_cgroups_of(data_dir: &Path) -> Vec<String> {
+    let tag = mayfly_vm::confine::state_tag(&data_dir.join("vms"));
+    let Ok(layout) = mayfly_vm::confine::cgroup::Cgroups::locate(&tag) else { return Vec::new() };
+    layout
+        .parents()
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path().display().to_string())
+        .collect()
 }
 
 /// [`assert_no_leftovers`], and this process holds no Unix socket that was not open before the
