@@ -68,6 +68,7 @@ impl SessionManager {
             policy,
             git_credentials: Mutex::new(git_credentials),
             repo: Mutex::new(repo),
+            auto_push: req.auto_push.unwrap_or(self.cfg.auto_push),
             state: tokio::sync::watch::channel(Creating).0,
             transition_lock: Default::default(),
             lifecycle: Default::default(),
@@ -253,6 +254,8 @@ impl SessionManager {
         if let Some(task) = boot {
             let _ = task.await;
         }
+        // Before the VM and the tokens go: the work leaves by a push (if the session asks).
+        self.push_at_end(&s).await;
         let outcome = match self.release(&s).await {
             None => self.transition(&s, Stopping, Destroyed, Some(reason)).await,
             Some(e) => self.transition(&s, Stopping, Failed, Some(&format!("stopping the VM failed: {e}"))).await,

@@ -6,6 +6,7 @@
 //! * [`ports`] — per-session port watcher and preview visibility.
 //! * [`file_watch`] — per-session workspace watcher (`file_changed` events).
 //! * [`events`] — per-session event streams (history replayed, then live).
+//! * [`repo`] — the session's repository clone; [`repo_push`] — its push at session end.
 //! * [`reaper`] — idle timeout and maximum lifetime.
 //!
 //! Not owned here: HTTP (the `api` module parses requests and calls these methods), the VM
@@ -18,6 +19,7 @@ mod guest_streams;
 mod lifecycle;
 mod pool;
 mod repo;
+mod repo_push;
 mod ports;
 pub mod reaper;
 pub mod state;
@@ -99,6 +101,7 @@ impl Envelope {
             | SessionEvent::PortClosed { session, .. }
             | SessionEvent::FileChanged { session, .. }
             | SessionEvent::Repo { session, .. }
+            | SessionEvent::RepoPush { session, .. }
             | SessionEvent::AgentStatus { session, .. }
             | SessionEvent::AgentText { session, .. }
             | SessionEvent::AgentToolCall { session, .. }
@@ -121,6 +124,8 @@ pub(crate) struct LiveSession {
     git_credentials: Mutex<Vec<mayfly_proto::api::GitCredential>>,
     /// The repository and its clone's progress.
     repo: Mutex<Option<mayfly_proto::api::RepoStatus>>,
+    /// Push the repository's work to `mayfly/<id>` when the session is deleted.
+    auto_push: bool,
     /// Current state; changed only by [`SessionManager::transition`].
     state: watch::Sender<SessionState>,
     /// Held for the length of one state change (store write + memory update).
@@ -350,6 +355,7 @@ impl SessionManager {
                 .as_ref()
                 .map(|s| s.git_credentials.lock().expect("credentials lock").iter().map(|c| c.host.clone()).collect())
                 .unwrap_or_default(),
+            auto_push: live.as_ref().is_some_and(|s| s.auto_push),
             failure: r.failure.clone(),
         }
     }
