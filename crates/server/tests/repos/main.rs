@@ -150,7 +150,7 @@ async fn clone_commit_push_with_a_session_token() {
     let out = sh(srv, &id, "cat /root/app/app.py && git -C /root/app log --format=%s").await;
     assert_eq!(out["stdout"], "print('v1')\nv1\n", "{out}");
     let out = sh(
-        &srv,
+        srv,
         &id,
         "cd /root/app && git checkout -q -b feature && echo \"print('v2')\" > app.py && \
          git -c user.name=t -c user.email=t@example.com commit -qam v2 && git push -q origin feature 2>&1",
