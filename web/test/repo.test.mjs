@@ -64,7 +64,7 @@ before(async () => {
   git = { root, ...(await serveGit(root)) };
   remote = `${hostAddress()}:${git.port}`;
   ({ srv, browser, page, sid } = await signedInSession({
-    body: { image: 'minimal', repo: { url: `http://${remote}/app.git` }, network: { egress: 'allowlist', allow: [remote] } },
+    body: { image: 'minimal', auto_push: true, repo: { url: `http://${remote}/app.git` }, network: { egress: 'allowlist', allow: [remote] } },
     env: { MAYFLY_EGRESS_PRIVATE_ALLOW: remote },
   }));
 });
@@ -98,6 +98,17 @@ test('the clone shows its progress, then ready, and the explorer shows the repos
   await screenshot(page, 'repo-ready');
   await page.click('.repo-banner button[aria-label="Dismiss"]');
   assert.equal((await banner()).hidden, true);
+  // With auto-push, ending the session says where the unpushed work goes.
+  const r = await ide(async (id) => {
+    const res = await fetch(`/api/v1/sessions/${id}/exec`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"cmd":["sh","-c","echo more >> /root/app/app.py"]}' });
+    return res.json();
+  }, sid);
+  assert.equal(r.exit_code, 0, JSON.stringify(r));
+  await page.click('#end-session');
+  await page.waitForSelector('.modal >> text=has work that is not pushed');
+  assert.match(await page.textContent('.modal'), new RegExp(`pushed to the branch mayfly/${sid} of its remote`));
+  await page.click('.modal button:has-text("Cancel")');
+  await page.waitForSelector('.modal', { state: 'detached' });
 });
 
 test('a failed clone shows git’s message, can be dismissed, and the session is usable', SLOW, async () => {
