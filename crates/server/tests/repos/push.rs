@@ -65,7 +65,7 @@ async fn work_is_pushed_to_a_session_branch_at_the_end() {
     assert_eq!(gitserver::head_subject(f.git_root.path(), "main").as_deref(), Some("v1"), "the user's branch was not pushed");
 
     // Reaped for idleness: pushed too (a clean tree pushes HEAD itself).
-    let idle = srv.ready_session(create(Some(true), 4)).await;
+    let idle = srv.ready_session(create(Some(true), 8)).await;
     assert_eq!(cloned(srv, &idle).await["repo"]["state"], "ready");
     let out = sh(srv, &idle, "cd /root/app && git -c user.name=t -c user.email=t@example.com commit -q --allow-empty -m idle && git rev-parse HEAD").await;
     let head = out["stdout"].as_str().unwrap().trim().to_string();
