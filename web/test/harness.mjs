@@ -27,8 +27,8 @@ export function prerequisites() {
   return { bin, images, missing };
 }
 
-/** Starts `mayfly serve` on 127.0.0.1:0; resolves once it prints its address. */
-export async function startServer() {
+/** Starts `mayfly serve` on 127.0.0.1:0 (with `extraEnv`); resolves once it prints its address. */
+export async function startServer(extraEnv = {}) {
   if (EXTERNAL) return { base: EXTERNAL, log: () => '', stop: async () => {} };
   const { bin, images } = prerequisites();
   const data = mkdtempSync(join(tmpdir(), 'mayfly-web-e2e-'));
@@ -38,6 +38,7 @@ export async function startServer() {
     MAYFLY_IMAGE_DATA_DIR: images,
     MAYFLY_DEFAULT_IMAGE: 'minimal',
     MAYFLY_LOG: process.env.MAYFLY_LOG ?? 'warn',
+    ...extraEnv,
   };
   delete env.MAYFLY_DATA_DIR;
   const child = spawn(bin, ['--data-dir', data, 'serve', '--bind', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -128,12 +129,12 @@ export async function until(what, fn, ms = 30_000) {
 
 /**
  * The common start of a browser test file: a server, a browser, a page signed in with the test
- * token, and a ready `minimal` session.
+ * token, and a ready session (`body` of the create request; default a `minimal` one).
  */
-export async function signedInSession() {
+export async function signedInSession({ body = { image: 'minimal' }, env = {} } = {}) {
   const { missing } = prerequisites();
   if (missing.length) throw new Error(`browser tests need: ${missing.join(', ')}`);
-  const srv = await startServer();
+  const srv = await startServer(env);
   const browser = await startBrowser();
   const page = await browser.context.newPage();
   page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
@@ -141,10 +142,10 @@ export async function signedInSession() {
   await page.fill('#token', TOKEN);
   await page.click('button[type=submit]');
   await page.waitForURL(`${srv.base}/`);
-  const s = await page.evaluate(async () => {
-    const res = await fetch('/api/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image":"minimal"}' });
+  const s = await page.evaluate(async (body) => {
+    const res = await fetch('/api/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     return res.json();
-  });
+  }, body);
   if (s.state !== 'ready') throw new Error(`session not ready: ${JSON.stringify(s)}`);
   return { srv, browser, page, sid: s.id };
 }

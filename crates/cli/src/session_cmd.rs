@@ -17,8 +17,9 @@ pub struct NewOpts {
     /// Clone this repository into the workspace: `URL[@REF]` (REF: branch, tag or commit).
     #[arg(long, value_name = "URL[@REF]")]
     repo: Option<String>,
-    /// A git token for a host: `HOST=TOKEN` (repeatable). Given to git in the VM on demand.
-    #[arg(long, value_name = "HOST=TOKEN")]
+    /// A git token for a host: `[USER@]HOST=TOKEN` (repeatable; USER default `x-access-token`).
+    /// Given to git in the VM on demand.
+    #[arg(long, value_name = "[USER@]HOST=TOKEN")]
     git_token: Vec<String>,
     /// Network: none, allowlist or open (default: the server's setting).
     #[arg(long)]
@@ -35,6 +36,10 @@ pub struct NewOpts {
     /// Disk size in GiB (default: the image's; at most the server's max_disk_gib).
     #[arg(long, value_name = "GIB")]
     disk: Option<u32>,
+    /// Push the repository's work to `mayfly/<id>` on origin when the session ends (default:
+    /// the server's `auto_push`).
+    #[arg(long)]
+    auto_push: Option<bool>,
 }
 
 /// `URL@REF` → (URL, REF): the `@` must follow the start of the URL's path.
@@ -44,6 +49,17 @@ fn split_repo(arg: &str) -> (String, Option<String>) {
         Some(at) => (arg[..path_start + at].to_string(), Some(arg[path_start + at + 1..].to_string())),
         None => (arg.to_string(), None),
     }
+}
+
+/// `[USER@]HOST=TOKEN` → a `git_credentials` entry.
+fn git_token(arg: &str) -> Option<serde_json::Value> {
+    let (who, token) = arg.split_once('=')?;
+    let mut c = match who.rsplit_once('@') {
+        Some((user, host)) => serde_json::json!({ "host": host, "username": user }),
+        None => serde_json::json!({ "host": who }),
+    };
+    c["token"] = token.into();
+    Some(c)
 }
 
 pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>, opts: NewOpts) -> anyhow::Result<ExitCode> {
@@ -68,10 +84,12 @@ pub async fn new(client: &Client, image: Option<String>, ttl: Option<u64>, opts:
     }
     let mut creds = Vec::new();
     for t in &opts.git_token {
-        let (host, token) = t.split_once('=').context("--git-token takes HOST=TOKEN")?;
-        creds.push(serde_json::json!({ "host": host, "token": token }));
+        creds.push(git_token(t).context("--git-token takes [USER@]HOST=TOKEN")?);
     }
     body["git_credentials"] = creds.into();
+    if let Some(a) = opts.auto_push {
+        body["auto_push"] = a.into();
+    }
     if let Some(e) = &opts.egress {
         body["network"] = serde_json::json!({ "egress": e, "allow": opts.allow });
     }
@@ -211,6 +229,15 @@ pub async fn shell(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn git_tokens_may_name_a_user() {
+        use super::git_token;
+        use serde_json::json;
+        assert_eq!(git_token("github.com=t=x"), Some(json!({ "host": "github.com", "token": "t=x" })));
+        assert_eq!(git_token("alice@git.example.com:8443=t"), Some(json!({ "host": "git.example.com:8443", "username": "alice", "token": "t" })));
+        assert_eq!(git_token("github.com"), None);
+    }
+
     #[test]
     fn repo_refs_follow_the_path() {
         use super::split_repo;

@@ -85,15 +85,7 @@ pub fn helper(action: &str, socket: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     let host = fields.get("host").and_then(Value::as_str).unwrap_or("?").to_string();
-    let answer = (|| -> std::io::Result<Value> {
-        let mut sock = std::os::unix::net::UnixStream::connect(socket)?;
-        sock.set_read_timeout(Some(ANSWER_TIMEOUT + Duration::from_secs(5)))?;
-        sock.write_all(format!("{}\n", Value::Object(fields)).as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(sock).read_line(&mut line)?;
-        serde_json::from_str(&line).map_err(std::io::Error::other)
-    })();
-    match answer {
+    match ask_daemon(socket, fields) {
         Ok(a) => match (a["username"].as_str(), a["password"].as_str()) {
             (Some(u), Some(p)) => println!("username={u}\npassword={p}"),
             _ => eprintln!("mayfly: no git credential for {host}: {}", a["error"].as_str().unwrap_or("no answer")),
@@ -101,4 +93,14 @@ pub fn helper(action: &str, socket: &Path) -> std::io::Result<()> {
         Err(e) => eprintln!("mayfly: cannot ask for a git credential for {host}: {e}"),
     }
     Ok(())
+}
+
+/// One question to the daemon on `socket` (blocking): the request's fields, then its answer.
+pub fn ask_daemon(socket: &Path, fields: serde_json::Map<String, Value>) -> std::io::Result<Value> {
+    let mut sock = std::os::unix::net::UnixStream::connect(socket)?;
+    sock.set_read_timeout(Some(ANSWER_TIMEOUT + Duration::from_secs(5)))?;
+    sock.write_all(format!("{}\n", Value::Object(fields)).as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(sock).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
 }

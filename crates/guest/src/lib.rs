@@ -10,6 +10,8 @@
 //! Each stream op lives in its own module: [`exec`], [`pty`] (with [`terminal`] and
 //! [`scrollback`]), [`files`] and [`transfer`], [`ports`], [`watch`] (with [`watch_batch`]),
 //! [`tunnel`], [`info`], [`identity`].
+//! Helpers run by programs in the VM: [`credential`] (git's credential helper) and [`with_token`]
+//! (a token in one program's environment, e.g. `gh`).
 //! The byte transport and its reconnect rules live in [`transport`].
 
 pub mod boot;
@@ -31,6 +33,7 @@ pub mod transport;
 pub mod tunnel;
 pub mod watch;
 pub mod watch_batch;
+pub mod with_token;
 
 /// Directory commands start in when the host names none: root's home, or `/` if it is missing.
 pub(crate) fn default_cwd() -> std::path::PathBuf {

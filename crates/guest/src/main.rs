@@ -30,6 +30,18 @@ enum Mode {
         /// git's action: get, store or erase.
         action: String,
     },
+    /// Runs CMD with the session's token for HOST in its environment (asked for now, never
+    /// written down); `gh` as a link to this binary does this for /usr/bin/gh.
+    WithToken {
+        /// Host as git names it: `github.com`, or `host:port`.
+        host: String,
+        /// Environment variable(s) to put the token in.
+        #[arg(long = "env", value_name = "NAME", default_value = "GH_TOKEN")]
+        vars: Vec<String>,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        cmd: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -100,15 +112,24 @@ fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    let socket = std::path::Path::new(mayfly_guest::credential::SOCKET);
+    let mut argv = std::env::args_os();
+    if mayfly_guest::with_token::invoked_as_gh(argv.next().as_ref()) {
+        let e = mayfly_guest::with_token::gh(socket, argv.collect());
+        return report(e.map_err(anyhow::Error::from));
+    }
     let cli = Cli::parse();
     init_logging();
     let res = match cli.mode {
         Mode::Init { no_resize } => mayfly_guest::init::run(!no_resize).map(|_| ()).map_err(anyhow::Error::from),
         Mode::Daemon(args) => daemon(args),
-        Mode::Credential { action } => {
-            mayfly_guest::credential::helper(&action, std::path::Path::new(mayfly_guest::credential::SOCKET)).map_err(anyhow::Error::from)
-        }
+        Mode::Credential { action } => mayfly_guest::credential::helper(&action, socket).map_err(anyhow::Error::from),
+        Mode::WithToken { host, vars, cmd } => mayfly_guest::with_token::run(socket, &host, &vars, &cmd).map_err(anyhow::Error::from),
     };
+    report(res)
+}
+
+fn report(res: anyhow::Result<()>) -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

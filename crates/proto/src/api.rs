@@ -50,6 +50,10 @@ pub struct CreateSession {
     /// Git tokens for this session, handed to git in the VM on demand (never stored).
     #[serde(default)]
     pub git_credentials: Vec<GitCredential>,
+    /// Push the work (commits, changes, new files) to `mayfly/<session>` on `origin` when the
+    /// session is deleted or reaped; default: the server's `auto_push`.
+    #[serde(default)]
+    pub auto_push: Option<bool>,
     /// vCPUs of the VM; default: the image's (or the server's `vm_vcpus`). At most `max_vcpus`.
     #[serde(default)]
     pub vcpus: Option<u32>,
@@ -172,6 +176,9 @@ pub struct Session {
     /// Hosts this session has git tokens for (the tokens themselves are never shown).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub git_credential_hosts: Vec<String>,
+    /// The repository's work is pushed to `mayfly/<session>` when the session ends.
+    #[serde(default)]
+    pub auto_push: bool,
     /// Why the session failed (state `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -280,6 +287,16 @@ pub enum SessionEvent {
     },
     /// The repository clone started, progressed, finished or failed.
     Repo { session: String, repo: RepoStatus },
+    /// The session's end pushed its work to `branch` (the commit `sha`), or could not (`error`,
+    /// git's words); the session is deleted either way.
+    RepoPush {
+        session: String,
+        branch: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A coding-agent run changed status (`running` first, then one final status).
     AgentStatus {
         session: String,

@@ -98,6 +98,9 @@ pub struct ServerConfig {
     /// Git tokens every session gets (config file only, as `[[git_credentials]]` tables with
     /// `host`, `token` and optional `username`); a session's own tokens come first.
     pub git_credentials: Vec<GitCredential>,
+    /// Default of new sessions' `auto_push`: when a session with a repository is deleted or
+    /// reaped, its work is pushed to `mayfly/<session id>` on `origin`.
+    pub auto_push: bool,
     /// API requests per second each client address may make on average (0: no limit).
     pub rate_limit_per_second: u32,
     /// API requests a client address may make at once before `rate_limit_per_second` applies.
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
             egress_allow: Vec::new(),
             egress_private_allow: Vec::new(),
             git_credentials: Vec::new(),
+            auto_push: false,
             rate_limit_per_second: 20,
             rate_limit_burst: 200,
             agent: mayfly_agent::AgentConfig::default(),
@@ -191,6 +195,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("egress", Kind::Str),
     ("egress_allow", Kind::List),
     ("egress_private_allow", Kind::List),
+    ("auto_push", Kind::Bool),
     ("rate_limit_per_second", Kind::Int),
     ("rate_limit_burst", Kind::Int),
 ];
@@ -410,6 +415,17 @@ mod tests {
         assert!(e.to_string().contains("egress_allow") && e.to_string().contains("\"a b\""), "{e}");
         let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_EGRESS", "everything")])).unwrap_err();
         assert!(e.to_string().contains("everything"), "{e}");
+    }
+
+    #[test]
+    fn auto_push_is_off_unless_set_in_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!ServerConfig::load_with_env(None, dir.path(), env(&[])).unwrap().auto_push);
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "auto_push = true\n").unwrap();
+        assert!(ServerConfig::load_with_env(Some(&file), dir.path(), env(&[])).unwrap().auto_push);
+        let cfg = ServerConfig::load_with_env(Some(&file), dir.path(), env(&[("MAYFLY_AUTO_PUSH", "false")])).unwrap();
+        assert!(!cfg.auto_push, "the environment overrides the file");
     }
 
     #[test]

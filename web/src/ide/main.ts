@@ -18,6 +18,7 @@ import { AgentView } from './agent';
 import { confirmEnd } from '../lib/endsession';
 import { bootOverlay, drawStatus, endedBanner, fullPage, StatusModel } from './status';
 import { FileTree } from './tree';
+import { RepoBanner } from './repobanner';
 
 const WORKSPACE = '/root';
 const POLL_MS = 10_000;
@@ -116,6 +117,8 @@ function ide(initial: Session) {
   wired = true;
   wb.editorArea.append(editors.el);
   wb.panel.append(panel.el);
+  const repoBanner = new RepoBanner();
+  wb.root.prepend(repoBanner.el);
   render(app, wb.root);
 
   let started = false;
@@ -147,6 +150,7 @@ function ide(initial: Session) {
   };
   const onState = (s: Session) => {
     model.session = s;
+    repoBanner.update(s.repo);
     if (s.state === 'ready') start();
     else if (s.state === 'failed') end('This session failed.', s.failure ?? 'Its VM stopped unexpectedly.');
     else if (s.state === 'stopping' || s.state === 'destroyed') end('This session has ended.', 'Its VM was stopped and its files are gone.');
@@ -168,7 +172,13 @@ function ide(initial: Session) {
     } else if (ev.type.startsWith('agent_')) agent.event(ev);
     else if (ev.type === 'repo') {
       model.session = { ...model.session, repo: ev.repo };
-      if (ev.repo.state === 'ready') void scm.refresh();
+      repoBanner.update(ev.repo);
+      // The file watcher reported the clone's files as they came; this shows the finished tree
+      // (or none: a failed clone removes its folder).
+      if (ev.repo.state !== 'cloning') {
+        void scm.refresh();
+        if (started) tree.refreshAll();
+      }
     } else if (ev.type === 'port_opened') ports.opened(ev.port);
     else if (ev.type === 'port_closed') ports.closed(ev.port);
     else if (ev.type === 'file_changed') {

@@ -14,6 +14,8 @@ export interface Session {
   failure?: string;
   /** The repository cloned at session start (when the server was asked to clone one). */
   repo?: { url?: string; ref?: string; path?: string; state?: 'cloning' | 'ready' | 'failed'; message?: string };
+  /** The repository's work is pushed to `mayfly/<id>` when the session ends. */
+  auto_push?: boolean;
 }
 
 export interface ExecBody {
@@ -64,6 +66,7 @@ export type SessionEvent =
   | { type: 'port_closed'; session: string; port: number }
   | { type: 'file_changed'; session: string; path: string; kind: FileChangeKind; from?: string }
   | { type: 'repo'; session: string; repo: NonNullable<Session['repo']> }
+  | { type: 'repo_push'; session: string; branch: string; sha?: string; error?: string }
   | { type: 'agent_status'; session: string; run: string; status: 'running' | 'succeeded' | 'failed' | 'cancelled'; reason?: string; summary?: string }
   | { type: 'agent_text'; session: string; run: string; delta: string }
   | { type: 'agent_tool_call'; session: string; run: string; call_id: string; name: string; arguments: string }

@@ -18,10 +18,12 @@ export async function confirmEnd(s: Session, verb: 'Delete' | 'End' = 'Delete'):
     }
   }
   const warn = details.length > 0;
+  // With auto-push the server pushes the session's repository to `mayfly/<id>` as it ends.
+  const pushed = s.auto_push && s.repo?.state === 'ready' ? ` The work in ${s.repo.path} (commits, changes and new files) is pushed to the branch mayfly/${s.id} of its remote first; anything else is lost.` : '';
   return confirmDialog({
     title: warn ? `Session ${s.id} has work that is not pushed` : `${verb} session ${s.id}?`,
     message: warn
-      ? 'These repositories have uncommitted changes or unpushed commits. Ending the session destroys its VM and files: this work will be lost.'
+      ? `These repositories have uncommitted changes or unpushed commits. Ending the session destroys its VM and files: this work will be lost.${pushed}`
       : `Its VM, files and running programs are destroyed. This cannot be undone.${checked ? '' : ' (Could not check its repositories for unpushed work.)'}`,
     details,
     confirm: warn ? `${verb} anyway` : verb,

@@ -2,7 +2,7 @@
 //! memory (running processes, terminals and their scrollback), devices and disk at one instant.
 //!
 //! The fork inherits what the source was created with: image, size, network policy, environment, git
-//! credentials and the repository's status (the clone is on the copied disk). Its lifetime comes
+//! credentials, `auto_push` and the repository's status (the clone is on the copied disk). Its lifetime comes
 //! from the request or the defaults. The source keeps running; its guest stands still while it is
 //! copied. The source's teardown lock is held for the copy, so a delete of the source waits for it.
 
@@ -49,16 +49,15 @@ impl SessionManager {
             r.state = RepoState::Failed;
             r.message = Some(format!("the session was forked from {id} while the repository was still being cloned"));
         }
-        let credentials = source.git_credentials.lock().expect("credentials lock").clone();
-        let session = LiveSession::new(
-            &record,
-            source.env.clone(),
-            source.policy.clone(),
-            credentials,
+        let setup = super::Setup {
+            env: source.env.clone(),
+            policy: source.policy.clone(),
+            git_credentials: source.git_credentials.lock().expect("credentials lock").clone(),
             repo,
-            Some(id.to_string()),
-            self.now_ms(),
-        );
+            auto_push: source.auto_push,
+            forked_from: Some(id.to_string()),
+        };
+        let session = LiveSession::new(&record, setup, self.now_ms());
         self.start(record, session, Origin::Fork(source), wait).await
     }
 

@@ -89,7 +89,15 @@ impl SessionManager {
             network,
             size: Some(size),
         };
-        let session = LiveSession::new(&record, req.env, policy, git_credentials, repo, None, self.now_ms());
+        let setup = super::Setup {
+            env: req.env,
+            policy,
+            git_credentials,
+            repo,
+            auto_push: req.auto_push.unwrap_or(self.cfg.auto_push),
+            forked_from: None,
+        };
+        let session = LiveSession::new(&record, setup, self.now_ms());
         self.start(record, session, Origin::Image(Box::new(image), size, pooled), wait).await
     }
 
@@ -289,6 +297,8 @@ impl SessionManager {
         if let Some(task) = boot {
             let _ = task.await;
         }
+        // Before the VM and the tokens go: the work leaves by a push (if the session asks).
+        self.push_at_end(&s).await;
         let outcome = match self.release(&s).await {
             None => self.transition(&s, Stopping, Destroyed, Some(reason)).await,
             Some(e) => self.transition(&s, Stopping, Failed, Some(&format!("stopping the VM failed: {e}"))).await,

@@ -6,6 +6,7 @@
 //! * [`ports`] — per-session port watcher and preview visibility.
 //! * [`file_watch`] — per-session workspace watcher (`file_changed` events).
 //! * [`events`] — per-session event streams (history replayed, then live).
+//! * [`repo`] — the session's repository clone; [`repo_push`] — its push at session end.
 //! * [`reaper`] — idle timeout and maximum lifetime.
 //!
 //! Not owned here: HTTP (the `api` module parses requests and calls these methods), the VM
@@ -20,6 +21,7 @@ mod lifecycle;
 mod pool;
 mod repo;
 pub mod size;
+mod repo_push;
 mod ports;
 pub mod reaper;
 pub mod state;
@@ -104,6 +106,7 @@ impl Envelope {
             | SessionEvent::PortClosed { session, .. }
             | SessionEvent::FileChanged { session, .. }
             | SessionEvent::Repo { session, .. }
+            | SessionEvent::RepoPush { session, .. }
             | SessionEvent::AgentStatus { session, .. }
             | SessionEvent::AgentText { session, .. }
             | SessionEvent::AgentToolCall { session, .. }
@@ -111,6 +114,16 @@ impl Envelope {
             | SessionEvent::AgentRetry { session, .. } => session,
         }
     }
+}
+
+/// What a new session is set up with besides its record (a fork copies its source's).
+pub(crate) struct Setup {
+    pub env: BTreeMap<String, String>,
+    pub policy: crate::egress::Policy,
+    pub git_credentials: Vec<mayfly_proto::api::GitCredential>,
+    pub repo: Option<mayfly_proto::api::RepoStatus>,
+    pub auto_push: bool,
+    pub forked_from: Option<String>,
 }
 
 /// In-memory side of a session that holds (or is acquiring) a VM.
@@ -126,6 +139,8 @@ pub(crate) struct LiveSession {
     git_credentials: Mutex<Vec<mayfly_proto::api::GitCredential>>,
     /// The repository and its clone's progress.
     repo: Mutex<Option<mayfly_proto::api::RepoStatus>>,
+    /// Push the repository's work to `mayfly/<id>` when the session is deleted.
+    auto_push: bool,
     /// Current state; changed only by [`SessionManager::transition`].
     state: watch::Sender<SessionState>,
     /// Held for the length of one state change (store write + memory update).
@@ -147,21 +162,18 @@ pub(crate) struct LiveSession {
 impl LiveSession {
     fn new(
         record: &SessionRecord,
-        env: BTreeMap<String, String>,
-        policy: crate::egress::Policy,
-        git_credentials: Vec<mayfly_proto::api::GitCredential>,
-        repo: Option<mayfly_proto::api::RepoStatus>,
-        forked_from: Option<String>,
+        setup: Setup,
         now_ms: u64,
     ) -> Arc<LiveSession> {
         Arc::new(LiveSession {
             id: record.id.clone(),
             expires_at: record.expires_at,
             idle_timeout: Duration::from_secs(record.idle_timeout_seconds),
-            env,
-            policy,
-            git_credentials: Mutex::new(git_credentials),
-            repo: Mutex::new(repo),
+            env: setup.env,
+            policy: setup.policy,
+            git_credentials: Mutex::new(setup.git_credentials),
+            repo: Mutex::new(setup.repo),
+            auto_push: setup.auto_push,
             state: watch::channel(record.state).0,
             transition_lock: Default::default(),
             lifecycle: Default::default(),
@@ -171,7 +183,7 @@ impl LiveSession {
             last_active_ms: AtomicU64::new(now_ms),
             ports: Default::default(),
             visibility: Default::default(),
-            forked_from,
+            forked_from: setup.forked_from,
         })
     }
 
@@ -387,6 +399,7 @@ impl SessionManager {
                 .as_ref()
                 .map(|s| s.git_credentials.lock().expect("credentials lock").iter().map(|c| c.host.clone()).collect())
                 .unwrap_or_default(),
+            auto_push: live.as_ref().is_some_and(|s| s.auto_push),
             failure: r.failure.clone(),
             forked_from: live.as_ref().and_then(|s| s.forked_from.clone()),
             vcpus: r.size.map(|z| z.vcpus),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where repositories go (the IDE's workspace).
-const WORKSPACE: &str = "/root";
+pub(super) const WORKSPACE: &str = "/root";
 const CLONE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Progress events at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -151,17 +151,18 @@ impl SessionManager {
                 Event::Data { .. } => {}
                 Event::Ctrl(Ctrl::Exit { code: Some(0), .. }) => return Ok(()),
                 Event::Ctrl(Ctrl::Exit { timed_out: true, .. }) => return Err(format!("git clone did not finish within {CLONE_TIMEOUT:?}")),
-                Event::Ctrl(Ctrl::Exit { .. }) => return Err(error_text(&stderr)),
+                Event::Ctrl(Ctrl::Exit { .. }) => return Err(error_text(&stderr, "git clone failed")),
                 Event::Ctrl(Ctrl::Error { message, .. }) => return Err(format!("cannot run git: {message}")),
                 Event::Ctrl(_) => {}
-                Event::Eof | Event::Reset(_) => return Err(format!("the VM stopped answering during the clone; {}", error_text(&stderr))),
+                Event::Eof | Event::Reset(_) => return Err(format!("the VM stopped answering during the clone; {}", error_text(&stderr, ""))),
             }
         }
     }
 }
 
-/// git's error lines (progress lines dropped), at most [`ERROR_TAIL`] bytes from the end.
-fn error_text(stderr: &str) -> String {
+/// git's error lines (progress lines dropped), at most [`ERROR_TAIL`] bytes from the end;
+/// `fallback` when git said nothing.
+pub(super) fn error_text(stderr: &str, fallback: &str) -> String {
     let lines: Vec<&str> = stderr
         .split('\n')
         .filter_map(|l| l.rsplit('\r').next())
@@ -172,7 +173,7 @@ fn error_text(stderr: &str) -> String {
     let start = text.len().saturating_sub(ERROR_TAIL);
     let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
     if text.is_empty() {
-        "git clone failed".into()
+        fallback.into()
     } else {
         text[start..].to_string()
     }
@@ -225,7 +226,7 @@ mod tests {
     #[test]
     fn errors_keep_gits_words_without_progress() {
         let err = "Cloning into '/root/x'...\nremote: Counting objects: 50% (1/2)\rremote: Counting objects: 100% (2/2), done.\nfatal: Authentication failed for 'http://h/x/'\n";
-        assert_eq!(error_text(err), "remote: Counting objects: 100% (2/2), done.\nfatal: Authentication failed for 'http://h/x/'");
+        assert_eq!(error_text(err, "x"), "remote: Counting objects: 100% (2/2), done.\nfatal: Authentication failed for 'http://h/x/'");
         assert_eq!(last_line("Receiving objects:  10% (1/10)\rReceiving objects:  20% (2/10)\r").as_deref(), Some("Receiving objects:  20% (2/10)"));
     }
 }

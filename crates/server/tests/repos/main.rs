@@ -2,11 +2,16 @@
 //! `http-backend` behind basic auth): a session clones a private repo with its injected token,
 //! commits and pushes a branch from the VM; the token is nowhere on the guest's disk, in the
 //! snapshot files, in the API or in the server's logs; wrong or missing tokens fail fast with
-//! git's message; a remote the egress policy refuses fails naming the policy.
+//! git's message; a remote the egress policy refuses fails naming the policy. `push` covers
+//! auto-push at session end, `token` the token-in-the-environment helper (`gh`), `cli` the
+//! `mayfly new --repo` binary.
 
+mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod gitserver;
+mod push;
+mod token;
 
 use common::*;
 use serde_json::{json, Value};
@@ -50,6 +55,45 @@ impl Write for LogBuf {
     }
 }
 
+/// A git server with the `app` repo, and a Mayfly server whose sessions may reach it.
+struct Fixture {
+    git_root: tempfile::TempDir,
+    git: gitserver::GitServer,
+    srv: TestServer,
+    /// `host:port` of the git server as the VM reaches it.
+    remote: String,
+    url: String,
+}
+
+impl Fixture {
+    async fn start(tune: impl FnOnce(&mut mayfly_server::config::ServerConfig)) -> Fixture {
+        let git_root = tempfile::tempdir().unwrap();
+        gitserver::make_repo(git_root.path());
+        let git = gitserver::start(git_root.path().to_path_buf(), USER, TOKEN_SECRET).await;
+        let host_ip = mayfly_server::egress::addrs::host_addresses()
+            .into_iter()
+            .find(|a| matches!(a, std::net::IpAddr::V4(v4) if !v4.is_loopback()))
+            .expect("the host has a non-loopback IPv4 address");
+        let remote = format!("{host_ip}:{}", git.port);
+        let r = remote.clone();
+        let srv = TestServer::start(move |c| {
+            c.egress_private_allow = vec![r];
+            tune(c)
+        })
+        .await;
+        let url = format!("http://{remote}/git/app.git");
+        Fixture { git_root, git, srv, remote, url }
+    }
+
+    fn network(&self) -> Value {
+        json!({ "egress": "allowlist", "allow": [self.remote] })
+    }
+
+    fn cred(&self, token: &str) -> Value {
+        json!([{ "host": self.remote, "username": USER, "token": token }])
+    }
+}
+
 /// Waits until the session's repo is no longer cloning; returns the session JSON.
 async fn cloned(srv: &TestServer, id: &str) -> Value {
     tokio::time::timeout(SLOW, async {
@@ -90,31 +134,23 @@ fn found_in_files(dir: &Path, needle: &[u8]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clone_commit_push_with_a_session_token() {
     let logs = captured_logs();
-    let git_root = tempfile::tempdir().unwrap();
-    gitserver::make_repo(git_root.path());
-    let git = gitserver::start(git_root.path().to_path_buf(), USER, TOKEN_SECRET).await;
-    let host_ip = mayfly_server::egress::addrs::host_addresses()
-        .into_iter()
-        .find(|a| matches!(a, std::net::IpAddr::V4(v4) if !v4.is_loopback()))
-        .expect("the host has a non-loopback IPv4 address");
-    let remote = format!("{host_ip}:{}", git.port);
-    let srv = TestServer::start(|c| c.egress_private_allow = vec![remote.clone()]).await;
-    let url = format!("http://{remote}/git/app.git");
-    let network = json!({ "egress": "allowlist", "allow": [remote] });
-    let cred = |token: &str| json!([{ "host": remote, "username": USER, "token": token }]);
+    let f = Fixture::start(|_| {}).await;
+    let (srv, git, git_root, remote, url) = (&f.srv, &f.git, &f.git_root, f.remote.clone(), f.url.clone());
+    let network = f.network();
+    let cred = |token: &str| f.cred(token);
 
     // The right token: cloned, then a branch committed and pushed from inside the VM.
     let id = srv
         .ready_session(json!({ "image": "minimal", "network": network, "repo": { "url": url }, "git_credentials": cred(TOKEN_SECRET) }))
         .await;
-    let s = cloned(&srv, &id).await;
+    let s = cloned(srv, &id).await;
     assert_eq!(s["repo"]["state"], "ready", "{s}");
     assert_eq!(s["repo"]["path"], "/root/app");
     assert_eq!(s["git_credential_hosts"], json!([remote]));
-    let out = sh(&srv, &id, "cat /root/app/app.py && git -C /root/app log --format=%s").await;
+    let out = sh(srv, &id, "cat /root/app/app.py && git -C /root/app log --format=%s").await;
     assert_eq!(out["stdout"], "print('v1')\nv1\n", "{out}");
     let out = sh(
-        &srv,
+        srv,
         &id,
         "cd /root/app && git checkout -q -b feature && echo \"print('v2')\" > app.py && \
          git -c user.name=t -c user.email=t@example.com commit -qam v2 && git push -q origin feature 2>&1",
@@ -123,7 +159,7 @@ async fn clone_commit_push_with_a_session_token() {
     assert_eq!(out["exit_code"], 0, "{out}");
     assert_eq!(gitserver::head_subject(git_root.path(), "feature").as_deref(), Some("v2"), "the push reached the server");
     // Nothing about the token was written down in the VM (config, credential stores).
-    let out = sh(&srv, &id, &format!("sync; grep -rl '{TOKEN_SECRET}' /root /etc /tmp /var 2>/dev/null; echo done")).await;
+    let out = sh(srv, &id, &format!("sync; grep -rl '{TOKEN_SECRET}' /root /etc /tmp /var 2>/dev/null; echo done")).await;
     assert_eq!(out["stdout"], "done\n", "{out}");
     let overlay_hits = found_in_files(&srv.run_dir(&id), TOKEN_SECRET.as_bytes());
     assert!(overlay_hits.is_empty(), "token in the VM's disk overlay or run dir: {overlay_hits:?}");
@@ -137,15 +173,15 @@ async fn clone_commit_push_with_a_session_token() {
     let bad = srv
         .ready_session(json!({ "image": "minimal", "network": network, "repo": { "url": url }, "git_credentials": cred("wrong-token") }))
         .await;
-    let s = cloned(&srv, &bad).await;
+    let s = cloned(srv, &bad).await;
     assert_eq!(s["repo"]["state"], "failed", "{s}");
     assert!(s["repo"]["message"].as_str().unwrap().contains("Authentication failed"), "{s}");
     assert!(git.refused.load(Ordering::SeqCst) > refused_before, "the server saw and refused the wrong token");
-    assert_eq!(sh(&srv, &bad, "echo still here").await["stdout"], "still here\n");
+    assert_eq!(sh(srv, &bad, "echo still here").await["stdout"], "still here\n");
     assert_eq!(srv.delete(&bad).await, 204);
     // No token at all: no prompt, no hang.
     let anon = srv.ready_session(json!({ "image": "minimal", "network": network, "repo": { "url": url } })).await;
-    let s = cloned(&srv, &anon).await;
+    let s = cloned(srv, &anon).await;
     assert_eq!(s["repo"]["state"], "failed", "{s}");
     assert!(s["repo"]["message"].as_str().unwrap().contains("terminal prompts disabled"), "{s}");
     assert_eq!(srv.delete(&anon).await, 204);
@@ -154,13 +190,13 @@ async fn clone_commit_push_with_a_session_token() {
     let blocked = srv
         .ready_session(json!({ "image": "minimal", "network": { "egress": "none" }, "repo": { "url": url }, "git_credentials": cred(TOKEN_SECRET) }))
         .await;
-    let s = cloned(&srv, &blocked).await;
+    let s = cloned(srv, &blocked).await;
     assert_eq!(s["repo"]["state"], "failed", "{s}");
     let msg = s["repo"]["message"].as_str().unwrap();
     assert!(msg.contains("403") && msg.contains("`none` policy"), "{msg}");
     assert_eq!(srv.delete(&blocked).await, 204);
 
-    srv.stop().await;
+    f.srv.stop().await;
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(text.contains("git credential requested"), "the logs were captured");
     assert!(!text.contains(TOKEN_SECRET), "the token is in the server's logs");
