@@ -9,7 +9,8 @@ use crate::error::ApiError;
 use crate::manager::{FileEntry, SessionError};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -55,7 +56,20 @@ async fn put(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PathQuery>,
     req: Request,
-) -> Result<StatusCode, ApiError> {
+) -> Response {
+    match put_body(st, id, q, req).await {
+        Ok(status) => status.into_response(),
+        // The body may be partly unread: the connection cannot carry another request, and a
+        // client that reused it would see its next request cut off.
+        Err(e) => {
+            let mut r = e.into_response();
+            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+async fn put_body(st: AppState, id: String, q: PathQuery, req: Request) -> Result<StatusCode, ApiError> {
     let path = guest_path(q.path.as_deref())?;
     let limit = st.manager.config().max_upload_bytes;
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

@@ -23,14 +23,7 @@ impl SessionManager {
         }
         let (source, _) = self.ready_vm(id).await?;
         let src = self.record(id).await?;
-        let ttl = req.ttl_seconds.unwrap_or(self.cfg.default_ttl_seconds);
-        if ttl == 0 || ttl > self.cfg.max_ttl_seconds {
-            return Err(SessionError::Invalid(format!("ttl_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
-        }
-        let idle = req.idle_timeout_seconds.unwrap_or(self.cfg.default_idle_timeout_seconds);
-        if idle == 0 || idle > self.cfg.max_ttl_seconds {
-            return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
-        }
+        let (ttl, idle) = self.lifetime(req.ttl_seconds, req.idle_timeout_seconds)?;
         let now = OffsetDateTime::now_utc();
         let record = SessionRecord {
             id: super::new_session_id(),

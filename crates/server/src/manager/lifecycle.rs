@@ -55,14 +55,7 @@ impl SessionManager {
             return Err(SessionError::ShuttingDown);
         }
         let image = self.images.get(req.image.as_deref().unwrap_or(&self.cfg.default_image))?;
-        let ttl = req.ttl_seconds.unwrap_or(self.cfg.default_ttl_seconds);
-        if ttl == 0 || ttl > self.cfg.max_ttl_seconds {
-            return Err(SessionError::Invalid(format!("ttl_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
-        }
-        let idle = req.idle_timeout_seconds.unwrap_or(self.cfg.default_idle_timeout_seconds);
-        if idle == 0 || idle > self.cfg.max_ttl_seconds {
-            return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={}", self.cfg.max_ttl_seconds)));
-        }
+        let (ttl, idle) = self.lifetime(req.ttl_seconds, req.idle_timeout_seconds)?;
         validate_env(&req.env)?;
         let size = super::size::resolve(&req, &image, &self.cfg)?;
         let network = req.network.unwrap_or_else(|| self.cfg.default_network());
@@ -347,6 +340,23 @@ impl SessionManager {
     /// Resolves when shutdown begins.
     pub async fn shutting_down(&self) {
         self.shutdown.cancelled().await
+    }
+}
+
+impl SessionManager {
+    /// A new session's maximum lifetime and idle timeout (seconds): the request's or the
+    /// defaults, within `max_ttl_seconds`.
+    pub(super) fn lifetime(&self, ttl: Option<u64>, idle: Option<u64>) -> Result<(u64, u64), SessionError> {
+        let max = self.cfg.max_ttl_seconds;
+        let ttl = ttl.unwrap_or(self.cfg.default_ttl_seconds);
+        if ttl == 0 || ttl > max {
+            return Err(SessionError::Invalid(format!("ttl_seconds must be 1..={max}")));
+        }
+        let idle = idle.unwrap_or(self.cfg.default_idle_timeout_seconds);
+        if idle == 0 || idle > max {
+            return Err(SessionError::Invalid(format!("idle_timeout_seconds must be 1..={max}")));
+        }
+        Ok((ttl, idle))
     }
 }
 
