@@ -27,11 +27,15 @@ export function prerequisites() {
   return { bin, images, missing };
 }
 
-/** Starts `mayfly serve` on 127.0.0.1:0 (with `extraEnv`); resolves once it prints its address. */
-export async function startServer(extraEnv = {}) {
+/**
+ * Starts `mayfly serve` on 127.0.0.1:0 (with `extraEnv`); resolves once it prints its address.
+ * `opts.data` and `opts.bind` restart a server on the data dir and address of an earlier one;
+ * `crash()` kills it with SIGKILL and keeps the data dir (its VMs run on).
+ */
+export async function startServer(extraEnv = {}, opts = {}) {
   if (EXTERNAL) return { base: EXTERNAL, log: () => '', stop: async () => {} };
   const { bin, images } = prerequisites();
-  const data = mkdtempSync(join(tmpdir(), 'mayfly-web-e2e-'));
+  const data = opts.data ?? mkdtempSync(join(tmpdir(), 'mayfly-web-e2e-'));
   const env = {
     ...process.env,
     MAYFLY_TOKEN: TOKEN,
@@ -41,7 +45,7 @@ export async function startServer(extraEnv = {}) {
     ...extraEnv,
   };
   delete env.MAYFLY_DATA_DIR;
-  const child = spawn(bin, ['--data-dir', data, 'serve', '--bind', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, ['--data-dir', data, 'serve', '--bind', opts.bind ?? '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stderr.on('data', (d) => {
     log += d;
@@ -62,7 +66,13 @@ export async function startServer(extraEnv = {}) {
   });
   return {
     base,
+    data,
     log: () => log,
+    async crash() {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    },
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

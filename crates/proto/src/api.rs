@@ -390,6 +390,8 @@ pub enum AgentRunStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// The server stopped (or crashed) during the run; the session itself goes on.
+    Interrupted,
 }
 
 impl AgentRunStatus {
@@ -399,6 +401,7 @@ impl AgentRunStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
         }
     }
     pub fn is_final(self) -> bool {

@@ -105,8 +105,21 @@ pub struct ServerConfig {
     pub rate_limit_per_second: u32,
     /// API requests a client address may make at once before `rate_limit_per_second` applies.
     pub rate_limit_burst: u32,
+    /// What a graceful stop of the server does to running sessions: `keep` leaves their VMs
+    /// running for the next start to adopt (upgrades and restarts end nobody's work); `end`
+    /// deletes every session (auto-push included) before the server exits.
+    pub on_shutdown: OnShutdown,
     /// The coding agent (`[agent]` in the file, `MAYFLY_AGENT_*` in the environment).
     pub agent: mayfly_agent::AgentConfig,
+}
+
+/// See [`ServerConfig::on_shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnShutdown {
+    #[default]
+    Keep,
+    End,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +161,7 @@ impl Default for ServerConfig {
             auto_push: false,
             rate_limit_per_second: 20,
             rate_limit_burst: 200,
+            on_shutdown: OnShutdown::Keep,
             agent: mayfly_agent::AgentConfig::default(),
         }
     }
@@ -198,6 +212,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("auto_push", Kind::Bool),
     ("rate_limit_per_second", Kind::Int),
     ("rate_limit_burst", Kind::Int),
+    ("on_shutdown", Kind::Str),
 ];
 
 /// Fields of `[agent]` overridable as `MAYFLY_AGENT_<NAME>`.

@@ -24,6 +24,7 @@ pub mod manager;
 mod metrics;
 pub mod preview;
 pub mod ratelimit;
+pub mod secrets;
 mod server;
 pub mod store;
 pub mod vmhost;

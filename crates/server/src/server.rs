@@ -1,5 +1,6 @@
 //! Putting the control plane together: data dir, token, store, VM backend, image catalog,
-//! session manager, reaper and HTTP server; graceful shutdown that stops every VM.
+//! session manager (which adopts the VMs a previous process left running), reaper and HTTP
+//! server; graceful shutdown that leaves the VMs running (`on_shutdown = "keep"`) or stops them.
 
 use crate::api::{router, AppState};
 use crate::auth::Auth;
@@ -114,14 +115,17 @@ impl Server {
         let pool = manager.start_pool();
         let app = self.preview.clone().layer(router(self.state.clone()));
         let m = manager.clone();
-        // Sessions stop before connections drain: open terminals and event streams then end
-        // by themselves, and new sessions are refused meanwhile.
+        let agent = self.state.agent.clone();
+        // Sessions stop (or are left running) before connections drain: open terminals and
+        // event streams then end by themselves, and new sessions are refused meanwhile.
         let graceful = async move {
             shutdown.await;
-            tracing::info!("shutting down");
+            tracing::info!(on_shutdown = ?m.config().on_shutdown, "shutting down");
+            agent.interrupt_all().await;
             m.shutdown().await;
         };
         let served = crate::listen::serve(self.listener, app, graceful).await;
+        self.state.agent.interrupt_all().await;
         manager.shutdown().await;
         let _ = reaper.await;
         let _ = pool.await;

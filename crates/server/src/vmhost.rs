@@ -16,6 +16,10 @@ pub trait VmHost: VmBackend {
     fn vm_ids(&self) -> Vec<String>;
     /// Destroys VM `id` that no live object owns: kills its process, deletes its state.
     async fn reap(&self, id: &str);
+    /// Takes over VM `id`, left running by an earlier control plane; on error it is untouched.
+    async fn adopt(&self, id: &str) -> Result<std::sync::Arc<dyn mayfly_vm::Vm>, VmError> {
+        Err(VmError::Adopt { vm: id.to_string(), reason: format!("the {} backend cannot adopt VMs", self.name()) })
+    }
     /// The template snapshot in `dir` for an image with `image_key`: the existing one if it is
     /// compatible, else a new one made by booting `spec` (under a lock, so concurrent servers
     /// sharing an image dir build it once).
@@ -32,6 +36,9 @@ impl VmHost for QemuBackend {
     }
     async fn reap(&self, id: &str) {
         QemuBackend::reap(self, id).await
+    }
+    async fn adopt(&self, id: &str) -> Result<std::sync::Arc<dyn mayfly_vm::Vm>, VmError> {
+        QemuBackend::adopt(self, id).await
     }
     async fn template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
         self.ensure_template(spec, image_key, dir).await

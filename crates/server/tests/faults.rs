@@ -103,6 +103,7 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
             failure: None,
             network: mayfly_proto::api::Network { egress: mayfly_proto::api::EgressMode::None, allow: vec![] },
             size: None,
+            runtime: Default::default(),
         })
         .await
         .unwrap();
@@ -134,6 +135,7 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
     let (code, s) = server.get(&format!("/api/v1/sessions/{orphan}")).await;
     assert_eq!(code, 200);
     assert_eq!(s["state"], "failed");
-    assert_eq!(s["failure"], "control plane restarted");
+    // The stand-in's record has no spec: adoption refuses it and says why.
+    assert_eq!(s["failure"], "control plane restarted: its vm.json was written by a Mayfly without re-adoption", "{s}");
     server.stop().await;
 }

@@ -1,6 +1,6 @@
 //! `mayfly_server::run` as its own process (this test binary re-executed): the lines it prints,
 //! configuration from `MAYFLY_*`, SIGTERM shutdown, and `kill -9` of the server with a session
-//! running, after which the next server reaps the orphaned VM and fails the session.
+//! running, after which the next server adopts its VM (see `adopt.rs` for the whole story).
 
 mod common;
 
@@ -105,7 +105,7 @@ async fn run_prints_its_address_and_token_and_stops_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_server_leaks_nothing_past_the_next_start() {
+async fn kill_9_of_the_server_leaves_the_vm_for_the_next_start_to_adopt() {
     let images = image_data_dir();
     let data = tempfile::Builder::new().prefix("mayfly-e2e-").tempdir().unwrap();
     let mut server = spawn_server(data.path(), Some(&images));
@@ -131,14 +131,16 @@ async fn kill_9_of_the_server_leaks_nothing_past_the_next_start() {
     let orphan_cgroups = common::leaks::vm_cgroups_of(data.path());
     assert!(orphan_cgroups.iter().any(|c| c.ends_with(&format!("/{id}"))), "the VM's cgroup outlives it too: {orphan_cgroups:?}");
 
+    let pid = qemu_pids_for(&id)[0];
+    // The next start adopts the session (its VM still runs); `end` at its stop ends it.
     let next = TestServer::start_in(data, |_| {}).await;
-    assert!(qemu_pids_for(&id).is_empty(), "the next start killed the orphaned QEMU");
-    assert!(!next.run_dir(&id).exists());
+    assert_eq!(qemu_pids_for(&id), vec![pid], "the same QEMU runs on");
     let (status, s) = next.get(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(status, 200);
-    assert_eq!(s["state"], "failed");
-    assert_eq!(s["failure"], "control plane restarted");
+    assert_eq!(s["state"], "ready", "{s}");
+    assert_eq!(next.exec(&id, &["echo", "adopted"]).await.1["stdout"], "adopted\n");
     let data = next.stop().await;
+    assert!(qemu_pids_for(&id).is_empty(), "on_shutdown = end stopped it");
     common::leaks::assert_no_leftovers(data.path()).await;
 }
 

@@ -31,8 +31,9 @@ pub struct QemuArgs {
     pub incoming: bool,
 }
 
-/// Where guest RAM lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where guest RAM lives (recorded in `vm.json`, so an adopted VM can still be forked).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MemoryBacking {
     /// Anonymous memory (a plain cold boot).
     Anonymous,

@@ -7,6 +7,7 @@
 //! Firecracker fits behind the same trait later (vsock instead of virtio-serial).
 
 pub mod accel;
+mod adopt;
 pub mod channel;
 mod cleanup;
 pub mod cmdline;
@@ -25,7 +26,7 @@ use std::time::Duration;
 pub use channel::{ChannelError, ExecOutput, GuestChannel};
 
 /// What to boot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmSpec {
     /// Lowercase DNS label, unique among live VMs (it names the run directory).
     pub id: String,
@@ -92,6 +93,9 @@ pub enum VmError {
     Accel(String),
     #[error("snapshot {dir}: {reason}")]
     Snapshot { dir: String, reason: String },
+    /// A VM left by an earlier control plane cannot be taken over; the reason says why.
+    #[error("cannot adopt VM {vm}: {reason}")]
+    Adopt { vm: String, reason: String },
 }
 
 #[async_trait]
@@ -125,6 +129,9 @@ pub trait Vm: Send + Sync {
     async fn wait_exit(&self) -> ExitInfo;
     /// The last bytes of the guest console, for error messages.
     fn console_tail(&self, max_bytes: usize) -> String;
+    /// Leaves the VM running for a later control plane to adopt ([`qemu::QemuBackend::adopt`]):
+    /// the channel is closed and dropping this object no longer stops the VM.
+    async fn detach(&self);
     /// For backends that need their own VM type back (fork).
     fn as_any(&self) -> &dyn std::any::Any;
 }

@@ -130,7 +130,7 @@ impl QemuBackend {
         let run = RunDir::new(&self.cfg.state_dir, id);
         let mut cgroups = self.confiner.vm_cgroup_dirs(id);
         if let Ok(rec) = VmRecord::load(&run.record()) {
-            cgroups.extend(rec.cgroups.iter().cloned());
+            cgroups.extend(self.own_cgroups(id, &rec.cgroups));
             if crate::rundir::pid_is_vm(rec.pid, id) {
                 tracing::warn!(vm = id, pid = rec.pid, "killing orphaned QEMU");
                 kill(rec.pid);
@@ -146,6 +146,24 @@ impl QemuBackend {
         cgroups.dedup();
         tokio::task::spawn_blocking(move || cgroup::remove_vm(&cgroups)).await.ok();
         remove_dir(&run.dir);
+    }
+
+    /// The recorded cgroup directories of VM `id` that can be its own:
+    /// `/sys/fs/cgroup/…/mayfly-<tag of this state dir>/<id>` (the server's own cgroup may have
+    /// changed since, e.g. a shell then systemd). `vm.json` sits in a directory QEMU's account
+    /// can write, so nothing else it names is ever removed (or its processes killed) as root.
+    pub(crate) fn own_cgroups(&self, id: &str, recorded: &[PathBuf]) -> Vec<PathBuf> {
+        let parent = format!("mayfly-{}", crate::confine::state_tag(&self.cfg.state_dir));
+        recorded
+            .iter()
+            .filter(|p| {
+                p.starts_with("/sys/fs/cgroup/")
+                    && p.file_name().is_some_and(|n| n == id)
+                    && p.parent().and_then(Path::file_name).is_some_and(|n| n.to_string_lossy() == parent)
+                    && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+            })
+            .cloned()
+            .collect()
     }
 
     async fn create_overlay(&self, vm: &str, backing: &Path, size: Option<u64>, run: &RunDir) -> Result<(), VmError> {
@@ -277,7 +295,10 @@ impl QemuBackend {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .kill_on_drop(false);
+            .kill_on_drop(false)
+            // Its own process group: a Ctrl-C in the terminal that runs `mayfly serve`, or a
+            // signal to the server's group, must not reach the VMs (they outlive the server).
+            .process_group(0);
         // First: the parent-death signal is cleared by the uid change this makes.
         self.confiner.apply(&mut cmd, &confinement);
         if self.cfg.die_with_parent {
@@ -304,6 +325,8 @@ impl QemuBackend {
             image: spec.image.clone(),
             started_at_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             cgroups: confinement.cgroup_dirs.clone(),
+            spec: Some(spec.clone()),
+            memory: Some(memory.clone()),
         };
         std::fs::write(run.record(), serde_json::to_vec_pretty(&record).expect("json"))
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "writing vm.json", source })?;
@@ -368,6 +391,7 @@ impl QemuBackend {
             boot_time,
             spec: l.spec,
             memory: l.memory,
+            detached: AtomicBool::new(false),
         })
     }
 }
@@ -429,15 +453,17 @@ async fn wait_ready(
 }
 
 pub struct QemuVm {
-    id: String,
-    pid: u32,
-    run: RunDir,
-    channel: GuestChannel,
-    exit_rx: watch::Receiver<Option<ExitInfo>>,
-    stop_requested: Arc<AtomicBool>,
-    boot_time: Duration,
+    pub(crate) id: String,
+    pub(crate) pid: u32,
+    pub(crate) run: RunDir,
+    pub(crate) channel: GuestChannel,
+    pub(crate) exit_rx: watch::Receiver<Option<ExitInfo>>,
+    pub(crate) stop_requested: Arc<AtomicBool>,
+    pub(crate) boot_time: Duration,
     pub(crate) spec: VmSpec,
     pub(crate) memory: MemoryBacking,
+    /// Left running for the next control plane ([`Vm::detach`]): dropping it kills nothing.
+    pub(crate) detached: AtomicBool,
 }
 
 impl QemuVm {
@@ -508,6 +534,12 @@ impl Vm for QemuVm {
         self.run.console_tail(max_bytes)
     }
 
+    async fn detach(&self) {
+        self.detached.store(true, Ordering::SeqCst);
+        self.channel.disconnect().await;
+        tracing::info!(vm = %self.id, pid = self.pid, "VM left running for the next control plane");
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
@@ -515,6 +547,9 @@ impl Vm for QemuVm {
 
 impl Drop for QemuVm {
     fn drop(&mut self) {
+        if self.detached.load(Ordering::SeqCst) {
+            return;
+        }
         // Last line of defence: a VM object that goes away never leaves QEMU or files behind,
         // even when a `stop()` in progress was cancelled (its future dropped part-way).
         if !self.exited() {

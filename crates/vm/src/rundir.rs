@@ -6,7 +6,8 @@
 //! - `qmp.sock` — QMP control socket (QEMU is the server)
 //! - `channel.sock` — guest channel (virtio-serial port `mayfly.0`; QEMU is the server)
 //! - `console.log` — the guest's serial console
-//! - `vm.json` — [`VmRecord`]: pid and spec, so a restarted control plane can re-adopt or reap
+//! - `vm.json` — [`VmRecord`]: pid, spec and cgroups, so a restarted control plane can re-adopt
+//!   the VM (see [`crate::adopt`]) or reap it
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -58,6 +59,12 @@ pub struct VmRecord {
     /// The VM's cgroup directories, removed when it is reaped.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// What was launched; a restarted control plane needs it to adopt (and later fork) the VM.
+    /// Absent in records written before re-adoption existed: such VMs are reaped, not adopted.
+    #[serde(default)]
+    pub spec: Option<crate::VmSpec>,
+    #[serde(default)]
+    pub memory: Option<crate::cmdline::MemoryBacking>,
 }
 
 impl VmRecord {

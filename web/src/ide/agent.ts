@@ -14,7 +14,7 @@ type Message =
 
 interface Run {
   id: string;
-  status: 'running' | 'succeeded' | 'failed' | 'cancelled';
+  status: 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
 }
 
 export interface AgentHooks {

@@ -2,8 +2,10 @@
 //! the session's VM ([`tools::VmTools`]), relays what it does as [`SessionEvent`]s, stores runs
 //! and the conversation ([`store`]), and cancels runs on request or when the session ends.
 //!
-//! Run status moves `running → succeeded | failed | cancelled`, once ([`transition`]); one run
-//! at a time per session. The API key stays in this process: it is not in events, logs, the
+//! Run status moves `running → succeeded | failed | cancelled | interrupted`, once
+//! ([`transition`]); one run at a time per session. `interrupted`: the server stopped during the
+//! run ([`AgentService::interrupt_all`] at a graceful stop, the store at the next start after a
+//! crash); the session goes on and a new run can pick up the stored conversation. The API key stays in this process: it is not in events, logs, the
 //! store or the VM, and is redacted from failure reasons a model server might echo it in.
 
 pub mod browser;
@@ -68,8 +70,13 @@ struct Active {
     cancel: CancellationToken,
     /// Why it was cancelled (user, session end), set before `cancel` fires.
     reason: Arc<Mutex<Option<String>>>,
+    /// Set when the server stops under the run: the run ends `interrupted`, not `cancelled`.
+    interrupted: Arc<std::sync::atomic::AtomicBool>,
     done: watch::Receiver<bool>,
 }
+
+/// Why runs end when the server stops under them.
+const SERVER_STOPPED: &str = "the server stopped during the run";
 
 pub struct AgentService {
     manager: Arc<SessionManager>,
@@ -123,13 +130,17 @@ impl AgentService {
         let id = format!("r{}", &crate::manager::new_session_id()[1..]);
         let cancel = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
+        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (done_tx, done) = watch::channel(false);
         {
             let mut active = self.active.lock().expect("active lock");
             if let Some(a) = active.get(session) {
                 return Err(AgentError::Busy { session: session.to_string(), run: a.run.clone() });
             }
-            active.insert(session.to_string(), Active { run: id.clone(), cancel: cancel.clone(), reason: reason.clone(), done });
+            active.insert(
+                session.to_string(),
+                Active { run: id.clone(), cancel: cancel.clone(), reason: reason.clone(), interrupted: interrupted.clone(), done },
+            );
         }
         let run = match self.store.insert_run(&id, session, &prompt).await {
             Ok(r) => r,
@@ -154,7 +165,8 @@ impl AgentService {
             let outcome = me.execute(&session, &id, prompt, cancel).await;
             watcher.abort();
             let why = reason.lock().expect("reason lock").clone();
-            me.finish(&session, &id, outcome, why).await;
+            let interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
+            me.finish(&session, &id, outcome, why, interrupted).await;
             me.active.lock().expect("active lock").remove(&session);
             let _ = done_tx.send(true);
         });
@@ -222,13 +234,16 @@ impl AgentService {
         self.manager.emit(event);
     }
 
-    async fn finish(&self, session: &str, run: &str, outcome: RunOutcome, cancel_reason: Option<String>) {
-        let status = api_status(outcome.status);
+    async fn finish(&self, session: &str, run: &str, outcome: RunOutcome, cancel_reason: Option<String>, interrupted: bool) {
+        let status = match api_status(outcome.status) {
+            AgentRunStatus::Cancelled if interrupted => AgentRunStatus::Interrupted,
+            s => s,
+        };
         if let Err(e) = transition(AgentRunStatus::Running, status) {
             tracing::error!(session, run, error = %e, "agent run ended in an impossible state");
         }
         let reason = match status {
-            AgentRunStatus::Cancelled => cancel_reason.or(outcome.reason),
+            AgentRunStatus::Cancelled | AgentRunStatus::Interrupted => cancel_reason.or(outcome.reason),
             _ => outcome.reason,
         }
         .map(|r| self.redact(r));
@@ -264,6 +279,29 @@ impl AgentService {
     pub async fn messages(&self, session: &str) -> Result<Vec<mayfly_agent::Message>, AgentError> {
         self.manager.get(session).await?;
         Ok(self.store.messages(session).await?)
+    }
+
+    /// The server is stopping: every running run ends `interrupted` (stored, and an
+    /// `agent_status` event for watchers). Waits (bounded) for them to record it.
+    pub async fn interrupt_all(&self) {
+        let done: Vec<watch::Receiver<bool>> = {
+            let active = self.active.lock().expect("active lock");
+            active
+                .values()
+                .map(|a| {
+                    a.interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                    a.reason.lock().expect("reason lock").get_or_insert_with(|| SERVER_STOPPED.into());
+                    a.cancel.cancel();
+                    a.done.clone()
+                })
+                .collect()
+        };
+        if !done.is_empty() {
+            tracing::info!(runs = done.len(), "interrupting agent runs");
+        }
+        for mut d in done {
+            let _ = tokio::time::timeout(CANCEL_WAIT, d.wait_for(|d| *d)).await;
+        }
     }
 
     /// Cancels `run` if it is running and waits (bounded) for it to end; returns the run.

@@ -6,7 +6,7 @@
 //!            steps, input_tokens, output_tokens)          -- times: Unix milliseconds
 //! agent_messages(seq PK AUTOINCREMENT, session_id, run_id, body)  -- body: mayfly_agent::Message JSON
 //! ```
-//! At open, runs left `running` by a previous process are marked failed.
+//! At open, runs left `running` by a previous process (a crash) are marked `interrupted`.
 
 use mayfly_agent::Message;
 use mayfly_proto::api::{AgentRun, AgentRunStatus};
@@ -79,7 +79,7 @@ fn rfc3339_ms(v: i64) -> String {
 
 fn parse_status(s: &str) -> Result<AgentRunStatus, AgentStoreError> {
     use AgentRunStatus::*;
-    [Running, Succeeded, Failed, Cancelled]
+    [Running, Succeeded, Failed, Cancelled, Interrupted]
         .into_iter()
         .find(|v| v.as_str() == s)
         .ok_or_else(|| AgentStoreError::Corrupt { what: "run status", value: s.to_string() })
@@ -107,7 +107,7 @@ impl AgentStore {
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
         }
-        sqlx::query("UPDATE agent_runs SET status = 'failed', reason = 'the server stopped during the run', finished_at = ? WHERE status = 'running'")
+        sqlx::query("UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = ? WHERE status = 'running'")
             .bind(ms(OffsetDateTime::now_utc()))
             .execute(&pool)
             .await
@@ -209,7 +209,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn runs_and_messages_round_trip_and_interrupted_runs_fail_on_reopen() {
+    async fn runs_and_messages_round_trip_and_runs_left_running_are_interrupted_on_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.db");
         let store = AgentStore::open(&path).await.unwrap();
@@ -230,6 +230,7 @@ mod tests {
         drop(store);
         let store = AgentStore::open(&path).await.unwrap();
         let runs = store.runs("s1").await.unwrap();
-        assert_eq!(runs.iter().map(|r| r.status).collect::<Vec<_>>(), [AgentRunStatus::Succeeded, AgentRunStatus::Failed]);
+        assert_eq!(runs.iter().map(|r| r.status).collect::<Vec<_>>(), [AgentRunStatus::Succeeded, AgentRunStatus::Interrupted]);
+        assert_eq!(runs[1].reason.as_deref(), Some("the server stopped during the run"));
     }
 }

@@ -35,6 +35,7 @@ impl SessionManager {
             failure: None,
             network: src.network.clone(),
             size: src.size,
+            runtime: Default::default(),
         };
         let mut repo = source.repo.lock().expect("repo lock").clone();
         if let Some(r) = repo.as_mut().filter(|r| r.state == RepoState::Cloning) {
@@ -50,6 +51,7 @@ impl SessionManager {
             auto_push: source.auto_push,
             forked_from: Some(id.to_string()),
         };
+        let record = SessionRecord { runtime: self.runtime_of(&record.id, &setup), ..record };
         let session = LiveSession::new(&record, setup, self.now_ms());
         self.start(record, session, Origin::Fork(source), wait).await
     }

@@ -1,5 +1,4 @@
-//! Creating, deleting and failing sessions; reconciling the store with the host at start;
-//! stopping everything at shutdown.
+//! Creating, deleting and failing sessions; shutting down (reconcile and detaching: `adopt`).
 //!
 //! Who may change what: the boot task moves `creating → ready | failed`; teardowns (delete,
 //! fail, reaper, shutdown) hold the session's `lifecycle` lock, so two never interleave. A
@@ -81,6 +80,7 @@ impl SessionManager {
             failure: None,
             network,
             size: Some(size),
+            runtime: Default::default(),
         };
         let setup = super::Setup {
             env: req.env,
@@ -90,6 +90,7 @@ impl SessionManager {
             auto_push: req.auto_push.unwrap_or(self.cfg.auto_push),
             forked_from: None,
         };
+        let record = SessionRecord { runtime: self.runtime_of(&record.id, &setup), ..record };
         let session = LiveSession::new(&record, setup, self.now_ms());
         self.start(record, session, Origin::Image(Box::new(image), size, pooled), wait).await
     }
@@ -178,6 +179,10 @@ impl SessionManager {
             Some(Ok(vm)) => {
                 self.metrics.vm_booted(vm.boot_time());
                 *s.vm.lock().expect("vm lock") = Some(vm.clone());
+                if vm.id() != s.id {
+                    // A pool clone keeps its own id: a restarted server must find it.
+                    self.save_runtime(&s).await;
+                }
                 // From here on the guest's outbound connections are decided by this session's policy.
                 vm.channel().set_acceptor(Some(self.guest_acceptor(&s)));
                 match self.transition(&s, Creating, Ready, None).await {
@@ -205,7 +210,7 @@ impl SessionManager {
     }
 
     /// Fails the session when its VM exits without being asked to.
-    async fn watch_exit(self: Arc<Self>, s: Arc<LiveSession>, vm: Arc<dyn mayfly_vm::Vm>) {
+    pub(super) async fn watch_exit(self: Arc<Self>, s: Arc<LiveSession>, vm: Arc<dyn mayfly_vm::Vm>) {
         let exit = tokio::select! {
             e = vm.wait_exit() => e,
             _ = s.cancel.cancelled() => return,
@@ -300,28 +305,16 @@ impl SessionManager {
         outcome
     }
 
-    /// At start: sessions the store thinks are live lost their VMs with the old process, so
-    /// they are failed and their VMs destroyed; then every VM no live session owns is reaped.
-    pub async fn reconcile(&self) -> Result<(), SessionError> {
-        const REASON: &str = "control plane restarted";
-        for rec in self.store.list(&[Creating, Ready, Stopping]).await? {
-            self.host.reap(&rec.id).await;
-            self.record_transition(&rec.id, rec.state, Failed, Some(REASON)).await?;
-        }
-        let owned: Vec<String> = self.live.lock().expect("live lock").keys().cloned().collect();
-        for id in self.host.vm_ids() {
-            if !owned.contains(&id) {
-                tracing::warn!(vm = %id, "reaping VM left over by a previous run");
-                self.host.reap(&id).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses new sessions, ends event streams and watchers, and destroys every session.
+    /// Refuses new sessions, ends event streams and watchers, and then either leaves every
+    /// session's VM running for the next start (`on_shutdown = "keep"`) or destroys every
+    /// session (`"end"`). Pool clones are stopped either way.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.provisioner.drain().await;
+        if self.cfg.on_shutdown == crate::config::OnShutdown::Keep {
+            self.detach_all().await;
+            return;
+        }
         let all: Vec<String> = self.live.lock().expect("live lock").keys().cloned().collect();
         tracing::info!(sessions = all.len(), "stopping every session");
         let deletes = all.iter().map(|id| async move {

@@ -1,7 +1,8 @@
 //! The session manager: owns every live session (its VM, its watchers), moves sessions through
 //! the lifecycle of [`state`], records each change in the store and broadcasts it.
 //!
-//! * [`lifecycle`] — create (boot in a background task), delete, fail, reconcile, shut down.
+//! * [`lifecycle`] — create (boot in a background task), delete, fail, shut down.
+//! * [`adopt`] — taking over running VMs at start (reconcile) and leaving them at a stop.
 //! * [`guest`] — operations inside a ready session's VM: exec, files, terminals.
 //! * [`ports`] — per-session port watcher and preview visibility.
 //! * [`file_watch`] — per-session workspace watcher (`file_changed` events).
@@ -12,6 +13,7 @@
 //! Not owned here: HTTP (the `api` module parses requests and calls these methods), the VM
 //! command line (the `vm` crate), image building (the `image` crate).
 
+mod adopt;
 mod events;
 pub mod file_watch;
 mod fork;
@@ -46,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
 pub(crate) use guest_streams::answer;
+pub use adopt::RESTARTED;
 pub use pool::{PoolStatus, Source};
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +231,8 @@ pub struct SessionManager {
     epoch: Instant,
     provisioner: Arc<pool::Provisioner>,
     egress: Arc<crate::egress::Egress>,
+    /// Seals the secrets a session keeps across a restart (environment, git tokens).
+    secrets: crate::secrets::Secrets,
 }
 
 /// RFC 3339 with second precision (what the API shows).
@@ -268,6 +273,7 @@ impl SessionManager {
             Vec::new()
         });
         Arc::new(Self {
+            secrets: crate::secrets::Secrets::new(&cfg.data_dir),
             provisioner,
             egress: Arc::new(crate::egress::Egress::new(private_allow)),
             cfg,

@@ -111,6 +111,8 @@ impl SessionManager {
         };
         tracing::info!(session = %s.id, ok = status.state == RepoState::Ready, ms = started.elapsed().as_millis() as u64, "repository clone finished");
         self.set_repo(&s, status);
+        // A restarted server shows the outcome, not "cloning".
+        self.save_runtime(&s).await;
     }
 
     /// Why the session's egress policy refuses the repository's host, if it does.

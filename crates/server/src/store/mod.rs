@@ -29,6 +29,25 @@ pub struct SessionRecord {
     pub network: Network,
     /// The VM's size; `None` for rows written before sizes were recorded.
     pub size: Option<SessionSize>,
+    /// What a live session holds besides this row, kept so a restarted server can adopt it.
+    pub runtime: SessionRuntime,
+}
+
+/// The rest of a live session's set-up (column `runtime`, JSON). Secrets only sealed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRuntime {
+    #[serde(default)]
+    pub auto_push: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
+    /// The VM's id when it is not the session's (a pool clone keeps the id it was made with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<mayfly_proto::api::RepoStatus>,
+    /// The environment and git tokens, sealed by [`crate::secrets::Secrets`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// One state change, in the order the store recorded it (`seq` grows).
@@ -86,6 +105,9 @@ pub trait SessionStore: Send + Sync {
     async fn events(&self, id: &str) -> Result<Vec<StoredEvent>, StoreError>;
 
     async fn count_by_state(&self) -> Result<HashMap<SessionState, u64>, StoreError>;
+
+    /// Replaces the runtime part of session `id` (repository progress, for instance).
+    async fn set_runtime(&self, id: &str, runtime: &SessionRuntime) -> Result<(), StoreError>;
 
     async fn port_visibility(&self, id: &str) -> Result<HashMap<u16, Visibility>, StoreError>;
 

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 /// Named, not `*`: a connection that prepared `SELECT *` before a migration added a column
 /// would read the old column list.
-const SESSION_COLUMNS: &str = "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network, size";
+const SESSION_COLUMNS: &str = "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network, size, runtime";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sessions (
@@ -27,7 +27,8 @@ const SCHEMA: &[&str] = &[
         failure TEXT,
         updated_at INTEGER NOT NULL,
         network TEXT,
-        size TEXT
+        size TEXT,
+        runtime TEXT
     )",
     "CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state)",
     "CREATE TABLE IF NOT EXISTS session_events (
@@ -102,7 +103,7 @@ impl SqliteStore {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("creating tables"))?;
         }
         // Columns added after the first release: added to older databases in place.
-        for (column, decl) in [("network", "TEXT"), ("size", "TEXT")] {
+        for (column, decl) in [("network", "TEXT"), ("size", "TEXT"), ("runtime", "TEXT")] {
             let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = ?")
                 .bind(column)
                 .fetch_one(&pool)
@@ -136,6 +137,10 @@ fn record(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         size: match row.get::<Option<&str>, _>("size") {
             None => None,
             Some(j) => Some(serde_json::from_str(j).map_err(|_| StoreError::Corrupt { what: "size", value: j.to_string() })?),
+        },
+        runtime: match row.get::<Option<&str>, _>("runtime") {
+            None => Default::default(),
+            Some(j) => serde_json::from_str(j).map_err(|_| StoreError::Corrupt { what: "runtime", value: j.to_string() })?,
         },
     })
 }
@@ -183,8 +188,8 @@ impl SessionStore for SqliteStore {
     async fn insert(&self, s: &SessionRecord) -> Result<StoredEvent, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
         let res = sqlx::query(
-            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at, network, size)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at, network, size, runtime)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.image)
@@ -196,6 +201,7 @@ impl SessionStore for SqliteStore {
         .bind(ms(s.created_at))
         .bind(serde_json::to_string(&s.network).expect("network serialises"))
         .bind(s.size.map(|z| serde_json::to_string(&z).expect("size serialises")))
+        .bind(serde_json::to_string(&s.runtime).expect("runtime serialises"))
         .execute(&mut *tx)
         .await;
         if let Err(e) = res {
@@ -290,6 +296,19 @@ impl SessionStore for SqliteStore {
             .collect()
     }
 
+    async fn set_runtime(&self, id: &str, runtime: &super::SessionRuntime) -> Result<(), StoreError> {
+        let res = sqlx::query("UPDATE sessions SET runtime = ? WHERE id = ?")
+            .bind(serde_json::to_string(runtime).expect("runtime serialises"))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("storing a session's runtime"))?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
     async fn port_visibility(&self, id: &str) -> Result<HashMap<u16, Visibility>, StoreError> {
         let rows = sqlx::query("SELECT port, visibility FROM port_visibility WHERE session_id = ?")
             .bind(id)
@@ -333,7 +352,21 @@ mod tests {
             failure: None,
             network: Network { egress: EgressMode::Allowlist, allow: vec!["pypi.org".into()] },
             size: Some(mayfly_proto::api::SessionSize { vcpus: 2, memory_mib: 768, disk_gib: 3 }),
+            runtime: super::super::SessionRuntime { auto_push: true, sealed: Some("c2VhbGVk".into()), ..Default::default() },
         }
+    }
+
+    #[tokio::test]
+    async fn runtime_round_trips_and_updates() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let r = rec("sa");
+        store.insert(&r).await.unwrap();
+        assert_eq!(store.get("sa").await.unwrap().unwrap().runtime, r.runtime);
+        let mut rt = r.runtime.clone();
+        rt.forked_from = Some("sb".into());
+        store.set_runtime("sa", &rt).await.unwrap();
+        assert_eq!(store.get("sa").await.unwrap().unwrap().runtime, rt);
+        assert!(matches!(store.set_runtime("nope", &rt).await, Err(StoreError::NotFound(_))));
     }
 
     #[tokio::test]

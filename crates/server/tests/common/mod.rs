@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod external;
 pub mod leaks;
 
 use futures::{SinkExt, StreamExt};
@@ -63,6 +64,9 @@ impl TestServer {
         // Tests that are not about the warm pool keep it off: fewer VMs on a 2-core runner, and
         // a session's VM id is its session id.
         cfg.pool_size = 0;
+        // `stop()` ends every session, so that each test can check nothing is left behind;
+        // the restart tests opt into the default (`keep`) to prove VMs outlive the server.
+        cfg.on_shutdown = mayfly_server::config::OnShutdown::End;
         if let Some(a) = std::env::var("MAYFLY_ACCEL").ok().and_then(|a| a.parse().ok()) {
             cfg.accel = a;
         }

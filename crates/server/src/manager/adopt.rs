@@ -1,0 +1,214 @@
+//! Sessions outlive the control plane. At start, [`SessionManager::reconcile`] takes over every
+//! session the store says is live and whose VM still runs (the VM layer checks record, pid, QMP
+//! and the guest's HELLO); at a graceful stop with `on_shutdown = "keep"`,
+//! [`SessionManager::detach_all`] leaves every ready VM running for the next start.
+//!
+//! What an adopted session gets back: its row (state, deadlines, size, policy), its runtime
+//! (`auto_push`, fork origin, repository status) and its sealed secrets (environment, git
+//! tokens), the preview visibility of its ports, the guest-opened streams (egress, credentials),
+//! and its watchers (VM exit, ports, files). Terminals live in the guest daemon and re-attach by
+//! id with their scrollback. The idle timer restarts at adoption; the lifetime does not.
+//!
+//! Outcomes by stored state: `ready` → adopted, or `failed` with the reason and the VM reaped;
+//! `creating` → `failed` (the boot task died with the old process); `stopping` → the delete is
+//! finished (`destroyed`). Then every VM no session owns (pool clones, half-made forks and
+//! templates) is reaped.
+
+use super::{LiveSession, SessionError, SessionManager, Setup};
+use crate::store::{SessionRecord, SessionRuntime};
+use futures::StreamExt;
+use mayfly_proto::api::{GitCredential, RepoState, SessionState};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use SessionState::*;
+
+/// Prefix of every failure reason reconcile writes.
+pub const RESTARTED: &str = "control plane restarted";
+/// VMs adopted at once (each is a few socket round trips).
+const ADOPT_PARALLEL: usize = 32;
+
+/// The sealed part of a session's set-up.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Sealed {
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    git_credentials: Vec<GitCredential>,
+}
+
+impl SessionManager {
+    /// What is stored of a new session's set-up: secrets sealed with the data dir's key. A key
+    /// that cannot be read or written leaves them out (logged): the session works, but a
+    /// restarted server adopts it without its environment and tokens.
+    pub(super) fn runtime_of(&self, id: &str, setup: &Setup) -> SessionRuntime {
+        let sealed = Sealed { env: setup.env.clone(), git_credentials: setup.git_credentials.clone() };
+        let sealed = if sealed.env.is_empty() && sealed.git_credentials.is_empty() {
+            None
+        } else {
+            match self.secrets.seal(&serde_json::to_vec(&sealed).expect("json")) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(session = id, error = %e, "cannot seal the session's secrets; a restart will adopt it without them");
+                    None
+                }
+            }
+        };
+        SessionRuntime { auto_push: setup.auto_push, forked_from: setup.forked_from.clone(), repo: setup.repo.clone(), sealed, vm: None }
+    }
+
+    /// Stores the live session's runtime again (once its VM is known, after its repository's
+    /// clone finished).
+    pub(super) async fn save_runtime(&self, s: &LiveSession) {
+        let rec = match self.store.get(&s.id).await {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        let mut runtime = rec.runtime;
+        runtime.repo = s.repo.lock().expect("repo lock").clone();
+        if let Some(vm) = s.vm() {
+            runtime.vm = Some(vm.id().to_string()).filter(|v| *v != s.id);
+        }
+        if let Err(e) = self.store.set_runtime(&s.id, &runtime).await {
+            tracing::warn!(session = %s.id, error = %e, "cannot store the session's runtime");
+        }
+    }
+
+    /// The set-up of a stored session, for adoption.
+    fn setup_of(&self, rec: &SessionRecord) -> Result<Setup, String> {
+        let policy = crate::egress::Policy::parse(&rec.network).map_err(|e| format!("its stored network policy is invalid: {e}"))?;
+        let sealed = match &rec.runtime.sealed {
+            None => Sealed::default(),
+            Some(s) => match self.secrets.open(s).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(session = %rec.id, error = %e, "cannot open the session's sealed secrets; adopting it without its environment and git tokens");
+                    Sealed::default()
+                }
+            },
+        };
+        let mut repo = rec.runtime.repo.clone();
+        if let Some(r) = repo.as_mut().filter(|r| r.state == RepoState::Cloning) {
+            // The clone ran as a stream of the old process's connection, which ended with it.
+            r.state = RepoState::Failed;
+            r.message = Some("the server restarted while the repository was being cloned; clone it again in a terminal".into());
+        }
+        Ok(Setup {
+            env: sealed.env,
+            policy,
+            git_credentials: sealed.git_credentials,
+            repo,
+            auto_push: rec.runtime.auto_push,
+            forked_from: rec.runtime.forked_from.clone(),
+        })
+    }
+
+    /// At start: adopts the sessions whose VMs survived the previous process, ends the others,
+    /// then reaps every VM no session owns.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let records = self.store.list(&[Creating, Ready, Stopping]).await?;
+        let total = records.len();
+        let outcomes: Vec<Result<bool, SessionError>> = futures::stream::iter(records)
+            .map(|rec| async move { self.reconcile_one(rec).await })
+            .buffer_unordered(ADOPT_PARALLEL)
+            .collect()
+            .await;
+        let adopted = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+        for e in outcomes.into_iter().filter_map(Result::err) {
+            tracing::error!(error = %e, "reconciling a session failed");
+        }
+        let owned: Vec<String> = self.live.lock().expect("live lock").values().filter_map(|s| s.vm()).map(|vm| vm.id().to_string()).collect();
+        let mut reaped = 0;
+        for id in self.host.vm_ids() {
+            if !owned.contains(&id) {
+                tracing::info!(vm = %id, "reaping a VM no session owns (pool clone or leftover)");
+                self.host.reap(&id).await;
+                reaped += 1;
+            }
+        }
+        tracing::info!(sessions = total, adopted, reaped, ms = started.elapsed().as_millis() as u64, "reconciled sessions with the host");
+        Ok(())
+    }
+
+    /// One stored live session; `Ok(true)` when it was adopted.
+    async fn reconcile_one(self: &Arc<Self>, rec: SessionRecord) -> Result<bool, SessionError> {
+        match rec.state {
+            Ready => match self.adopt(&rec).await {
+                Ok(()) => return Ok(true),
+                Err(why) => {
+                    tracing::warn!(session = %rec.id, "cannot adopt the session: {why}");
+                    self.host.reap(vm_id(&rec)).await;
+                    self.record_transition(&rec.id, Ready, Failed, Some(&format!("{RESTARTED}: {why}"))).await?;
+                }
+            },
+            Creating => {
+                self.host.reap(&rec.id).await;
+                self.record_transition(&rec.id, Creating, Failed, Some(&format!("{RESTARTED} while the session was being created"))).await?;
+            }
+            Stopping => {
+                self.host.reap(&rec.id).await;
+                self.record_transition(&rec.id, Stopping, Destroyed, Some("deleted; finished after a control plane restart")).await?;
+            }
+            Destroyed | Failed => {}
+        }
+        Ok(false)
+    }
+
+    /// Takes over ready session `rec` and its running VM.
+    async fn adopt(self: &Arc<Self>, rec: &SessionRecord) -> Result<(), String> {
+        let setup = self.setup_of(rec)?;
+        let vm = self.host.adopt(vm_id(rec)).await.map_err(|e| match e {
+            mayfly_vm::VmError::Adopt { reason, .. } => reason,
+            e => e.to_string(),
+        })?;
+        let visibility = self.store.port_visibility(&rec.id).await.map_err(|e| e.to_string())?;
+        let repo_changed = setup.repo != rec.runtime.repo;
+        let s = LiveSession::new(rec, setup, self.now_ms());
+        *s.visibility.lock().expect("visibility lock") = visibility;
+        *s.vm.lock().expect("vm lock") = Some(vm.clone());
+        vm.channel().set_acceptor(Some(self.guest_acceptor(&s)));
+        self.live.lock().expect("live lock").insert(rec.id.clone(), s.clone());
+        self.activity(&s).touch();
+        if repo_changed {
+            self.save_runtime(&s).await;
+        }
+        tokio::spawn(self.clone().watch_exit(s.clone(), vm.clone()));
+        tokio::spawn(self.clone().watch_ports(s, vm));
+        tracing::info!(session = %rec.id, "session adopted");
+        Ok(())
+    }
+
+    /// Graceful stop with `on_shutdown = "keep"`: every ready session's VM is left running
+    /// (watchers stop, the channel closes) for the next start to adopt. Sessions still being
+    /// created hold no work yet and are deleted; deletes in progress finish.
+    pub(super) async fn detach_all(&self) {
+        let all: Vec<Arc<LiveSession>> = self.live.lock().expect("live lock").values().cloned().collect();
+        tracing::info!(sessions = all.len(), "leaving sessions running for the next start");
+        let each = all.into_iter().map(|s| async move {
+            if s.state() == Creating {
+                if let Err(e) = self.delete(&s.id, "server shutting down").await {
+                    tracing::debug!(session = %s.id, "shutdown: {e}");
+                }
+                return;
+            }
+            // Waits for a delete or fork in progress to finish.
+            let _g = s.lifecycle.lock().await;
+            if s.state() != Ready {
+                return;
+            }
+            s.cancel.cancel();
+            let vm = s.vm.lock().expect("vm lock").take();
+            if let Some(vm) = vm {
+                vm.detach().await;
+            }
+            self.forget(&s.id);
+        });
+        futures::future::join_all(each).await;
+    }
+}
+
+/// The id of stored session `rec`'s VM.
+fn vm_id(rec: &SessionRecord) -> &str {
+    rec.runtime.vm.as_deref().unwrap_or(&rec.id)
+}
