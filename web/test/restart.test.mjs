@@ -24,7 +24,7 @@ after(async () => {
 
 test('an open IDE reconnects after kill -9 and a restart, and the same terminal takes input', SLOW, async () => {
   await page.goto(`${srv.base}/s/${sid}`);
-  await page.waitForSelector('.term:not([hidden]) .xterm-screen');
+  await page.waitForSelector('.term:not([hidden])[data-state="live"] .xterm-screen');
   await page.click('.term:not([hidden]) .xterm-screen');
   await page.keyboard.type("export RIDE=41; echo 'saved before' > /root/kept.txt; echo before-''restart\n");
   await until('the command before the restart', async () => (await term()).includes('before-restart'), 60_000);
@@ -37,13 +37,17 @@ test('an open IDE reconnects after kill -9 and a restart, and the same terminal 
   await screenshot(page, 'restart-disconnected');
 
   srv = await startServer({ MAYFLY_ON_SHUTDOWN: 'end' }, { data, bind });
+  // Live = attached again (its input goes to the shell); the link dropped in between.
   await until('the terminal to reconnect', () =>
-    page.evaluate(() => !document.querySelector('.term:not([hidden]).disconnected')), 90_000);
+    page.evaluate(() => !!document.querySelector('.term:not([hidden])[data-state="live"]')), 90_000);
   // The scrollback came back with the re-attach.
   await until('the replayed scrollback', async () => (await term()).includes('before-restart'), 30_000);
   await page.click('.term:not([hidden]) .xterm-screen');
   await page.keyboard.type("echo after-$((RIDE+1))-''restart\n");
-  await until('the same shell answering after the restart', async () => (await term()).includes('after-42-restart'), 60_000);
+  await until('the same shell answering after the restart', async () => (await term()).includes('after-42-restart'), 60_000).catch(async (e) => {
+    await screenshot(page, 'restart-failed');
+    throw new Error(`${e.message}\nterminal:\n${await term()}\nserver log:\n${srv.log()}`);
+  });
   await screenshot(page, 'restart-reconnected');
 
   const s = await page.evaluate(async (id) => (await fetch(`/api/v1/sessions/${id}`)).json(), sid);

@@ -246,3 +246,37 @@ async fn data_beyond_the_window_resets_the_stream() {
     assert!(got <= INITIAL_WINDOW as usize, "buffered no more than the window: {got}");
     still_serves(&mux, &mut raw).await;
 }
+
+/// Across an upgrade the guest daemon in a running VM is the old binary: a peer that speaks
+/// another protocol is refused at the handshake with both versions named (the server then fails
+/// only that session's adoption), and an unknown request op from a newer peer fails only its
+/// stream.
+#[test]
+fn another_protocol_is_refused_clearly_and_an_unknown_op_fails_one_stream() {
+    runtime().block_on(async {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (ar, aw) = tokio::io::split(a);
+        let newer = Hello { protocol: mayfly_proto::PROTOCOL_VERSION + 1, version: "9.9.9".into(), role: "guest".into(), ack: true };
+        let mut raw = RawPeer { io: b, buf: BytesMut::new() };
+        raw.send(Frame::new(FrameType::Hello, 0, serde_json::to_vec(&newer).unwrap())).await;
+        let err = tokio::time::timeout(GUARD, Mux::connect(ar, aw, Role::Host)).await.expect("answer in time").err().expect("refused");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("protocol {}", mayfly_proto::PROTOCOL_VERSION + 1)) && msg.contains("9.9.9"), "{msg}");
+
+        let (mux, mut raw) = host_and_raw_peer().await;
+        let mut accepted = Box::pin(mux.accept());
+        raw.send(Frame::new(FrameType::Open, 7, &br#"{"op":"from_the_future","x":1}"#[..])).await;
+        let mut answers = Vec::new();
+        while answers.last().map(|f: &Frame| f.kind) != Some(FrameType::Reset) {
+            let f = raw.next_frame().await.expect("an answer to the unknown op");
+            if f.stream == 7 {
+                answers.push(f);
+            }
+        }
+        assert_eq!(answers[0].kind, FrameType::Ctrl, "{answers:?}");
+        let why = String::from_utf8_lossy(&answers[0].payload).into_owned();
+        assert!(why.contains("bad OPEN request"), "the refusal says why: {why}");
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut accepted).await.is_err(), "nothing was accepted");
+        still_serves(&mux, &mut raw).await;
+    });
+}

@@ -234,9 +234,10 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
     let c = ExternalServer::start(data.path(), &end, 3);
     check_adopted(&c, &ids, 2).await;
     assert_eq!(c.get(&format!("/api/v1/sessions/{fork2}")).await.1["state"], "ready");
-    let log = c.log_text();
-    let line = log.lines().find(|l| l.contains("reconciled sessions with the host")).expect("reconcile logged");
-    println!("adoption after a planned stop: {line}");
+    // The figure, when the log level shows it (MAYFLY_LOG=info).
+    if let Some(line) = c.log_text().lines().find(|l| l.contains("reconciled sessions with the host")) {
+        println!("adoption after a planned stop: {line}");
+    }
 
     // Deleting an adopted session ends its VM; `end` at stop ends the rest.
     let secret_vm = vm_of(data.path(), &ids.secret).await;

@@ -90,6 +90,7 @@ export class TerminalView {
 
   private setState(s: TermState): void {
     this.state = s;
+    this.el.dataset.state = s;
     this.el.classList.toggle('disconnected', s === 'retrying' || s === 'ended');
     this.on.state();
   }
