@@ -147,7 +147,8 @@ pub async fn ls(client: &Client) -> anyhow::Result<ExitCode> {
     let list = client.list().await?;
     println!("{:<14} {:<10} {:<10} {:<22} IDE", "ID", "STATE", "IMAGE", "CREATED");
     for s in list {
-        println!("{:<14} {:<10} {:<10} {:<22} {}", s.id, s.state.as_str(), s.image, s.created_at, s.ide_url);
+        let state = if s.paused { "paused" } else { s.state.as_str() };
+        println!("{:<14} {:<10} {:<10} {:<22} {}", s.id, state, s.image, s.created_at, s.ide_url);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -192,6 +192,10 @@ pub struct Session {
     /// The session this one was forked from (while it is live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<String>,
+    /// The VM is paused because nobody used it for a while (state stays `ready`); the next
+    /// request of any kind resumes it.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `POST /api/v1/sessions/{id}/fork`: the new session's lifetime (defaults as for a create).

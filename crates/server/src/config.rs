@@ -105,6 +105,10 @@ pub struct ServerConfig {
     pub rate_limit_per_second: u32,
     /// API requests a client address may make at once before `rate_limit_per_second` applies.
     pub rate_limit_burst: u32,
+    /// A ready session with no attached client (IDE page, terminal, exec, agent run, preview
+    /// request) that nobody used for this long and whose guest is idle is paused (QMP `stop`)
+    /// until the next request of any kind; 0 never pauses.
+    pub pause_idle_seconds: u64,
     /// What a graceful stop of the server does to running sessions: `keep` leaves their VMs
     /// running for the next start to adopt (upgrades and restarts end nobody's work); `end`
     /// deletes every session (auto-push included) before the server exits.
@@ -162,6 +166,7 @@ impl Default for ServerConfig {
             rate_limit_per_second: 20,
             rate_limit_burst: 200,
             on_shutdown: OnShutdown::Keep,
+            pause_idle_seconds: 120,
             agent: mayfly_agent::AgentConfig::default(),
         }
     }
@@ -213,6 +218,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("rate_limit_per_second", Kind::Int),
     ("rate_limit_burst", Kind::Int),
     ("on_shutdown", Kind::Str),
+    ("pause_idle_seconds", Kind::Int),
 ];
 
 /// Fields of `[agent]` overridable as `MAYFLY_AGENT_<NAME>`.

@@ -25,6 +25,9 @@ pub struct Metrics {
     boot: Mutex<Histogram>,
     /// Responses by status class: index 0 = 1xx … 4 = 5xx.
     http: [AtomicU64; 5],
+    resumes: AtomicU64,
+    /// Microseconds spent resuming paused sessions, in total.
+    resume_us: AtomicU64,
 }
 
 impl Metrics {
@@ -48,6 +51,11 @@ impl Metrics {
         h.sum += secs;
     }
 
+    pub fn session_resumed(&self, took: Duration) {
+        self.resumes.fetch_add(1, Ordering::Relaxed);
+        self.resume_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
     pub fn http_response(&self, status: u16) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.http[class].fetch_add(1, Ordering::Relaxed);
@@ -63,6 +71,8 @@ impl Metrics {
         let counters = [
             ("mayfly_session_creations_total", "Sessions created.", &self.creations),
             ("mayfly_session_failures_total", "Sessions that ended in state failed.", &self.failures),
+            ("mayfly_session_resumes_total", "Paused sessions resumed by a request.", &self.resumes),
+            ("mayfly_session_resume_microseconds_total", "Time spent resuming paused sessions.", &self.resume_us),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));

@@ -12,6 +12,7 @@ pub mod channel;
 mod cleanup;
 pub mod cmdline;
 mod fork;
+pub mod pause;
 pub mod confine;
 pub mod qemu;
 pub mod qmp;
@@ -129,6 +130,12 @@ pub trait Vm: Send + Sync {
     async fn wait_exit(&self) -> ExitInfo;
     /// The last bytes of the guest console, for error messages.
     fn console_tail(&self, max_bytes: usize) -> String;
+    /// Stops the guest's CPUs (memory, devices and disk stay); see [`pause`].
+    async fn pause(&self) -> Result<(), VmError>;
+    /// Continues a paused guest and sets its clock; returns the time it took.
+    async fn resume(&self) -> Result<Duration, VmError>;
+    /// CPU time the VM process has used so far (`None` once it is gone).
+    fn cpu_time(&self) -> Option<Duration>;
     /// Leaves the VM running for a later control plane to adopt ([`qemu::QemuBackend::adopt`]):
     /// the channel is closed and dropping this object no longer stops the VM.
     async fn detach(&self);

@@ -534,6 +534,21 @@ impl Vm for QemuVm {
         self.run.console_tail(max_bytes)
     }
 
+    async fn pause(&self) -> Result<(), VmError> {
+        self.pause_vm().await
+    }
+
+    async fn resume(&self) -> Result<Duration, VmError> {
+        self.resume_vm().await
+    }
+
+    fn cpu_time(&self) -> Option<Duration> {
+        if self.exited() {
+            return None;
+        }
+        self.process_cpu_time()
+    }
+
     async fn detach(&self) {
         self.detached.store(true, Ordering::SeqCst);
         self.channel.disconnect().await;

@@ -21,7 +21,7 @@ let sessions: Session[] = [];
 let loaded = false;
 
 function stateBadge(s: Session) {
-  const label = deleting.has(s.id) ? 'stopping' : s.state;
+  const label = deleting.has(s.id) ? 'stopping' : s.paused ? 'paused' : s.state;
   return h('span', { class: `badge state-${label}`, title: s.failure ?? '' }, h('span', { class: 'dot' }), label);
 }
 

@@ -16,6 +16,8 @@ export interface Session {
   repo?: { url?: string; ref?: string; path?: string; state?: 'cloning' | 'ready' | 'failed'; message?: string };
   /** The repository's work is pushed to `mayfly/<id>` when the session ends. */
   auto_push?: boolean;
+  /** Paused while nobody uses it (state stays ready); the next request resumes it. */
+  paused?: boolean;
 }
 
 export interface ExecBody {

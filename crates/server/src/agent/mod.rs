@@ -162,6 +162,8 @@ impl AgentService {
         let me = self.clone();
         let session = session.to_string();
         tokio::spawn(async move {
+            // A running agent is a client: the session does not pause under it.
+            let _client = me.manager.attach(&session);
             let outcome = me.execute(&session, &id, prompt, cancel).await;
             watcher.abort();
             let why = reason.lock().expect("reason lock").clone();

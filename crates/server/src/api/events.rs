@@ -26,10 +26,18 @@ async fn events(
     ws: Option<ApiWs>,
 ) -> Result<Response, ApiError> {
     let stream = st.manager.subscribe(&id).await?;
+    // A watcher (an open IDE page) keeps the session from pausing while it is connected.
+    let attached = st.manager.attach(&id);
     Ok(match ws {
-        Some(ApiWs(ws)) => ws.on_upgrade(move |socket| send_all(socket, stream)).into_response(),
+        Some(ApiWs(ws)) => ws
+            .on_upgrade(move |socket| async move {
+                let _attached = attached;
+                send_all(socket, stream).await
+            })
+            .into_response(),
         None => {
-            let sse = stream.map(|env| {
+            let sse = stream.map(move |env| {
+                let _ = &attached;
                 let mut ev = Event::default().data(serde_json::to_string(&env.event).expect("event serialises"));
                 if let Some(seq) = env.seq {
                     ev = ev.id(seq.to_string());

@@ -75,6 +75,8 @@ impl SessionManager {
         }
         let timeout = Duration::from_secs(body.timeout_seconds.unwrap_or(self.cfg.exec_timeout_seconds).max(1));
         let (s, vm) = self.ready_vm(id).await?;
+        // A running command is a client: the session does not pause under it.
+        let _client = self.attach(id);
         let mut env = s.env.clone();
         env.extend(body.env);
         let req = ExecRequest { cmd: body.cmd, env, cwd: body.cwd, timeout_ms: Some(timeout.as_millis() as u64) };
@@ -159,7 +161,7 @@ impl SessionManager {
             }
             Ok(other) => Some(other),
         };
-        Ok(PtyAttach { stream, first, activity: self.activity(&s) })
+        Ok(PtyAttach { stream, first, activity: self.client_activity(&s) })
     }
 }
 

@@ -295,7 +295,9 @@ impl SessionManager {
         if let Some(task) = boot {
             let _ = task.await;
         }
-        // Before the VM and the tokens go: the work leaves by a push (if the session asks).
+        // Before the VM and the tokens go: the work leaves by a push (if the session asks),
+        // which needs a running guest.
+        self.resume_if_paused(&s).await;
         self.push_at_end(&s).await;
         let outcome = match self.release(&s).await {
             None => self.transition(&s, Stopping, Destroyed, Some(reason)).await,

@@ -20,6 +20,7 @@ mod fork;
 mod guest;
 mod guest_streams;
 mod lifecycle;
+mod pause;
 mod pool;
 mod repo;
 pub mod size;
@@ -49,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
 pub(crate) use guest_streams::answer;
 pub use adopt::RESTARTED;
+pub use pause::{should_pause, Attached, BUSY_CPU_PERCENT};
 pub use pool::{PoolStatus, Source};
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,8 @@ pub(crate) struct LiveSession {
     visibility: Mutex<HashMap<u16, Visibility>>,
     /// The session this one was forked from.
     forked_from: Option<String>,
+    /// Paused while idle, and the clients that keep it from pausing.
+    pause: pause::PauseState,
 }
 
 impl LiveSession {
@@ -187,6 +191,7 @@ impl LiveSession {
             ports: Default::default(),
             visibility: Default::default(),
             forked_from: setup.forked_from,
+            pause: Default::default(),
         })
     }
 
@@ -199,16 +204,19 @@ impl LiveSession {
 }
 
 /// Records the latest activity of one session; cheap to clone into long-lived tasks (terminals).
+/// One made for a connected client (terminal, preview) also counts that client as attached
+/// until its last clone is dropped, so the session does not pause under it.
 #[derive(Clone)]
 pub struct Activity {
     session: Option<Arc<LiveSession>>,
     epoch: Instant,
+    _attached: Option<Arc<Attached>>,
 }
 
 impl Activity {
     /// Activity that is recorded nowhere (traffic that must not keep a session alive).
     pub fn none() -> Activity {
-        Activity { session: None, epoch: Instant::now() }
+        Activity { session: None, epoch: Instant::now(), _attached: None }
     }
 
     pub fn touch(&self) {
@@ -321,7 +329,12 @@ impl SessionManager {
     }
 
     fn activity(&self, session: &Arc<LiveSession>) -> Activity {
-        Activity { session: Some(session.clone()), epoch: self.epoch }
+        Activity { session: Some(session.clone()), epoch: self.epoch, _attached: None }
+    }
+
+    /// Activity of a client that stays connected (see [`Activity`]).
+    fn client_activity(&self, session: &Arc<LiveSession>) -> Activity {
+        Activity { session: Some(session.clone()), epoch: self.epoch, _attached: Some(Arc::new(self.attach(&session.id))) }
     }
 
     /// Marks session `id` active now (API use, terminal traffic, preview requests).
@@ -408,6 +421,7 @@ impl SessionManager {
             auto_push: live.as_ref().is_some_and(|s| s.auto_push),
             failure: r.failure.clone(),
             forked_from: live.as_ref().and_then(|s| s.forked_from.clone()),
+            paused: live.as_ref().is_some_and(|s| s.pause.paused.load(Ordering::SeqCst)),
             vcpus: r.size.map(|z| z.vcpus),
             memory_mib: r.size.map(|z| z.memory_mib),
             disk_gib: r.size.map(|z| z.disk_gib),
@@ -466,13 +480,15 @@ impl SessionManager {
         }
     }
 
-    /// The VM of ready session `id`; counts as activity.
+    /// The VM of ready session `id` (resumed if it was paused); counts as activity.
     async fn ready_vm(&self, id: &str) -> Result<(Arc<LiveSession>, Arc<dyn Vm>), SessionError> {
         if let Some(s) = self.live(id) {
             let state = s.state();
             if state == SessionState::Ready {
                 if let Some(vm) = s.vm() {
                     self.activity(&s).touch();
+                    // Every request of any kind resumes a paused session.
+                    self.resume_if_paused(&s).await;
                     return Ok((s, vm));
                 }
             }

@@ -95,7 +95,7 @@ impl SessionManager {
             }
         });
         match opened.await {
-            Ok(Ok(stream)) => Ok((stream, self.activity(&s))),
+            Ok(Ok(stream)) => Ok((stream, self.client_activity(&s))),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(vm_error(format!("no answer within {TUNNEL_TIMEOUT:?}").into())),
         }

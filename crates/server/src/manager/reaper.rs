@@ -1,5 +1,6 @@
 //! The reaper: destroys ready sessions that have been idle longer than their idle timeout or
-//! have outlived their maximum lifetime. Runs every `reaper_interval_seconds` until shutdown.
+//! have outlived their maximum lifetime, then pauses idle ones (`pause`). Runs every
+//! `reaper_interval_seconds` until shutdown.
 
 use super::{LiveSession, SessionManager};
 use mayfly_proto::api::SessionState;
@@ -51,7 +52,10 @@ impl SessionManager {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.reap_due().await,
+                _ = tick.tick() => {
+                    self.reap_due().await;
+                    self.pause_idle().await;
+                }
                 _ = self.shutdown.cancelled() => return,
             }
         }
