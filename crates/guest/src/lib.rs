@@ -45,14 +45,4 @@ pub(crate) fn default_cwd() -> std::path::PathBuf {
     }
 }
 
-/// `error: cause: cause…`, for one-line logs.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+pub(crate) use mayfly_proto::error_chain;

@@ -13,3 +13,15 @@ pub mod mux;
 
 /// Version of the host↔guest protocol. Bumped on any incompatible change to frames or messages.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// `error: cause: cause…`, an error and its sources on one line (for logs and messages).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -44,17 +44,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The error and its sources, for the log.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use mayfly_proto::error_chain as chain;
 
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {

@@ -16,6 +16,7 @@ use crate::qemu::{QemuBackend, QemuVm};
 use crate::qmp::Qmp;
 use crate::rundir::{pid_is_vm, RunDir, VmRecord};
 use crate::{ExitInfo, Vm, VmError};
+use mayfly_proto::error_chain;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -71,17 +72,6 @@ impl QemuBackend {
             detached: AtomicBool::new(false),
         }))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// Continues a VM that an interrupted fork left paused; refuses one that is not a whole VM.
