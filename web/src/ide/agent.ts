@@ -15,6 +15,8 @@ type Message =
 interface Run {
   id: string;
   status: 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
+  reason?: string;
+  summary?: string;
 }
 
 export interface AgentHooks {
@@ -73,6 +75,24 @@ export class AgentView {
       if (live) this.setRunning(live.id);
     } catch (e) {
       this.notice(`Cannot load the conversation: ${(e as Error).message}`, true);
+    }
+  }
+
+  /**
+   * After the event stream reconnected (a server restart, a network drop): a run this view
+   * showed as running may have ended meanwhile (`interrupted` when the server stopped), and its
+   * final event was missed. Ask for it and show its end.
+   */
+  async resync(): Promise<void> {
+    const id = this.running;
+    if (!id) return;
+    try {
+      const run = await json<Run>('GET', `${base(this.sid)}/runs/${encodeURIComponent(id)}`);
+      if (run.status !== 'running' && this.running === id) {
+        this.event({ type: 'agent_status', session: this.sid, run: id, status: run.status, reason: run.reason, summary: run.summary });
+      }
+    } catch {
+      // The next reconnect tries again.
     }
   }
 

@@ -196,6 +196,7 @@ function ide(initial: Session) {
       void editors.recheckAll();
       void ports.load();
       void scm.refresh();
+      void agent.resync();
       void check();
     },
     failed: () => void check(),

@@ -69,7 +69,7 @@ export type SessionEvent =
   | { type: 'file_changed'; session: string; path: string; kind: FileChangeKind; from?: string }
   | { type: 'repo'; session: string; repo: NonNullable<Session['repo']> }
   | { type: 'repo_push'; session: string; branch: string; sha?: string; error?: string }
-  | { type: 'agent_status'; session: string; run: string; status: 'running' | 'succeeded' | 'failed' | 'cancelled'; reason?: string; summary?: string }
+  | { type: 'agent_status'; session: string; run: string; status: 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted'; reason?: string; summary?: string }
   | { type: 'agent_text'; session: string; run: string; delta: string }
   | { type: 'agent_tool_call'; session: string; run: string; call_id: string; name: string; arguments: string }
   | { type: 'agent_tool_result'; session: string; run: string; call_id: string; name: string; output: string; is_error: boolean; paths?: string[] }
