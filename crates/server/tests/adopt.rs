@@ -224,6 +224,12 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
     for (id, p) in &pids {
         assert_eq!(&qemu_pids_for(id), p, "{id} survives a planned stop");
     }
+    {
+        use mayfly_server::store::SessionStore;
+        let rec = store_of(data.path()).await.get(&ids.cold).await.unwrap().unwrap();
+        let at = rec.last_active_at.expect("a planned stop stores each session's last activity");
+        assert!(time::OffsetDateTime::now_utc() - at < time::Duration::minutes(10), "{at}");
+    }
     assert_eq!(qemu_pids_for(&fork2).len(), 1);
     // The event stream ended without a state change: nothing happened to the session.
     while let Some(ev) = next_event(&mut events).await {
@@ -275,6 +281,8 @@ async fn faults_around_a_restart_each_end_clearly_and_leave_nothing() {
         ids.push(a.ready_session(json!({})).await["id"].as_str().unwrap().to_string());
     }
     let [corrupt, reused, hung, gone, deleting, forking] = <[String; 6]>::try_from(ids).unwrap();
+    // Idle timers go on across a restart: this one was last used long ago (as the store says).
+    let stale = a.ready_session(json!({"idle_timeout_seconds": 60})).await["id"].as_str().unwrap().to_string();
     // Stop the guest daemon of `hung` (init only restarts a daemon that dies), just after this
     // exec has answered; then wait until the daemon no longer answers.
     let (code, _) = a.sh(&hung, "(setsid sh -c 'sleep 1; pkill -STOP -f \"mayfly-guest [d]aemon\"' >/dev/null 2>&1 &)").await;
@@ -315,6 +323,7 @@ async fn faults_around_a_restart_each_end_clearly_and_leave_nothing() {
     }
     let store = store_of(data.path()).await;
     store.transition(&deleting, Ready, Stopping, Some("deleted by the user"), time::OffsetDateTime::now_utc()).await.unwrap();
+    store.set_last_active(&stale, time::OffsetDateTime::now_utc() - Duration::from_secs(3600)).await.unwrap();
     drop(store);
     let mut qmp = mayfly_vm::qmp::Qmp::connect(&data.path().join(format!("vms/{forking}/qmp.sock"))).await.unwrap();
     qmp.execute("stop", None).await.unwrap();
@@ -339,6 +348,13 @@ async fn faults_around_a_restart_each_end_clearly_and_leave_nothing() {
     assert!(failure(&gone).await.contains("QEMU is no longer running"), "{}", failure(&gone).await);
     assert_eq!(failure(&creating).await, "control plane restarted while the session was being created");
     assert_eq!(b.get(&format!("/api/v1/sessions/{deleting}")).await.0, 404, "the interrupted delete was finished");
+    // The stale session's idle timeout ran out while the server was down: the reaper ends it.
+    let deadline = tokio::time::Instant::now() + SLOW;
+    // (Polled through the list: a GET of the session itself would count as activity.)
+    while b.get("/api/v1/sessions").await.1.as_array().unwrap().iter().any(|s| s["id"] == stale.as_str()) {
+        assert!(tokio::time::Instant::now() < deadline, "the stale session was not reaped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The paused source of the interrupted fork runs again.
     assert_eq!(b.sh(&forking, "echo resumed").await.1, "resumed\n");
     for id in [&corrupt, &reused, &hung, &gone, &deleting, &creating] {

@@ -104,6 +104,7 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
             network: mayfly_proto::api::Network { egress: mayfly_proto::api::EgressMode::None, allow: vec![] },
             size: None,
             runtime: Default::default(),
+            last_active_at: None,
         })
         .await
         .unwrap();

@@ -148,16 +148,18 @@ impl QemuBackend {
         remove_dir(&run.dir);
     }
 
-    /// The recorded cgroup directories of VM `id` that can be its own:
-    /// `/sys/fs/cgroup/…/mayfly-<tag of this state dir>/<id>` (the server's own cgroup may have
-    /// changed since, e.g. a shell then systemd). `vm.json` sits in a directory QEMU's account
-    /// can write, so nothing else it names is ever removed (or its processes killed) as root.
+    /// The recorded cgroup directories of VM `id` that can be its own: cgroups (they hold a
+    /// `cgroup.procs`) at `…/mayfly-<tag of this state dir>/<id>` (the server's own cgroup, and
+    /// so the prefix, may have changed since, e.g. a shell then systemd). `vm.json` sits in a
+    /// directory QEMU's account can write, so nothing else it names is ever removed (or its
+    /// processes killed) as root.
     pub(crate) fn own_cgroups(&self, id: &str, recorded: &[PathBuf]) -> Vec<PathBuf> {
         let parent = format!("mayfly-{}", crate::confine::state_tag(&self.cfg.state_dir));
         recorded
             .iter()
             .filter(|p| {
-                p.starts_with("/sys/fs/cgroup/")
+                p.is_absolute()
+                    && p.join("cgroup.procs").is_file()
                     && p.file_name().is_some_and(|n| n == id)
                     && p.parent().and_then(Path::file_name).is_some_and(|n| n.to_string_lossy() == parent)
                     && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))

@@ -7,7 +7,8 @@
 //! (`auto_push`, fork origin, repository status) and its sealed secrets (environment, git
 //! tokens), the preview visibility of its ports, the guest-opened streams (egress, credentials),
 //! and its watchers (VM exit, ports, files). Terminals live in the guest daemon and re-attach by
-//! id with their scrollback. The idle timer restarts at adoption; the lifetime does not.
+//! id with their scrollback. The idle timer goes on from the last activity stored (written at
+//! most a minute late while the server runs, exactly at a graceful stop); so does the lifetime.
 //!
 //! Outcomes by stored state: `ready` → adopted, or `failed` with the reason and the VM reaped;
 //! `creating` → `failed` (the boot task died with the old process); `stopping` → the delete is
@@ -164,12 +165,13 @@ impl SessionManager {
         })?;
         let visibility = self.store.port_visibility(&rec.id).await.map_err(|e| e.to_string())?;
         let repo_changed = setup.repo != rec.runtime.repo;
-        let s = LiveSession::new(rec, setup, self.now_ms());
+        // The idle timer goes on from the last activity the store knows of.
+        let idle_ms = rec.last_active_at.map_or(0, |t| (time::OffsetDateTime::now_utc() - t).whole_milliseconds().max(0) as u64);
+        let s = LiveSession::new(rec, setup, self.now_ms().saturating_sub(idle_ms));
         *s.visibility.lock().expect("visibility lock") = visibility;
         *s.vm.lock().expect("vm lock") = Some(vm.clone());
         vm.channel().set_acceptor(Some(self.guest_acceptor(&s)));
         self.live.lock().expect("live lock").insert(rec.id.clone(), s.clone());
-        self.activity(&s).touch();
         if repo_changed {
             self.save_runtime(&s).await;
         }
@@ -183,6 +185,8 @@ impl SessionManager {
     /// (watchers stop, the channel closes) for the next start to adopt. Sessions still being
     /// created hold no work yet and are deleted; deletes in progress finish.
     pub(super) async fn detach_all(&self) {
+        // Exact idle timers for the next start.
+        self.store_activity(std::time::Duration::ZERO).await;
         let all: Vec<Arc<LiveSession>> = self.live.lock().expect("live lock").values().cloned().collect();
         tracing::info!(sessions = all.len(), "leaving sessions running for the next start");
         let each = all.into_iter().map(|s| async move {

@@ -36,6 +36,7 @@ impl SessionManager {
             network: src.network.clone(),
             size: src.size,
             runtime: Default::default(),
+            last_active_at: None,
         };
         let mut repo = source.repo.lock().expect("repo lock").clone();
         if let Some(r) = repo.as_mut().filter(|r| r.state == RepoState::Cloning) {
@@ -68,6 +69,6 @@ impl SessionManager {
     }
 
     pub(super) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        super::clock_ms(self.epoch)
     }
 }

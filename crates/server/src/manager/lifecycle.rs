@@ -81,6 +81,7 @@ impl SessionManager {
             network,
             size: Some(size),
             runtime: Default::default(),
+            last_active_at: None,
         };
         let setup = super::Setup {
             env: req.env,

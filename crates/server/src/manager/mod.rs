@@ -156,8 +156,10 @@ pub(crate) struct LiveSession {
     boot: Mutex<Option<JoinHandle<()>>>,
     /// Cancels the boot and the session's watcher tasks.
     cancel: CancellationToken,
-    /// Milliseconds since the manager's epoch of the last API, terminal or preview activity.
+    /// [`clock_ms`] of the last API, terminal or preview activity.
     last_active_ms: AtomicU64,
+    /// `last_active_ms` as last written to the store.
+    stored_active_ms: AtomicU64,
     ports: Mutex<BTreeSet<u16>>,
     visibility: Mutex<HashMap<u16, Visibility>>,
     /// The session this one was forked from.
@@ -188,6 +190,7 @@ impl LiveSession {
             boot: Mutex::new(None),
             cancel: CancellationToken::new(),
             last_active_ms: AtomicU64::new(now_ms),
+            stored_active_ms: AtomicU64::new(0),
             ports: Default::default(),
             visibility: Default::default(),
             forked_from: setup.forked_from,
@@ -201,6 +204,13 @@ impl LiveSession {
     fn vm(&self) -> Option<Arc<dyn Vm>> {
         self.vm.lock().expect("vm lock").clone()
     }
+}
+
+/// Milliseconds on the manager's activity clock: since `epoch`, plus a 30-day base so that an
+/// adopted session's last activity before this process started is representable.
+pub(crate) fn clock_ms(epoch: Instant) -> u64 {
+    const BASE_MS: u64 = 30 * 24 * 3600 * 1000;
+    epoch.elapsed().as_millis() as u64 + BASE_MS
 }
 
 /// Records the latest activity of one session; cheap to clone into long-lived tasks (terminals).
@@ -221,7 +231,7 @@ impl Activity {
 
     pub fn touch(&self) {
         if let Some(s) = &self.session {
-            s.last_active_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            s.last_active_ms.store(clock_ms(self.epoch), Ordering::Relaxed);
         }
     }
 }

@@ -93,6 +93,9 @@ pub struct Provisioner {
     pools: Mutex<HashMap<String, ImagePool>>,
     refill: Notify,
     stop: CancellationToken,
+    /// Held while a refill runs: `drain` waits for it, so no clone is half-made (or handed to
+    /// the pool just after the drain) when the server exits.
+    filling: tokio::sync::Mutex<()>,
 }
 
 impl Provisioner {
@@ -108,6 +111,7 @@ impl Provisioner {
             pools: Mutex::new(HashMap::new()),
             refill: Notify::new(),
             stop: CancellationToken::new(),
+            filling: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -308,6 +312,7 @@ impl Provisioner {
         }
         loop {
             for name in self.pooled.clone() {
+                let _filling = self.filling.lock().await;
                 if self.stop.is_cancelled() {
                     return;
                 }
@@ -355,6 +360,11 @@ impl Provisioner {
                 let _ = vm.stop().await;
                 continue;
             }
+            if self.stop.is_cancelled() {
+                // Drained meanwhile: this clone would outlive the pool.
+                let _ = vm.stop().await;
+                return Ok(());
+            }
             tracing::info!(
                 image = name,
                 vm = vm.id(),
@@ -400,6 +410,8 @@ impl Provisioner {
     /// Stops refilling and destroys every unclaimed VM.
     pub async fn drain(&self) {
         self.stop.cancel();
+        // A refill in progress ends (a restore is abandoned, a clone being prepared is stopped).
+        let _filling = self.filling.lock().await;
         let vms: Vec<Arc<dyn Vm>> =
             self.pools.lock().expect("pool lock").values_mut().flat_map(|p| p.ready.drain(..)).map(|p| p.vm).collect();
         tracing::info!(vms = vms.len(), "draining the warm pool");

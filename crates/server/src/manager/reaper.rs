@@ -23,11 +23,35 @@ fn due(s: &LiveSession, now: OffsetDateTime, idle_for: Duration) -> Option<&'sta
     }
 }
 
+/// Activity newer than what the store holds by this much is written (one row update per active
+/// session a minute at most), so a restarted server's idle timers go on from nearly where they were.
+const ACTIVITY_STORE_EVERY: Duration = Duration::from_secs(60);
+
 impl SessionManager {
+    /// Writes each live session's last activity when it is `at_least` newer than the stored one
+    /// (`Duration::ZERO`: every change, at a graceful stop).
+    pub(super) async fn store_activity(&self, at_least: Duration) {
+        let now_ms = self.now_ms();
+        let now = OffsetDateTime::now_utc();
+        let due: Vec<Arc<LiveSession>> = self.live.lock().expect("live lock").values().cloned().collect();
+        for s in due {
+            let active = s.last_active_ms.load(Ordering::Relaxed);
+            let stored = s.stored_active_ms.load(Ordering::Relaxed);
+            if active <= stored || active - stored < at_least.as_millis() as u64 && stored != 0 {
+                continue;
+            }
+            let at = now - Duration::from_millis(now_ms.saturating_sub(active));
+            match self.store.set_last_active(&s.id, at).await {
+                Ok(()) => s.stored_active_ms.store(active, Ordering::Relaxed),
+                Err(e) => tracing::debug!(session = %s.id, "cannot store the last activity: {e}"),
+            }
+        }
+    }
+
     /// One pass: deletes every due session (concurrently) and waits for them.
     pub async fn reap_due(&self) {
         let now = OffsetDateTime::now_utc();
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let now_ms = self.now_ms();
         let due: Vec<(String, &'static str)> = {
             let live = self.live.lock().expect("live lock");
             live.values()
@@ -55,6 +79,7 @@ impl SessionManager {
                 _ = tick.tick() => {
                     self.reap_due().await;
                     self.pause_idle().await;
+                    self.store_activity(ACTIVITY_STORE_EVERY).await;
                 }
                 _ = self.shutdown.cancelled() => return,
             }

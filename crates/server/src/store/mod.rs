@@ -31,6 +31,9 @@ pub struct SessionRecord {
     pub size: Option<SessionSize>,
     /// What a live session holds besides this row, kept so a restarted server can adopt it.
     pub runtime: SessionRuntime,
+    /// Last API, terminal or preview activity as last recorded (at most a minute old while the
+    /// server runs, exact after a graceful stop); a restarted server's idle timer goes on from it.
+    pub last_active_at: Option<OffsetDateTime>,
 }
 
 /// The rest of a live session's set-up (column `runtime`, JSON). Secrets only sealed.
@@ -105,6 +108,9 @@ pub trait SessionStore: Send + Sync {
     async fn events(&self, id: &str) -> Result<Vec<StoredEvent>, StoreError>;
 
     async fn count_by_state(&self) -> Result<HashMap<SessionState, u64>, StoreError>;
+
+    /// Records the last activity of session `id`.
+    async fn set_last_active(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// Replaces the runtime part of session `id` (repository progress, for instance).
     async fn set_runtime(&self, id: &str, runtime: &SessionRuntime) -> Result<(), StoreError>;

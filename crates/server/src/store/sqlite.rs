@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 
 /// Named, not `*`: a connection that prepared `SELECT *` before a migration added a column
 /// would read the old column list.
-const SESSION_COLUMNS: &str = "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network, size, runtime";
+const SESSION_COLUMNS: &str =
+    "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network, size, runtime, last_active_at";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sessions (
@@ -28,7 +29,8 @@ const SCHEMA: &[&str] = &[
         updated_at INTEGER NOT NULL,
         network TEXT,
         size TEXT,
-        runtime TEXT
+        runtime TEXT,
+        last_active_at INTEGER
     )",
     "CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state)",
     "CREATE TABLE IF NOT EXISTS session_events (
@@ -103,7 +105,7 @@ impl SqliteStore {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("creating tables"))?;
         }
         // Columns added after the first release: added to older databases in place.
-        for (column, decl) in [("network", "TEXT"), ("size", "TEXT"), ("runtime", "TEXT")] {
+        for (column, decl) in [("network", "TEXT"), ("size", "TEXT"), ("runtime", "TEXT"), ("last_active_at", "INTEGER")] {
             let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = ?")
                 .bind(column)
                 .fetch_one(&pool)
@@ -142,6 +144,7 @@ fn record(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
             None => Default::default(),
             Some(j) => serde_json::from_str(j).map_err(|_| StoreError::Corrupt { what: "runtime", value: j.to_string() })?,
         },
+        last_active_at: row.get::<Option<i64>, _>("last_active_at").map(from_ms).transpose()?,
     })
 }
 
@@ -296,6 +299,16 @@ impl SessionStore for SqliteStore {
             .collect()
     }
 
+    async fn set_last_active(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_active_at = ? WHERE id = ?")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("storing a session's last activity"))?;
+        Ok(())
+    }
+
     async fn set_runtime(&self, id: &str, runtime: &super::SessionRuntime) -> Result<(), StoreError> {
         let res = sqlx::query("UPDATE sessions SET runtime = ? WHERE id = ?")
             .bind(serde_json::to_string(runtime).expect("runtime serialises"))
@@ -353,6 +366,7 @@ mod tests {
             network: Network { egress: EgressMode::Allowlist, allow: vec!["pypi.org".into()] },
             size: Some(mayfly_proto::api::SessionSize { vcpus: 2, memory_mib: 768, disk_gib: 3 }),
             runtime: super::super::SessionRuntime { auto_push: true, sealed: Some("c2VhbGVk".into()), ..Default::default() },
+            last_active_at: None,
         }
     }
 
@@ -367,6 +381,9 @@ mod tests {
         store.set_runtime("sa", &rt).await.unwrap();
         assert_eq!(store.get("sa").await.unwrap().unwrap().runtime, rt);
         assert!(matches!(store.set_runtime("nope", &rt).await, Err(StoreError::NotFound(_))));
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        store.set_last_active("sa", at).await.unwrap();
+        assert_eq!(store.get("sa").await.unwrap().unwrap().last_active_at, Some(at));
     }
 
     #[tokio::test]
