@@ -22,6 +22,8 @@ const SETTLED_PCT: f64 = 2.0;
 const SETTLE_LIMIT: Duration = Duration::from_secs(300);
 /// exec `true` calls per sample.
 const EXECS: usize = 20;
+/// Attempts per session: one failed create (a slow, loaded host) should not void the run.
+const CREATE_TRIES: usize = 3;
 
 #[derive(Debug, Serialize)]
 pub struct DensityBench {
@@ -51,6 +53,8 @@ pub struct DensityBench {
     pub exec_true_n_sessions: Summary,
     /// p50 with N idle sessions / p50 with one.
     pub exec_p50_ratio: f64,
+    /// Creates that failed and were retried (each session gets [`CREATE_TRIES`]).
+    pub create_failures: usize,
 }
 
 pub async fn run(data_dir: &Path, image: &str, n: usize) -> anyhow::Result<DensityBench> {
@@ -89,10 +93,25 @@ async fn measure(
     let one = exec_true(r, &first).await?;
 
     let mut ids = vec![first.clone()];
+    let mut create_failures = 0;
     for i in 1..n {
         eprintln!("  session {}/{n}…", i + 1);
-        let id = create(r).await?;
-        wait_ready(r, &id).await?;
+        let mut tries = 0;
+        let id = loop {
+            tries += 1;
+            let made = match create(r).await {
+                Ok(id) => wait_ready(r, &id).await.map(|()| id),
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(id) => break id,
+                Err(e) if tries < CREATE_TRIES => {
+                    create_failures += 1;
+                    eprintln!("    create failed ({e:#}); retrying");
+                }
+                Err(e) => return Err(e.context(format!("session {} failed {CREATE_TRIES} times", i + 1))),
+            }
+        };
         ids.push(id);
     }
     eprintln!("  waiting for {n} VMs to settle (≤ {SETTLED_PCT} % of a CPU each over {} s)…", SETTLE_WINDOW.as_secs());
@@ -143,6 +162,7 @@ async fn measure(
         exec_true_one_session: one,
         exec_true_n_sessions: many,
         exec_p50_ratio: round2(ratio),
+        create_failures,
     })
 }
 
@@ -267,6 +287,7 @@ impl std::fmt::Display for DensityBench {
         )?;
         writeln!(f, "  exec `true`, 1 session        {}", self.exec_true_one_session)?;
         writeln!(f, "  exec `true`, {n} idle sessions {}", self.exec_true_n_sessions)?;
-        write!(f, "  exec p50 ratio N/1            {:.2}×", self.exec_p50_ratio)
+        writeln!(f, "  exec p50 ratio N/1            {:.2}×", self.exec_p50_ratio)?;
+        write!(f, "  failed creates (retried)      {}", self.create_failures)
     }
 }
