@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 /// The measuring window.
 const WINDOW: Duration = Duration::from_secs(30);
-/// Settling: sample QEMU CPU over this window until it is at most [`SETTLED_PCT`] per VM.
+/// Settling: sample QEMU CPU over this window until it is low ([`SETTLED_PCT`] per VM) or has
+/// stopped falling (within [`STEADY`] of the previous window: a guest that polls never gets low).
 const SETTLE_WINDOW: Duration = Duration::from_secs(5);
 const SETTLED_PCT: f64 = 2.0;
+const STEADY: f64 = 0.15;
 /// Give up settling after this long and measure anyway (reported as `settled: false`).
 const SETTLE_LIMIT: Duration = Duration::from_secs(300);
 /// exec `true` calls per sample.
@@ -114,7 +116,7 @@ async fn measure(
         };
         ids.push(id);
     }
-    eprintln!("  waiting for {n} VMs to settle (≤ {SETTLED_PCT} % of a CPU each over {} s)…", SETTLE_WINDOW.as_secs());
+    eprintln!("  waiting for {n} VMs to settle (≤ {SETTLED_PCT} % of a CPU each, or steady, over {} s)…", SETTLE_WINDOW.as_secs());
     let (settle_secs, settled) = settle(r, &ids).await;
 
     eprintln!("  measuring {n} idle sessions for {} s…", WINDOW.as_secs());
@@ -211,9 +213,11 @@ fn qemu_pids(r: &Running, ids: &[String]) -> Vec<u32> {
 }
 
 /// Waits until the sessions' QEMUs use at most [`SETTLED_PCT`] of a CPU each on average over a
-/// [`SETTLE_WINDOW`]; returns (seconds waited, settled).
+/// [`SETTLE_WINDOW`], or as much as in the window before (±[`STEADY`]); returns (seconds
+/// waited, settled).
 async fn settle(r: &Running, ids: &[String]) -> (f64, bool) {
     let t0 = Instant::now();
+    let mut prev: Option<f64> = None;
     loop {
         let pids = qemu_pids(r, ids);
         let a: Vec<Option<f64>> = pids.iter().map(|p| process_cpu_secs(*p)).collect();
@@ -222,9 +226,10 @@ async fn settle(r: &Running, ids: &[String]) -> (f64, bool) {
         let secs = w.elapsed().as_secs_f64();
         let used: f64 = pids.iter().zip(&a).filter_map(|(p, a)| Some(process_cpu_secs(*p)? - (*a)?)).sum();
         let per_vm = 100.0 * used / secs / pids.len().max(1) as f64;
-        if per_vm <= SETTLED_PCT {
+        if per_vm <= SETTLED_PCT || prev.is_some_and(|p| steady(p, per_vm)) {
             return (t0.elapsed().as_secs_f64(), true);
         }
+        prev = Some(per_vm);
         if t0.elapsed() >= SETTLE_LIMIT {
             eprintln!(
                 "    not settled after {} s ({per_vm:.1} % of a CPU per VM); measuring anyway",
@@ -233,6 +238,11 @@ async fn settle(r: &Running, ids: &[String]) -> (f64, bool) {
             return (t0.elapsed().as_secs_f64(), false);
         }
     }
+}
+
+/// Two successive windows' CPU figures differ by at most [`STEADY`] of the earlier one.
+fn steady(prev: f64, now: f64) -> bool {
+    (now - prev).abs() <= STEADY * prev
 }
 
 async fn exec_true(r: &Running, id: &str) -> anyhow::Result<Summary> {
@@ -289,5 +299,18 @@ impl std::fmt::Display for DensityBench {
         writeln!(f, "  exec `true`, {n} idle sessions {}", self.exec_true_n_sessions)?;
         writeln!(f, "  exec p50 ratio N/1            {:.2}×", self.exec_p50_ratio)?;
         write!(f, "  failed creates (retried)      {}", self.create_failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_means_within_a_fraction_of_the_last_window() {
+        let table = [(4.0, 4.0, true), (4.0, 3.5, true), (4.0, 4.5, true), (4.0, 3.0, false), (10.0, 5.0, false), (0.0, 0.1, false)];
+        for (prev, now, want) in table {
+            assert_eq!(steady(prev, now), want, "{prev} → {now}");
+        }
     }
 }
