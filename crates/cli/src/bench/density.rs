@@ -90,7 +90,7 @@ async fn measure(
     let first = create(r).await?;
     wait_ready(r, &first).await?;
     r.wait_pool(image, 0, true).await?;
-    settle(r, &[first.clone()]).await;
+    settle(r, std::slice::from_ref(&first)).await;
     eprintln!("  exec `true` × {EXECS} with one session…");
     let one = exec_true(r, &first).await?;
 
