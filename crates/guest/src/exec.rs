@@ -27,6 +27,8 @@ const READ_CHUNK: usize = 32 * 1024;
 
 pub async fn serve(req: ExecRequest, stream: Stream) {
     let (tx, mut rx) = stream.split();
+    // A started program may listen on a port soon; an ended one may have closed one.
+    crate::activity::poke();
     let mut child = match spawn(&req) {
         Ok(c) => c,
         Err(reply) => return finish(&tx, &reply).await,
@@ -54,6 +56,7 @@ pub async fn serve(req: ExecRequest, stream: Stream) {
         outcome
     };
     let (outcome, (), ()) = tokio::join!(run, pump(stdout, &tx, 0, exited_rx.clone()), pump(stderr, &tx, 1, exited_rx));
+    crate::activity::poke();
     match outcome {
         Some(Ok((status, timed_out))) => {
             finish(&tx, &Ctrl::Exit { code: status.code(), signal: status.signal(), timed_out }).await

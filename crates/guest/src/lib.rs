@@ -12,8 +12,10 @@
 //! [`tunnel`], [`info`], [`identity`].
 //! Helpers run by programs in the VM: [`credential`] (git's credential helper) and [`with_token`]
 //! (a token in one program's environment, e.g. `gh`).
-//! The byte transport and its reconnect rules live in [`transport`].
+//! The byte transport and its reconnect rules live in [`transport`]; [`activity`] tells the
+//! port watcher when to look closely.
 
+pub mod activity;
 pub mod boot;
 pub mod credential;
 pub mod egress;

@@ -1,7 +1,16 @@
 //! `watch_ports` streams: the set of listening TCP ports, sent in full at once and on every change.
 //!
-//! Source: `/proc/net/tcp` and `/proc/net/tcp6`, polled every [`POLL`]. Line grammar (after a
-//! header line; whitespace separated):
+//! Source: `/proc/net/tcp` and `/proc/net/tcp6`, polled. The kernel has no notification for
+//! "a socket started listening", so the poll is made cheap when nothing happens: the interval is
+//! [`FAST`] right after activity and grows with quiet time up to [`SLOW`] ([`poll_interval`]).
+//! Activity is a change in the port set, the stream's start, and every [`crate::activity::poke`]
+//! (an exec starts or ends, terminal input or a signal arrives): that is when programs start
+//! listening, and a poke brings the next poll forward to at most [`FAST`] away. Latency of
+//! listen() → report: ≤ [`FAST`] plus one poll when the program listens soon after the command
+//! that started it; at most a fifth of the time since the last activity otherwise; never more
+//! than [`SLOW`] plus one poll (a program that starts listening with nobody touching the VM).
+//!
+//! Line grammar of the tables (after a header line; whitespace separated):
 //!
 //! ```text
 //! sl: local_address rem_address st tx_queue:rx_queue ...
@@ -19,7 +28,13 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-const POLL: Duration = Duration::from_millis(100);
+/// Poll interval right after activity.
+pub const FAST: Duration = Duration::from_millis(100);
+/// Poll interval once the VM has been quiet for a while: the worst-case report delay.
+pub const SLOW: Duration = Duration::from_secs(2);
+/// The interval is this fraction of the quiet time, so a late listener costs at most ~20 % more
+/// time than the program took to start.
+const QUIET_DIVISOR: u32 = 5;
 const TCP_LISTEN: &str = "0A";
 /// Keeps one CTRL `ports` message well under the 64 KiB frame limit.
 const MAX_PORTS: usize = 1000;
@@ -88,26 +103,44 @@ pub fn current_listeners() -> Vec<ListenPort> {
     set.into_iter().take(MAX_PORTS).collect()
 }
 
+/// How long to wait before the next poll after `quiet` without activity.
+pub fn poll_interval(quiet: Duration) -> Duration {
+    (quiet / QUIET_DIVISOR).clamp(FAST, SLOW)
+}
+
 pub async fn serve(stream: Stream) {
+    use tokio::time::{sleep_until, Instant};
     let (tx, mut rx) = stream.split();
     let mut last: Option<Vec<ListenPort>> = None;
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut activity = crate::activity::subscribe();
+    let mut pokes_open = true;
+    let mut active_at = Instant::now();
+    let mut next = Instant::now();
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            () = sleep_until(next) => {}
+            changed = activity.changed(), if pokes_open => {
+                pokes_open = changed.is_ok();
+                let now = Instant::now();
+                active_at = now;
+                next = next.min(now + FAST);
+                continue;
+            }
             ev = rx.recv() => match ev {
                 Event::Reset(_) => return,
                 _ => continue,
             },
         }
         let ports = current_listeners();
+        let now = Instant::now();
         if last.as_ref() != Some(&ports) {
             if tx.send_ctrl(&Ctrl::Ports { ports: ports.clone() }).await.is_err() {
                 return;
             }
             last = Some(ports);
+            active_at = now;
         }
+        next = now + poll_interval(now.saturating_duration_since(active_at));
     }
 }
 
@@ -167,6 +200,24 @@ mod tests {
         assert_eq!(parse_v4("7F"), None);
         assert_eq!(parse_v6("00000000000000000000000001000000"), Some(Ipv6Addr::LOCALHOST));
         assert_eq!(parse_v6("000080FE00000000FF0254520F0000FE").map(|a| a.segments()[0]), Some(0xfe80));
+    }
+
+    #[test]
+    fn poll_interval_backs_off_with_quiet_time() {
+        let ms = Duration::from_millis;
+        let table = [
+            (ms(0), FAST),
+            (ms(300), FAST),
+            (ms(500), FAST),
+            (ms(1000), ms(200)),
+            (ms(2500), ms(500)),
+            (ms(5000), ms(1000)),
+            (ms(10_000), SLOW),
+            (Duration::from_secs(3600), SLOW),
+        ];
+        for (quiet, want) in table {
+            assert_eq!(poll_interval(quiet), want, "after {quiet:?} of quiet");
+        }
     }
 
     #[test]

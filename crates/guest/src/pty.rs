@@ -173,11 +173,16 @@ pub async fn serve(req: PtyRequest, stream: Stream, terminals: &Arc<Terminals>) 
         loop {
             match rx.recv().await {
                 Event::Data { data, .. } => {
+                    // Typing is how dev servers get started (and stopped): look at ports soon.
+                    crate::activity::poke();
                     // A failed write means the shell is gone; the output half reports its exit.
                     let _ = term.write_input(&data).await;
                 }
                 Event::Ctrl(Ctrl::Resize { cols, rows }) => term.resize(cols, rows),
-                Event::Ctrl(Ctrl::Signal { signal }) => term.signal(signal),
+                Event::Ctrl(Ctrl::Signal { signal }) => {
+                    crate::activity::poke();
+                    term.signal(signal)
+                }
                 Event::Ctrl(_) | Event::Eof => {}
                 Event::Reset(_) => return,
             }

@@ -8,8 +8,8 @@
 
 mod common;
 use common::*;
-use mayfly_proto::msg::{Ctrl, OpenRequest};
-use mayfly_proto::mux::{Event, Mux, Role};
+use mayfly_proto::msg::{Ctrl, ListenPort, OpenRequest};
+use mayfly_proto::mux::{Event, Mux, Role, Stream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -207,4 +207,58 @@ async fn virtio_serial_survives_host_reconnects() {
     }
     assert!(vm.console().matches("mayfly-init: daemon started").count() >= 2, "{}", vm.console());
     // The terminal died with the old daemon; nothing else to check there.
+}
+
+/// Reads `ports` updates until one satisfies `want`; returns how long that took.
+async fn ports_until(s: &mut Stream, want: impl Fn(&[ListenPort]) -> bool) -> Duration {
+    let t = Instant::now();
+    loop {
+        match next(s).await {
+            Event::Ctrl(Ctrl::Ports { ports }) if want(&ports) => return t.elapsed(),
+            Event::Ctrl(Ctrl::Ports { .. }) => {}
+            other => panic!("watch_ports ended: {other:?}"),
+        }
+    }
+}
+
+/// The port watcher backs off while the VM is quiet; a listener started by an exec or from a
+/// terminal must still be reported (the exec and the keystrokes wake the watcher). The latencies
+/// are printed, not asserted: this machine may be slow and loaded.
+#[tokio::test]
+async fn ports_opened_from_exec_and_terminal_are_reported() {
+    let Some(image) = prerequisites() else {
+        eprintln!("skipped: set MAYFLY_GUEST_VM_IMAGE to a built image directory");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let initrd = work.path().join("initrd.img");
+    initramfs(&image, &initrd);
+    let vm = Vm::boot(&image.join("vmlinux"), &initrd);
+    let mux = vm.connect().await;
+    let mut w = open(&mux, OpenRequest::WatchPorts).await;
+    ports_until(&mut w, |_| true).await; // the full set arrives at once
+    let has = |port: u16| move |p: &[ListenPort]| p.iter().any(|x| x.port == port);
+
+    // An exec that leaves a listener running in the background and returns at once.
+    let t = Instant::now();
+    let r = call(
+        &mux,
+        OpenRequest::Exec(exec_req(&["/bin/sh", "-c", "busybox nc -l -p 8123 </dev/null >/dev/null 2>&1 &"])),
+    )
+    .await;
+    assert_eq!(r.last(), &Ctrl::Exit { code: Some(0), signal: None, timed_out: false }, "{r:?}");
+    ports_until(&mut w, has(8123)).await;
+    eprintln!("exec listener reported {:?} after the exec started", t.elapsed());
+
+    // A dev server started from a terminal, then stopped with Ctrl-C.
+    let mut term = open(&mux, pty_req(None, Some(&["/bin/sh"]))).await;
+    started_pid(&mut term).await;
+    let t = Instant::now();
+    type_keys(&term, "busybox httpd -f -p 8124\r").await;
+    ports_until(&mut w, has(8124)).await;
+    eprintln!("terminal listener reported {:?} after the keystrokes", t.elapsed());
+    let t = Instant::now();
+    type_keys(&term, "\x03").await;
+    ports_until(&mut w, |p| !has(8124)(p)).await;
+    eprintln!("terminal listener's end reported {:?} after Ctrl-C", t.elapsed());
 }

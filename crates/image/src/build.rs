@@ -29,7 +29,15 @@ use crate::store::{BuiltImage, ImageStore};
 pub const BUILDER_VERSION: u32 = 1;
 
 /// Kernel command line for the images this builder makes. The initramfs's `/init` reads `root=`.
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet loglevel=3";
+///
+/// The rest keeps an idle guest from waking (every wake-up is emulated work under TCG; see "Idle
+/// cost" in docs/ARCHITECTURE.md): `nowatchdog nmi_watchdog=0` drop the soft/hard lockup
+/// detectors (a timer every 4 s, and a perf NMI that TCG cannot deliver anyway); `tsc=reliable`
+/// drops the clocksource watchdog, which every 0.5 s read the emulated HPET/ACPI PM timer to
+/// cross-check the TSC (QEMU derives the guest TSC from the host's monotonic clock, and a restored
+/// clone's wall clock is set by `identity`); `audit=0` stops kauditd (nothing in the VM reads it).
+pub const KERNEL_CMDLINE: &str =
+    "console=ttyS0 root=/dev/vda rw quiet loglevel=3 nowatchdog nmi_watchdog=0 tsc=reliable audit=0";
 
 /// What to build with.
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
 //! `mayfly bench` — measures what users feel and prints it, and writes JSON.
 //! Speed is measured here, never asserted in tests.
 
+mod density;
+mod procstat;
 mod session;
 pub mod stats;
 mod vm;
@@ -38,6 +40,10 @@ pub struct BenchOpts {
     /// Only the session benchmarks (through a server).
     #[arg(long)]
     sessions_only: bool,
+    /// Only the density benchmark: N idle sessions (default 8), then host and per-QEMU CPU, PSS
+    /// per session, exec `true` with N idle sessions vs one. Needs memory for N VMs (≈ PSS each).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "8", conflicts_with_all = ["vm_only", "sessions_only"])]
+    density: Option<usize>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -69,13 +75,19 @@ pub async fn run(opts: BenchOpts, data_dir: &Path) -> anyhow::Result<ExitCode> {
             "accel": format!("{:?}", backend.accel()).to_lowercase(),
         },
     });
-    if !opts.sessions_only {
+    if let Some(n) = opts.density {
+        eprintln!("measuring {n} idle sessions…");
+        let d = density::run(data_dir, &opts.image, n).await?;
+        println!("{d}");
+        json["density"] = serde_json::to_value(&d)?;
+    }
+    if !opts.sessions_only && opts.density.is_none() {
         eprintln!("measuring the VM layer ({} cold boots, {} clones)…", opts.boots, opts.clones);
         let vm = vm::run(&backend, base, &image.key, opts.boots, opts.clones).await?;
         println!("{vm}");
         json["vm"] = serde_json::to_value(&vm)?;
     }
-    if !opts.vm_only {
+    if !opts.vm_only && opts.density.is_none() {
         eprintln!("measuring sessions ({} runs per mode, {} cold)…", opts.runs, opts.cold_runs);
         let s = session::run(data_dir, &opts.image, opts.runs, opts.cold_runs, opts.budget_mib).await?;
         println!("{s}");

@@ -36,16 +36,28 @@ pub struct SessionBench {
     pub teardown: Summary,
 }
 
-struct Running {
-    base: String,
+pub(super) struct Running {
+    pub(super) base: String,
     ws: String,
-    http: reqwest::Client,
-    data: std::path::PathBuf,
+    pub(super) http: reqwest::Client,
+    pub(super) data: std::path::PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start(data_dir: &Path, image: &str, pool: usize, templates: bool, tag: &str) -> anyhow::Result<Running> {
+pub(super) async fn start(data_dir: &Path, image: &str, pool: usize, templates: bool, tag: &str) -> anyhow::Result<Running> {
+    start_with(data_dir, image, pool, templates, tag, 32).await
+}
+
+/// A server in this process; `max_sessions` must allow every session the benchmark holds at once.
+pub(super) async fn start_with(
+    data_dir: &Path,
+    image: &str,
+    pool: usize,
+    templates: bool,
+    tag: &str,
+    max_sessions: usize,
+) -> anyhow::Result<Running> {
     let data = data_dir.join(format!("bench-server-{tag}"));
     let _ = std::fs::remove_dir_all(&data);
     let mut cfg = ServerConfig::with_data_dir(&data);
@@ -55,7 +67,7 @@ async fn start(data_dir: &Path, image: &str, pool: usize, templates: bool, tag: 
     cfg.default_image = image.into();
     cfg.pool_size = pool;
     cfg.templates = templates;
-    cfg.max_sessions = 32;
+    cfg.max_sessions = max_sessions;
     let server = Server::bind(cfg).await?;
     let addr = server.local_addr();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -75,7 +87,7 @@ impl Running {
         Ok((p["ready"].as_u64().unwrap_or(0), p["template"].as_bool().unwrap_or(false)))
     }
 
-    async fn wait_pool(&self, image: &str, ready: u64, template: bool) -> anyhow::Result<()> {
+    pub(super) async fn wait_pool(&self, image: &str, ready: u64, template: bool) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let (r, t) = self.pool_ready(image).await?;
@@ -88,7 +100,7 @@ impl Running {
     }
 
     /// Create → PTY WebSocket → first byte. Returns (total, create call, session id).
-    async fn create_to_shell(&self) -> anyhow::Result<(Duration, Duration, String)> {
+    pub(super) async fn create_to_shell(&self) -> anyhow::Result<(Duration, Duration, String)> {
         let t0 = Instant::now();
         let resp = self.http.post(format!("{}/api/v1/sessions", self.base)).body("{}").header("content-type", "application/json").send().await?;
         anyhow::ensure!(resp.status().as_u16() == 201, "create: {}", resp.text().await?);
@@ -117,7 +129,7 @@ impl Running {
         Ok(tokio_tungstenite::connect_async(req).await?.0)
     }
 
-    async fn delete(&self, id: &str) -> anyhow::Result<Duration> {
+    pub(super) async fn delete(&self, id: &str) -> anyhow::Result<Duration> {
         let t = Instant::now();
         let r = self.http.delete(format!("{}/api/v1/sessions/{id}", self.base)).send().await?;
         anyhow::ensure!(r.status().as_u16() == 204, "delete {id}: {}", r.status());
@@ -125,7 +137,7 @@ impl Running {
     }
 
     /// QEMU pids of the live VMs (from their run directories).
-    fn vm_pids(&self) -> Vec<u32> {
+    pub(super) fn vm_pids(&self) -> Vec<u32> {
         let Ok(rd) = std::fs::read_dir(self.data.join("vms")) else { return Vec::new() };
         rd.flatten()
             .filter(|e| !e.file_name().to_string_lossy().starts_with("p-"))
@@ -134,7 +146,7 @@ impl Running {
             .collect()
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
         let _ = std::fs::remove_dir_all(&self.data);

@@ -78,3 +78,20 @@ fn finds_port_by_name() {
     assert_eq!(find_port(dir.path(), "mayfly.1"), None);
     assert_eq!(find_port(&dir.path().join("missing"), "mayfly.0"), None);
 }
+
+#[test]
+fn away_poll_backs_off_to_a_cap() {
+    let ms = Duration::from_millis;
+    let table = [
+        (ms(0), ms(10)),
+        (ms(50), ms(10)),
+        (ms(100), ms(10)),
+        (ms(400), ms(40)),
+        (ms(1000), ms(100)),
+        (ms(2500), ms(250)),
+        (Duration::from_secs(600), ms(250)),
+    ];
+    for (away, want) in table {
+        assert_eq!(away_poll(away), want, "after {away:?} away");
+    }
+}
