@@ -1,6 +1,7 @@
-//! Smoke test over a real virtio-serial port (TCG). Gated on prerequisites: runs only when
-//! `MAYFLY_GUEST_VM_IMAGE` names a built image directory (its `vmlinux` and `initrd.img`, the
-//! busybox initramfs with the virtio modules) and `qemu-system-x86_64`, `cpio` and `ldd` exist.
+//! Smoke test over a real virtio-serial port (TCG). The image is `MAYFLY_GUEST_VM_IMAGE` (a built
+//! image directory: its `vmlinux` and `initrd.img`, the busybox initramfs with the virtio
+//! modules), else the `minimal` image in `MAYFLY_DATA_DIR` (where scripts/test builds it); with
+//! neither, or without `qemu-system-x86_64`, `cpio` and `ldd`, the tests fail saying so.
 //!
 //! The test repacks that initramfs with this build's `mayfly-guest` (plus the glibc it links)
 //! and an `/init` that loads the modules and execs `mayfly-guest init` in place, so no root disk
@@ -109,13 +110,21 @@ fn initramfs(image: &Path, out: &Path) {
     sh(&format!("cd {}; mkdir -p root tmp run; find . | cpio -o -H newc --quiet > {}", root.display(), out.display()));
 }
 
-fn prerequisites() -> Option<PathBuf> {
-    let image = PathBuf::from(std::env::var_os("MAYFLY_GUEST_VM_IMAGE")?);
+fn prerequisites() -> PathBuf {
+    let image = match std::env::var_os("MAYFLY_GUEST_VM_IMAGE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("MAYFLY_DATA_DIR").expect(
+            "set MAYFLY_GUEST_VM_IMAGE to a built image directory, or MAYFLY_DATA_DIR to a data dir with the minimal image (scripts/test does)",
+        ))
+        .join("images/minimal/current"),
+    };
+    assert!(image.join("vmlinux").is_file() && image.join("initrd.img").is_file(), "no built image in {}", image.display());
     let tools = ["qemu-system-x86_64", "cpio", "ldd"];
-    tools
-        .iter()
-        .all(|t| Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success()))
-        .then_some(image)
+    for t in tools {
+        let found = Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success());
+        assert!(found, "{t} is required (scripts/install-deps installs it)");
+    }
+    image
 }
 
 async fn echo(mux: &Mux, word: &str) -> String {
@@ -124,10 +133,7 @@ async fn echo(mux: &Mux, word: &str) -> String {
 
 #[tokio::test]
 async fn virtio_serial_survives_host_reconnects() {
-    let Some(image) = prerequisites() else {
-        eprintln!("skipped: set MAYFLY_GUEST_VM_IMAGE to a built image directory");
-        return;
-    };
+    let image = prerequisites();
     let work = tempfile::tempdir().unwrap();
     let initrd = work.path().join("initrd.img");
     initramfs(&image, &initrd);
@@ -226,10 +232,7 @@ async fn ports_until(s: &mut Stream, want: impl Fn(&[ListenPort]) -> bool) -> Du
 /// are printed, not asserted: this machine may be slow and loaded.
 #[tokio::test]
 async fn ports_opened_from_exec_and_terminal_are_reported() {
-    let Some(image) = prerequisites() else {
-        eprintln!("skipped: set MAYFLY_GUEST_VM_IMAGE to a built image directory");
-        return;
-    };
+    let image = prerequisites();
     let work = tempfile::tempdir().unwrap();
     let initrd = work.path().join("initrd.img");
     initramfs(&image, &initrd);
