@@ -75,7 +75,7 @@ impl QemuBackend {
             return Err(self.boot_error(&spec, &launched, format!("fork failed: {e}")).await);
         }
         self.ready(&spec, &launched).await?;
-        if let Err(e) = launched.channel.set_identity(fresh_identity(id)).await {
+        if let Err(e) = crate::snapshot::refresh_identity(&launched.channel, id).await {
             return Err(self.boot_error(&spec, &launched, format!("identity refresh failed: {e}")).await);
         }
         Ok(self.finish(launched, cleanup))

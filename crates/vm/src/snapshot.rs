@@ -285,8 +285,7 @@ impl QemuBackend {
         }
         self.ready(&spec, &launched).await?;
         tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: guest answered");
-        let identity = fresh_identity(&spec.id);
-        if let Err(e) = launched.channel.set_identity(identity).await {
+        if let Err(e) = refresh_identity(&launched.channel, &spec.id).await {
             return Err(self.boot_error(&spec, &launched, format!("identity refresh failed: {e}")).await);
         }
         tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: identity set");
@@ -295,6 +294,24 @@ impl QemuBackend {
 }
 
 /// A new identity for a clone: `hostname`, a random machine id, the host's clock, fresh entropy.
+/// Gives a restored or forked guest its own identity. Right after a restore the guest's
+/// transport may still report the old host hanging up and greet again, which resets streams
+/// opened meanwhile ("peer restarted"): the refresh is idempotent, so a channel fault (not a
+/// refusal by the guest) is tried again, three times more at most.
+pub(crate) async fn refresh_identity(channel: &crate::GuestChannel, hostname: &str) -> Result<(), crate::ChannelError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match channel.set_identity(fresh_identity(hostname)).await {
+            Err(e) if attempt < 4 && e.guest_kind().is_none() => {
+                tracing::debug!(vm = hostname, attempt, "identity refresh hit a channel fault ({e}); again");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 pub fn fresh_identity(hostname: &str) -> Identity {
     Identity {
         hostname: Some(hostname.to_string()),
