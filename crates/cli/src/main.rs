@@ -9,14 +9,16 @@ mod session_cmd;
 mod terminal;
 mod vm_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "mayfly", version, about = "Fresh VMs as browser IDEs, on your own machine")]
 struct Cli {
-    /// Data directory (images, VM state, database, token). Default: $XDG_DATA_HOME/mayfly.
+    /// Data directory (images, VM state, database, token). Default: /var/lib/mayfly as root, else
+    /// $XDG_DATA_HOME/mayfly, else ~/.local/share/mayfly (the help shows the one in effect).
     #[arg(long, global = true, env = "MAYFLY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -97,8 +99,22 @@ fn main() -> ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs redirected to a file or a pipe stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    // The help states the data dir this invocation really uses (it depends on the user and the
+    // environment), not only the rule.
+    let default_dir = paths::data_dir(None);
+    let matches = Cli::command()
+        .mut_arg("data_dir", |a| {
+            a.help(format!(
+                "Data directory (images, VM state, database, token). Default: {} \
+                 (/var/lib/mayfly as root, else $XDG_DATA_HOME/mayfly, else ~/.local/share/mayfly)",
+                default_dir.display()
+            ))
+        })
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let data_dir = paths::data_dir(cli.data_dir);
     let rt = match cli.cmd {
         Cmd::Serve { .. } => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
