@@ -154,10 +154,14 @@ async fn serve(config: Option<PathBuf>, bind: Option<String>, data_dir: &std::pa
     if let Some(b) = bind {
         cfg.bind = b.parse().map_err(|e| anyhow::anyhow!("--bind {b:?}: {e}"))?;
     }
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    // Registered before anything starts: a SIGTERM or Ctrl-C during start-up (reconcile) is a
+    // graceful stop, not the default disposition's instant death.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| anyhow::anyhow!("cannot handle SIGINT: {e}"))?;
+    let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
+            _ = int.recv() => {},
             _ = term.recv() => {},
         }
         tracing::info!("shutdown requested");

@@ -52,7 +52,7 @@ fn the_plan_pins_each_qemu_package_to_its_own_candidate_and_installs_the_toolcha
         assert!(words.contains(&pinned.as_str()), "plan lacks {pinned}: {plan}");
     }
     // A fresh machine has neither cargo nor Node 20+: Debian's Rust, and npm to fetch Node 22.
-    for pkg in ["rustc-web", "cargo-web", "rust-web-clippy", "npm", "mmdebstrap", "busybox-static", "chromium", "git"] {
+    for pkg in ["rustc-web", "cargo-web", "rust-web-clippy", "npm", "mmdebstrap", "busybox-static", "chromium", "git", "systemd"] {
         assert!(words.contains(&pkg), "plan lacks {pkg}: {plan}");
     }
     // Only the QEMU packages are pinned: the rest resolve the way apt resolves them.
