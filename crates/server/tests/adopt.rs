@@ -1,13 +1,15 @@
 //! Sessions outlive the control plane: the real `mayfly serve` binary is killed (`kill -9`) or
 //! stopped (SIGTERM, `on_shutdown = "keep"`) with sessions of every kind running — a pool
-//! clone, a cold boot, a fork, one with an environment and git tokens, one with an agent run in
-//! flight — and the next start adopts them all: state, exec, files, processes, terminals with
+//! clone, a cold boot, a fork, one with a cloned repository, an environment and git tokens, one
+//! with an agent run in flight — and the next start adopts them all: state, exec, files, processes, terminals with
 //! their scrollback, ports and their visibility, previews, git credentials, forks of adopted
 //! sessions, deadlines. Then the fault cases: corrupt records, a pid that is another program's,
 //! a guest daemon that does not answer, a VM gone while the server was down, a restart in the
 //! middle of a create, a delete and a fork, and a second server on the same data dir.
 
 mod common;
+#[path = "repos/gitserver.rs"]
+mod gitserver;
 
 use common::external::{ExternalServer, VmGuard};
 use common::*;
@@ -45,8 +47,30 @@ async fn wait_pool(server: &ExternalServer) {
     }
 }
 
+const GIT_USER: &str = "alice";
+const GIT_TOKEN: &str = "tok-5e1f0a9d3c7b2468";
+
+/// The repository server the session with a repo clones from (a real `git http-backend`).
+struct Remote {
+    root: tempfile::TempDir,
+    /// `host:port` as the VM reaches it (the host's own address, allowed by the operator).
+    addr: String,
+    _server: gitserver::GitServer,
+}
+
+async fn remote() -> Remote {
+    let root = tempfile::tempdir().unwrap();
+    gitserver::make_repo(root.path());
+    let server = gitserver::start(root.path().to_path_buf(), GIT_USER, GIT_TOKEN).await;
+    let host_ip = mayfly_server::egress::addrs::host_addresses()
+        .into_iter()
+        .find(|a| matches!(a, std::net::IpAddr::V4(v4) if !v4.is_loopback()))
+        .expect("the host has a non-loopback IPv4 address");
+    Remote { addr: format!("{host_ip}:{}", server.port), root, _server: server }
+}
+
 /// Everything the adopted sessions must still do; `round` makes each pass's marks unique.
-async fn check_adopted(server: &ExternalServer, ids: &Ids, round: u32) {
+async fn check_adopted(server: &ExternalServer, ids: &Ids, repo: &Remote, round: u32) {
     for (id, kind) in ids.all() {
         let (status, s) = server.get(&format!("/api/v1/sessions/{id}")).await;
         assert_eq!(status, 200, "{kind} {id}: {s}");
@@ -64,7 +88,16 @@ async fn check_adopted(server: &ExternalServer, ids: &Ids, round: u32) {
     assert_eq!(cold["disk_gib"], 3, "{cold}");
     // Environment and git tokens came back sealed, not lost; the token is answered on demand.
     let (_, secret) = server.get(&format!("/api/v1/sessions/{}", ids.secret)).await;
-    assert_eq!(secret["git_credential_hosts"], json!(["git.example.test"]), "{secret}");
+    assert_eq!(secret["git_credential_hosts"], json!(["git.example.test", repo.addr]), "{secret}");
+    assert_eq!((secret["repo"]["state"].as_str(), secret["repo"]["path"].as_str()), (Some("ready"), Some("/root/app")), "{secret}");
+    // The clone is there, and a push through the egress proxy with the token from the
+    // credential helper works after the restart.
+    let branch = format!("after-{round}");
+    let (code, out) = server
+        .sh(&ids.secret, &format!("cd /root/app && git checkout -q -b {branch} && git -c user.name=t -c user.email=t@example.com commit -q --allow-empty -m adopted-{round} && git push -q origin {branch} 2>&1"))
+        .await;
+    assert_eq!(code, 0, "push after adoption: {out}");
+    assert_eq!(gitserver::head_subject(repo.root.path(), &branch).as_deref(), Some(format!("adopted-{round}").as_str()));
     assert_eq!(secret["auto_push"], true, "{secret}");
     let (_, out) = server.sh(&ids.secret, "echo $MARK_ENV").await;
     assert_eq!(out, "kept-env\n");
@@ -134,7 +167,9 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
     let _guard = VmGuard(data.path().to_path_buf());
     // The agent's one model turn starts a command that outlives both restarts.
     let model = ScriptedModel::start(vec![tools(vec![call("shell", json!({"command": "sleep 900"}))])]).await;
-    let env = settings(&model);
+    let repo = remote().await;
+    let mut env = settings(&model);
+    env.push(("MAYFLY_EGRESS_PRIVATE_ALLOW", repo.addr.clone()));
     let a = ExternalServer::start(data.path(), &env, 1);
 
     wait_pool(&a).await;
@@ -144,7 +179,12 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
     let secret = a
         .ready_session(json!({
             "env": {"MARK_ENV": "kept-env"},
-            "git_credentials": [{"host": "git.example.test", "token": "tok-4711"}],
+            "git_credentials": [
+                {"host": "git.example.test", "token": "tok-4711"},
+                {"host": repo.addr, "username": GIT_USER, "token": GIT_TOKEN},
+            ],
+            "repo": {"url": format!("http://{}/git/app.git", repo.addr)},
+            "network": {"egress": "allowlist", "allow": [repo.addr]},
             "auto_push": true,
         }))
         .await["id"]
@@ -152,6 +192,7 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
         .unwrap()
         .to_string();
     let agent = a.ready_session(json!({})).await["id"].as_str().unwrap().to_string();
+    wait_for(&a, &format!("/api/v1/sessions/{secret}"), "the repository cloned", |s| s["repo"]["state"] == "ready").await;
 
     // State only the VM holds: a file, a background process, a shell variable, a dev server.
     let (code, _) = a.sh(&pooled, "echo 'written before the crash' > /root/kept.txt; (setsid sleep 4242 >/dev/null 2>&1 &)").await;
@@ -202,7 +243,7 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
         assert!(mayfly_vm::rundir::pid_is_vm(p[0], id), "QEMU of {id} outlives the killed server");
     }
     let b = ExternalServer::start(data.path(), &env, 2);
-    check_adopted(&b, &ids, 1).await;
+    check_adopted(&b, &ids, &repo, 1).await;
     for (id, p) in &pids {
         assert_eq!(&qemu_pids_for(id), p, "{id} keeps its very QEMU");
     }
@@ -238,7 +279,7 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
     let mut end = env.clone();
     end.push(("MAYFLY_ON_SHUTDOWN", "end".into()));
     let c = ExternalServer::start(data.path(), &end, 3);
-    check_adopted(&c, &ids, 2).await;
+    check_adopted(&c, &ids, &repo, 2).await;
     assert_eq!(c.get(&format!("/api/v1/sessions/{fork2}")).await.1["state"], "ready");
     // The figure, when the log level shows it (MAYFLY_LOG=info).
     if let Some(line) = c.log_text().lines().find(|l| l.contains("reconciled sessions with the host")) {
@@ -249,6 +290,9 @@ async fn sessions_of_every_kind_survive_a_crash_and_a_planned_restart() {
     let secret_vm = vm_of(data.path(), &ids.secret).await;
     assert_eq!(c.http.delete(c.url(&format!("/api/v1/sessions/{}", ids.secret))).send().await.unwrap().status(), 204);
     assert!(qemu_pids_for(&secret_vm).is_empty());
+    // Its auto-push ran at the delete, with the tokens the adoption brought back.
+    let pushed = format!("mayfly/{}", ids.secret);
+    assert!(gitserver::head_subject(repo.root.path(), &pushed).is_some(), "auto-push to {pushed} after adoption");
     c.stop().await;
     assert!(common::leaks::qemu_pids_in(data.path()).is_empty(), "on_shutdown = end stops every VM");
     common::leaks::assert_no_leftovers(data.path()).await;

@@ -101,7 +101,7 @@ impl ExternalServer {
     /// Runs `sh -c script` in session `id`; returns (exit code, stdout).
     pub async fn sh(&self, id: &str, script: &str) -> (i64, String) {
         let (status, out) = self.post(&format!("/api/v1/sessions/{id}/exec"), json!({"cmd": ["sh", "-c", script]})).await;
-        assert_eq!(status, 200, "exec in {id}: {out}");
+        assert_eq!(status, 200, "exec in {id}: {out}\nserver log:\n{}", self.log_text());
         (out["exit_code"].as_i64().unwrap_or(-1), out["stdout"].as_str().unwrap_or("").to_string())
     }
 

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 pub struct GitServer {
     pub port: u16,
     /// Requests refused for a missing or wrong token.
+    #[allow(dead_code)] // read by the repos tests, not by every includer
     pub refused: Arc<AtomicUsize>,
 }
 
