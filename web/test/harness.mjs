@@ -42,6 +42,9 @@ export async function startServer(extraEnv = {}, opts = {}) {
     MAYFLY_IMAGE_DATA_DIR: images,
     MAYFLY_DEFAULT_IMAGE: 'minimal',
     MAYFLY_LOG: process.env.MAYFLY_LOG ?? 'warn',
+    // stop() ends every session (the default, `keep`, would leave the test's VMs running after
+    // its data dir is gone).
+    MAYFLY_ON_SHUTDOWN: 'end',
     ...extraEnv,
   };
   delete env.MAYFLY_DATA_DIR;
