@@ -68,6 +68,10 @@ pub(super) async fn start_with(
     cfg.pool_size = pool;
     cfg.templates = templates;
     cfg.max_sessions = max_sessions;
+    // The benchmark's sessions end with its server (its data dir is scratch).
+    cfg.on_shutdown = mayfly_server::config::OnShutdown::End;
+    // Measured sessions must not pause under the benchmark (its waits are not activity).
+    cfg.pause_idle_seconds = 0;
     let server = Server::bind(cfg).await?;
     let addr = server.local_addr();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
