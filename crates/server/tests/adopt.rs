@@ -62,11 +62,7 @@ async fn remote() -> Remote {
     let root = tempfile::tempdir().unwrap();
     gitserver::make_repo(root.path());
     let server = gitserver::start(root.path().to_path_buf(), GIT_USER, GIT_TOKEN).await;
-    let host_ip = mayfly_server::egress::addrs::host_addresses()
-        .into_iter()
-        .find(|a| matches!(a, std::net::IpAddr::V4(v4) if !v4.is_loopback()))
-        .expect("the host has a non-loopback IPv4 address");
-    Remote { addr: format!("{host_ip}:{}", server.port), root, _server: server }
+    Remote { addr: server.vm_addr(), root, _server: server }
 }
 
 /// Everything the adopted sessions must still do; `round` makes each pass's marks unique.

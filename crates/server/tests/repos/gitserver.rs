@@ -44,6 +44,18 @@ pub fn head_subject(root: &Path, branch: &str) -> Option<String> {
     out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_string())
 }
 
+impl GitServer {
+    /// `host:port` of this server as a VM reaches it: the host's own (non-loopback) address,
+    /// through the VM's egress proxy, which the test's server must allow as a private destination.
+    pub fn vm_addr(&self) -> String {
+        let host_ip = mayfly_server::egress::addrs::host_addresses()
+            .into_iter()
+            .find(|a| matches!(a, std::net::IpAddr::V4(v4) if !v4.is_loopback()))
+            .expect("the host has a non-loopback IPv4 address");
+        format!("{host_ip}:{}", self.port)
+    }
+}
+
 pub async fn start(root: PathBuf, user: &'static str, token: &'static str) -> GitServer {
     // All addresses: the VM reaches it at the host's own (private) address, through its egress
     // proxy, with an operator exception — its 127.0.0.1 would be the VM itself.

@@ -70,11 +70,7 @@ impl Fixture {
         let git_root = tempfile::tempdir().unwrap();
         gitserver::make_repo(git_root.path());
         let git = gitserver::start(git_root.path().to_path_buf(), USER, TOKEN_SECRET).await;
-        let host_ip = mayfly_server::egress::addrs::host_addresses()
-            .into_iter()
-            .find(|a| matches!(a, std::net::IpAddr::V4(v4) if !v4.is_loopback()))
-            .expect("the host has a non-loopback IPv4 address");
-        let remote = format!("{host_ip}:{}", git.port);
+        let remote = git.vm_addr();
         let r = remote.clone();
         let srv = TestServer::start(move |c| {
             c.egress_private_allow = vec![r];
