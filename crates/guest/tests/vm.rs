@@ -127,17 +127,23 @@ fn prerequisites() -> PathBuf {
     image
 }
 
+/// Boots a VM with this build's guest in the image's initramfs; the folder holds its initrd.
+fn boot_vm() -> (tempfile::TempDir, Vm) {
+    let image = prerequisites();
+    let work = tempfile::tempdir().unwrap();
+    let initrd = work.path().join("initrd.img");
+    initramfs(&image, &initrd);
+    let vm = Vm::boot(&image.join("vmlinux"), &initrd);
+    (work, vm)
+}
+
 async fn echo(mux: &Mux, word: &str) -> String {
     call(mux, OpenRequest::Exec(exec_req(&["echo", word]))).await.stdout()
 }
 
 #[tokio::test]
 async fn virtio_serial_survives_host_reconnects() {
-    let image = prerequisites();
-    let work = tempfile::tempdir().unwrap();
-    let initrd = work.path().join("initrd.img");
-    initramfs(&image, &initrd);
-    let vm = Vm::boot(&image.join("vmlinux"), &initrd);
+    let (_work, vm) = boot_vm();
     let t0 = Instant::now();
     let mux = vm.connect().await;
     eprintln!("first HELLO after {:?}", t0.elapsed());
@@ -232,11 +238,7 @@ async fn ports_until(s: &mut Stream, want: impl Fn(&[ListenPort]) -> bool) -> Du
 /// are printed, not asserted: this machine may be slow and loaded.
 #[tokio::test]
 async fn ports_opened_from_exec_and_terminal_are_reported() {
-    let image = prerequisites();
-    let work = tempfile::tempdir().unwrap();
-    let initrd = work.path().join("initrd.img");
-    initramfs(&image, &initrd);
-    let vm = Vm::boot(&image.join("vmlinux"), &initrd);
+    let (_work, vm) = boot_vm();
     let mux = vm.connect().await;
     let mut w = open(&mux, OpenRequest::WatchPorts).await;
     ports_until(&mut w, |_| true).await; // the full set arrives at once
