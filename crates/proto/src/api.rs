@@ -196,6 +196,12 @@ pub struct Session {
     /// request of any kind resumes it.
     #[serde(default)]
     pub paused: bool,
+    /// The user who created the session (absent: made with the server token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The owner's email, shown to admins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_email: Option<String>,
 }
 
 /// `POST /api/v1/sessions/{id}/fork`: the new session's lifetime (defaults as for a create).
@@ -236,7 +242,11 @@ pub struct ExecResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
+    /// The session's owner (and admins).
     Private,
+    /// Any signed-in user of this install.
+    Team,
+    /// Anyone with the URL.
     Public,
 }
 

@@ -6,6 +6,7 @@
 //!
 //! This crate owns no I/O policy: it does not know about QEMU, sockets or device nodes.
 
+pub mod accounts;
 pub mod api;
 pub mod frame;
 pub mod msg;

@@ -1,22 +1,29 @@
-//! API authentication: one server token, sent as `Authorization: Bearer <token>` or, by browsers,
-//! as the HttpOnly cookie `mayfly_token` that `POST /api/v1/login` sets. Comparison is
-//! constant-time. The token comes from the config (`MAYFLY_TOKEN`), else from
-//! `<data_dir>/token`, which is generated (mode 0600) at first start.
+//! The HTTP door's authentication: turns a request's credential into a [`Caller`].
+//!
+//! | credential | principal |
+//! |---|---|
+//! | `Authorization: Bearer <server token>` | the bootstrap admin ([`Principal::ServerToken`]) |
+//! | `Authorization: Bearer mfy_…` (an API token) | its user |
+//! | cookie `mayfly_session` (a browser sign-in) | its user, or the bootstrap admin |
+//! | cookie `mayfly_token` holding the server token (wave 1 browsers) | the bootstrap admin |
+//!
+//! The server token comes from the config (`MAYFLY_TOKEN`), else from `<data_dir>/token`,
+//! generated (mode 0600) at first start; it is compared in constant time. A request
+//! authenticated by cookie must come from this origin: one that names another origin is refused,
+//! and a state-changing one must name its origin (`Origin`, or `Sec-Fetch-Site: same-origin`).
 
-use crate::api::{ApiJson, AppState};
-use crate::error::ApiError;
-use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use mayfly_proto::api::Login;
+use crate::accounts::{Accounts, Principal};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
+use axum::http::HeaderMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
+/// The wave 1 cookie (the server token itself); still read, no longer set.
 pub const COOKIE_NAME: &str = "mayfly_token";
+/// A browser sign-in.
+pub const SESSION_COOKIE: &str = "mayfly_session";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -87,9 +94,47 @@ impl Auth {
         candidate.len() == self.token.len() && bool::from(candidate.as_bytes().ct_eq(self.token.as_bytes()))
     }
 
-    /// True when the request carries the token (header or cookie).
+    /// True when the request carries the server token (header or wave 1 cookie).
     pub fn allows(&self, headers: &HeaderMap) -> bool {
-        bearer(headers).is_some_and(|t| self.check(t)) || cookies(headers).any(|t| self.check(t))
+        bearer(headers).is_some_and(|t| self.check(t)) || cookies(headers, COOKIE_NAME).any(|t| self.check(t))
+    }
+
+    /// The principal of the request's bearer token, if it has a valid one; `Err` when it
+    /// carries a bearer token that is not valid.
+    pub async fn bearer_principal(&self, accounts: &Accounts, headers: &HeaderMap) -> Result<Option<Principal>, ()> {
+        let Some(t) = bearer(headers) else { return Ok(None) };
+        if self.check(t) {
+            return Ok(Some(Principal::ServerToken));
+        }
+        match accounts.principal_for_token(t).await {
+            Ok(Some(p)) => Ok(Some(p)),
+            Ok(None) => Err(()),
+            Err(e) => {
+                tracing::error!("cannot check an API token: {e}");
+                Err(())
+            }
+        }
+    }
+
+    /// The principal of the request's cookies (a sign-in, or the wave 1 server-token cookie).
+    pub async fn cookie_principal(&self, accounts: &Accounts, headers: &HeaderMap) -> Option<Principal> {
+        for v in cookies(headers, SESSION_COOKIE) {
+            match accounts.principal_for_cookie(v).await {
+                Ok(Some(p)) => return Some(p),
+                Ok(None) => {}
+                Err(e) => tracing::error!("cannot check a sign-in cookie: {e}"),
+            }
+        }
+        cookies(headers, COOKIE_NAME).any(|t| self.check(t)).then_some(Principal::ServerToken)
+    }
+
+    /// Whoever the request's credential (bearer first, then cookies) belongs to.
+    pub async fn principal(&self, accounts: &Accounts, headers: &HeaderMap) -> Option<Principal> {
+        match self.bearer_principal(accounts, headers).await {
+            Ok(Some(p)) => Some(p),
+            Err(()) => None,
+            Ok(None) => self.cookie_principal(accounts, headers).await,
+        }
     }
 }
 
@@ -107,57 +152,39 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+pub(crate) fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .filter(|(k, _)| *k == COOKIE_NAME)
-        .map(|(_, v)| v)
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
 }
 
 /// True when a browser sent the request from another origin than the one it addresses.
 /// Cookies are sent by same-site pages, and preview hosts (`8000-s.localhost`) are same-site
 /// with the main origin (`localhost`): without this check a preview page could drive the API
 /// (and open terminals over WebSocket, which has no CORS) with the user's cookie.
-fn cross_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn cross_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
     let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or(origin);
     !authority.eq_ignore_ascii_case(host)
 }
 
-/// Middleware: everything behind it needs the token; a cookie only counts from the same origin.
-pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    if bearer(headers).is_some_and(|t| state.auth.check(t)) {
-        return next.run(req).await;
-    }
-    if !state.auth.allows(headers) {
-        return ApiError::unauthorized().into_response();
-    }
-    if cross_origin(headers) {
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-origin request refused (use a bearer token)").into_response();
-    }
-    next.run(req).await
-}
-
-/// `POST /api/v1/login {"token"}` → 204 with the `mayfly_token` cookie, or 401.
-pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>) -> Result<Response, ApiError> {
-    if !state.auth.check(&body.token) {
-        return Err(ApiError::unauthorized());
-    }
-    let secure = if state.manager.public_url().starts_with("https://") { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE_NAME}={}; HttpOnly; SameSite=Lax; Path=/{secure}", body.token);
-    let value = HeaderValue::from_str(&cookie).map_err(|_| ApiError::bad_request("token has invalid characters"))?;
-    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, value)]).into_response())
+/// True when a cookie-authenticated request that changes state proves it comes from this
+/// origin: an `Origin` of this host (checked by [`cross_origin`]) or `Sec-Fetch-Site: same-origin`.
+pub(crate) fn names_own_origin(headers: &HeaderMap) -> bool {
+    headers.contains_key(ORIGIN)
+        || headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "same-origin")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -115,6 +115,52 @@ pub struct ServerConfig {
     pub on_shutdown: OnShutdown,
     /// The coding agent (`[agent]` in the file, `MAYFLY_AGENT_*` in the environment).
     pub agent: mayfly_agent::AgentConfig,
+    /// How long a browser sign-in lasts.
+    pub sign_in_hours: u64,
+    /// Longest lifetime a user may give an API token.
+    pub max_token_days: u32,
+    /// Default quotas of each role (`[quotas.member]`, `[quotas.admin]` in the file; a user's
+    /// own values, set by an admin, override them).
+    pub quotas: RoleQuotas,
+    /// OpenID Connect sign-in: the provider's issuer URL (discovery at
+    /// `<issuer>/.well-known/openid-configuration`); unset: no OpenID Connect.
+    pub oidc_issuer: Option<String>,
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret: Option<String>,
+    /// Shown as "Sign in with <oidc_name>".
+    pub oidc_name: String,
+    /// Scopes asked for besides `openid email profile`.
+    pub oidc_scopes: Vec<String>,
+    /// Only users with an email in these domains may sign in (empty: any).
+    pub oidc_allowed_domains: Vec<String>,
+    /// Only members of one of these groups may sign in (empty: any).
+    pub oidc_allowed_groups: Vec<String>,
+    /// Members of these groups become admins at sign-in.
+    pub oidc_admin_groups: Vec<String>,
+    /// The claim (ID token or userinfo) that lists a user's groups.
+    pub oidc_groups_claim: String,
+}
+
+/// Default quotas per role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleQuotas {
+    pub member: mayfly_proto::accounts::Quotas,
+    pub admin: mayfly_proto::accounts::Quotas,
+}
+
+impl Default for RoleQuotas {
+    fn default() -> Self {
+        Self {
+            member: mayfly_proto::accounts::Quotas {
+                max_sessions: Some(5),
+                max_vcpus: Some(10),
+                max_memory_mib: Some(10_240),
+                agent_runs_per_day: Some(100),
+            },
+            admin: Default::default(),
+        }
+    }
 }
 
 /// See [`ServerConfig::on_shutdown`].
@@ -168,6 +214,18 @@ impl Default for ServerConfig {
             on_shutdown: OnShutdown::Keep,
             pause_idle_seconds: 120,
             agent: mayfly_agent::AgentConfig::default(),
+            sign_in_hours: 24,
+            max_token_days: 365,
+            quotas: RoleQuotas::default(),
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            oidc_name: "OpenID Connect".into(),
+            oidc_scopes: Vec::new(),
+            oidc_allowed_domains: Vec::new(),
+            oidc_allowed_groups: Vec::new(),
+            oidc_admin_groups: Vec::new(),
+            oidc_groups_claim: "groups".into(),
         }
     }
 }
@@ -219,6 +277,17 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("rate_limit_burst", Kind::Int),
     ("on_shutdown", Kind::Str),
     ("pause_idle_seconds", Kind::Int),
+    ("sign_in_hours", Kind::Int),
+    ("max_token_days", Kind::Int),
+    ("oidc_issuer", Kind::Str),
+    ("oidc_client_id", Kind::Str),
+    ("oidc_client_secret", Kind::Str),
+    ("oidc_name", Kind::Str),
+    ("oidc_scopes", Kind::List),
+    ("oidc_allowed_domains", Kind::List),
+    ("oidc_allowed_groups", Kind::List),
+    ("oidc_admin_groups", Kind::List),
+    ("oidc_groups_claim", Kind::Str),
 ];
 
 /// Fields of `[agent]` overridable as `MAYFLY_AGENT_<NAME>`.
@@ -334,6 +403,17 @@ impl ServerConfig {
         for (field, list) in [("egress_allow", &self.egress_allow), ("egress_private_allow", &self.egress_private_allow)] {
             crate::egress::rules::parse_all(list).map_err(|e| ConfigError::Invalid { field, message: e.to_string() })?;
         }
+        if self.sign_in_hours == 0 || self.max_token_days == 0 {
+            return Err(ConfigError::Invalid { field: "sign_in_hours", message: "sign_in_hours and max_token_days must be greater than 0".into() });
+        }
+        if self.oidc_issuer.is_some() != self.oidc_client_id.is_some() {
+            return Err(ConfigError::Invalid { field: "oidc_issuer", message: "oidc_issuer and oidc_client_id are set together".into() });
+        }
+        if let Some(i) = &self.oidc_issuer {
+            if !(i.starts_with("https://") || i.starts_with("http://")) {
+                return Err(ConfigError::Invalid { field: "oidc_issuer", message: "must be an http(s) URL".into() });
+            }
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::Invalid { field: "public_url", message: "must start with http:// or https://".into() });
@@ -359,6 +439,19 @@ impl ServerConfig {
     }
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("token")
+    }
+    pub fn account_settings(&self) -> crate::accounts::AccountSettings {
+        crate::accounts::AccountSettings {
+            sign_in_ttl: Duration::from_secs(self.sign_in_hours * 3600),
+            default_token_days: 90.min(self.max_token_days),
+            max_token_days: self.max_token_days,
+            member_quotas: self.quotas.member,
+            admin_quotas: self.quotas.admin,
+            oidc_allowed_domains: self.oidc_allowed_domains.clone(),
+            oidc_allowed_groups: self.oidc_allowed_groups.clone(),
+            oidc_admin_groups: self.oidc_admin_groups.clone(),
+            ..Default::default()
+        }
     }
     pub fn rate_limit(&self) -> crate::ratelimit::RateLimit {
         crate::ratelimit::RateLimit { per_second: self.rate_limit_per_second, burst: self.rate_limit_burst }

@@ -55,6 +55,9 @@ impl From<SessionError> for ApiError {
             E::NotReady { .. } | E::StateChanged { .. } | E::Illegal(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             E::Image(CatalogError::Unknown { .. }) | E::Invalid(_) => ApiError::bad_request(msg),
             E::TooManySessions(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", msg),
+            // A standing limit is a refusal (403); a daily allowance is a rate (429).
+            E::Quota { quota: "agent_runs_per_day", .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", msg),
+            E::Quota { .. } => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", msg),
             E::LimitExceeded(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", msg),
             E::UploadTooLarge(limit) => ApiError::payload_too_large(*limit),
             E::Exec { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", msg),
@@ -83,6 +86,25 @@ impl From<SessionError> for ApiError {
     }
 }
 
+impl From<crate::accounts::AccountError> for ApiError {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError as E;
+        let msg = e.to_string();
+        match &e {
+            E::Invalid(_) => ApiError::bad_request(msg),
+            E::NotFound(_) => ApiError::not_found(msg),
+            E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            E::BadCredentials => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg),
+            E::RateLimited(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg),
+            E::Refused(_) | E::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg),
+            E::Store(_) | E::Internal(_) => {
+                tracing::error!("{}", chain(&e));
+                ApiError::internal()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +123,8 @@ mod tests {
             (SessionError::Guest { kind: ErrorKind::NotFound, message: "/x: gone".into() }, 404, "not_found"),
             (SessionError::Vm { id: "sx".into(), what: "exec", source: "secret detail".into() }, 502, "vm_error"),
             (SessionError::ShuttingDown, 503, "unavailable"),
+            (SessionError::Quota { quota: "max_sessions", message: "quota max_sessions exceeded".into() }, 403, "quota_exceeded"),
+            (SessionError::Quota { quota: "agent_runs_per_day", message: "quota agent_runs_per_day exceeded".into() }, 429, "quota_exceeded"),
         ];
         for (e, status, code) in cases {
             let a = ApiError::from(e);

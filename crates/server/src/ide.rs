@@ -44,8 +44,13 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/{*path}", get(asset))
 }
 
+/// True when the request is signed in (any credential).
+async fn signed_in(st: &AppState, headers: &HeaderMap) -> bool {
+    st.auth.principal(st.manager.accounts(), headers).await.is_some()
+}
+
 async fn home(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if !st.auth.allows(&headers) {
+    if !signed_in(&st, &headers).await {
         return to_login("/");
     }
     page("index.html", &headers)
@@ -55,14 +60,14 @@ async fn ide(State(st): State<AppState>, Path(id): Path<String>, headers: Header
     if !mayfly_vm::valid_id(&id) {
         return (StatusCode::NOT_FOUND, "no such session\n").into_response();
     }
-    if !st.auth.allows(&headers) {
+    if !signed_in(&st, &headers).await {
         return to_login(&format!("/s/{id}"));
     }
     page("ide.html", &headers)
 }
 
 async fn login(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
-    if st.auth.allows(&headers) {
+    if signed_in(&st, &headers).await {
         let next = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "next")
             .map(|(_, v)| v.into_owned());

@@ -1,6 +1,8 @@
 //! The Mayfly control plane: sessions (state machine, store, reaper, port watching) and the
 //! REST + WebSocket API that serves them. `mayfly serve` calls [`run`].
 //!
+//! * [`accounts`] — users, API tokens, sign-ins, quotas, the audit log; [`access`] — who may
+//!   touch which session (the only maker of [`access::SessionRef`]).
 //! * [`config`] — [`ServerConfig`]: defaults, TOML file, `MAYFLY_*` overrides.
 //! * [`manager`] — [`manager::SessionManager`] and the session lifecycle.
 //! * [`store`] — [`store::SessionStore`] and its SQLite implementation.
@@ -11,6 +13,8 @@
 //!
 //! Not here: VM details (`mayfly-vm`), image building (`mayfly-image`).
 
+pub mod access;
+pub mod accounts;
 pub mod agent;
 pub mod api;
 mod auth;

@@ -45,7 +45,12 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (auth, generated) = Auth::load_or_generate(config.token.as_deref(), &config.token_path())?;
-    let store = SqliteStore::open(&config.store_path()).await.context("cannot open the session store")?;
+    let store = Arc::new(SqliteStore::open(&config.store_path()).await.context("cannot open the session store")?);
+    let accounts = crate::accounts::Accounts::new(
+        store.clone(),
+        config.account_settings(),
+        Arc::new(crate::secrets::Secrets::new(&config.data_dir)),
+    );
     let mut qemu = QemuConfig::new(config.vm_state_dir());
     qemu.accel = config.accel;
     qemu.boot_timeout = Duration::from_secs(config.boot_timeout_seconds);
@@ -64,10 +69,11 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     let manager = SessionManager::new(
         Arc::new(config),
         public_url,
-        Arc::new(store),
+        store,
         Arc::new(host),
         Arc::new(images),
         metrics.clone(),
+        accounts,
     );
     let agent_store = crate::agent::store::AgentStore::open(&agent_cfg_dir.join("agent.db")).await.context("cannot open the agent store")?;
     let agent = crate::agent::AgentService::new(manager.clone(), agent_cfg, agent_store, auth.token().to_string(), &agent_cfg_dir);

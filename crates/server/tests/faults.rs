@@ -105,6 +105,7 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
             size: None,
             runtime: Default::default(),
             last_active_at: None,
+            owner: None,
         })
         .await
         .unwrap();

@@ -13,6 +13,7 @@ pub mod shell;
 pub mod store;
 pub mod tools;
 
+use crate::access::SessionRef;
 use crate::manager::{SessionError, SessionManager};
 use mayfly_agent::provider::Model;
 use mayfly_agent::run::{AgentEvent, RunContext};
@@ -88,6 +89,8 @@ pub struct AgentService {
     browser: Option<Arc<browser::Browser>>,
     /// Signs the preview cookie the `browser` tool presents (the same key the preview proxy checks).
     signer: Option<Arc<Signer>>,
+    /// Held while a run is counted against its quota and stored.
+    quota_lock: tokio::sync::Mutex<()>,
 }
 
 impl AgentService {
@@ -101,7 +104,17 @@ impl AgentService {
                 None
             }
         };
-        Arc::new(Self { manager, cfg, store, token, active: Mutex::new(HashMap::new()), local: OnceLock::new(), browser, signer })
+        Arc::new(Self {
+            manager,
+            cfg,
+            store,
+            token,
+            active: Mutex::new(HashMap::new()),
+            local: OnceLock::new(),
+            browser,
+            signer,
+            quota_lock: Default::default(),
+        })
     }
 
     /// This server's listening address (for tools that go through the preview proxy).
@@ -116,11 +129,13 @@ impl AgentService {
         }
     }
 
-    pub async fn start(self: &Arc<Self>, session: &str, prompt: String) -> Result<AgentRun, AgentError> {
+    /// Starts a run in `sref`'s session, counted against the caller's `agent_runs_per_day`.
+    pub async fn start(self: &Arc<Self>, sref: &SessionRef, prompt: String) -> Result<AgentRun, AgentError> {
+        let session = sref.id();
         if prompt.trim().is_empty() {
             return Err(AgentError::Invalid("prompt must not be empty".into()));
         }
-        let s = self.manager.get(session).await?;
+        let s = self.manager.get(sref).await?;
         if s.state != SessionState::Ready {
             return Err(SessionError::NotReady { id: session.to_string(), state: s.state }.into());
         }
@@ -142,11 +157,11 @@ impl AgentService {
                 Active { run: id.clone(), cancel: cancel.clone(), reason: reason.clone(), interrupted: interrupted.clone(), done },
             );
         }
-        let run = match self.store.insert_run(&id, session, &prompt).await {
+        let run = match self.record_run(sref, &id, &prompt).await {
             Ok(r) => r,
             Err(e) => {
                 self.active.lock().expect("active lock").remove(session);
-                return Err(e.into());
+                return Err(e);
             }
         };
         tracing::info!(session, run = %id, "agent run started");
@@ -268,19 +283,46 @@ impl AgentService {
         self.manager.emit(SessionEvent::AgentStatus { session: session.into(), run: run.into(), status, reason, summary });
     }
 
-    pub async fn get(&self, session: &str, run: &str) -> Result<AgentRun, AgentError> {
+    /// Stores a new run, unless the caller's `agent_runs_per_day` is used up (counted and
+    /// stored under one lock, so concurrent starts cannot both take the last run).
+    async fn record_run(&self, sref: &SessionRef, id: &str, prompt: &str) -> Result<AgentRun, AgentError> {
+        let who = &sref.caller().who;
+        let _one_at_a_time = self.quota_lock.lock().await;
+        if let Some(user) = who.user_id() {
+            let quotas = self.manager.accounts().quotas_of(who).await.map_err(|e| AgentError::Invalid(e.to_string()))?;
+            if let Some(limit) = quotas.and_then(|q| q.agent_runs_per_day) {
+                let used = self.runs_today(user).await?;
+                if used >= limit {
+                    return Err(SessionError::Quota {
+                        quota: "agent_runs_per_day",
+                        message: format!("quota agent_runs_per_day exceeded: the limit is {limit}, {used} runs were started in the last 24 hours"),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(self.store.insert_run(id, sref.id(), who.user_id(), prompt).await?)
+    }
+
+    /// Runs `user` started in the last 24 hours.
+    pub async fn runs_today(&self, user: &str) -> Result<u32, AgentError> {
+        Ok(self.store.runs_since(user, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await?)
+    }
+
+    pub async fn get(&self, sref: &SessionRef, run: &str) -> Result<AgentRun, AgentError> {
+        let session = sref.id();
         self.store.run(session, run).await?.ok_or_else(|| AgentError::RunNotFound { session: session.into(), run: run.into() })
     }
 
-    pub async fn list(&self, session: &str) -> Result<Vec<AgentRun>, AgentError> {
-        self.manager.get(session).await?;
-        Ok(self.store.runs(session).await?)
+    pub async fn list(&self, sref: &SessionRef) -> Result<Vec<AgentRun>, AgentError> {
+        self.manager.get(sref).await?;
+        Ok(self.store.runs(sref.id()).await?)
     }
 
-    /// The stored conversation of `session` (provider-neutral messages).
-    pub async fn messages(&self, session: &str) -> Result<Vec<mayfly_agent::Message>, AgentError> {
-        self.manager.get(session).await?;
-        Ok(self.store.messages(session).await?)
+    /// The stored conversation of the session (provider-neutral messages).
+    pub async fn messages(&self, sref: &SessionRef) -> Result<Vec<mayfly_agent::Message>, AgentError> {
+        self.manager.get(sref).await?;
+        Ok(self.store.messages(sref.id()).await?)
     }
 
     /// The server is stopping: every running run ends `interrupted` (stored, and an
@@ -307,7 +349,8 @@ impl AgentService {
     }
 
     /// Cancels `run` if it is running and waits (bounded) for it to end; returns the run.
-    pub async fn cancel(&self, session: &str, run: &str) -> Result<AgentRun, AgentError> {
+    pub async fn cancel(&self, sref: &SessionRef, run: &str) -> Result<AgentRun, AgentError> {
+        let session = sref.id();
         let done = {
             let active = self.active.lock().expect("active lock");
             match active.get(session).filter(|a| a.run == run) {
@@ -322,6 +365,6 @@ impl AgentService {
         if let Some(mut done) = done {
             let _ = tokio::time::timeout(CANCEL_WAIT, done.wait_for(|d| *d)).await;
         }
-        self.get(session, run).await
+        self.get(sref, run).await
     }
 }

@@ -63,9 +63,14 @@ impl AgentShell {
         Self { manager, session, attached: tokio::sync::Mutex::new(None) }
     }
 
+    /// The agent acts as the server on the run's session (access was checked when it started).
+    fn sref(&self) -> crate::access::SessionRef {
+        crate::access::system(&self.session, "agent")
+    }
+
     async fn attach(&self) -> Result<Attached, SessionError> {
         let params = PtyParams { cols: 160, rows: 40, terminal: Some(TERMINAL.into()) };
-        let pty = self.manager.open_pty(&self.session, params).await?;
+        let pty = self.manager.open_pty(&self.sref(), params).await?;
         let (tx, mut rx) = pty.stream.split();
         let tail = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(Notify::new());
@@ -101,7 +106,7 @@ impl AgentShell {
     pub async fn run(&self, command: &str, timeout: Duration) -> Result<ShellResult, SessionError> {
         let n = format!("{:016x}", rand::random::<u64>());
         let script = format!("cd /root || exit 1\n{command}\n");
-        self.manager.write_file(&self.session, &format!("{DIR}/{n}.sh"), script.as_bytes()).await?;
+        self.manager.write_file(&self.sref(), &format!("{DIR}/{n}.sh"), script.as_bytes()).await?;
         let mut guard = self.attached.lock().await;
         if guard.as_ref().is_none_or(|a| a.reader.is_finished()) {
             *guard = Some(self.attach().await?);
@@ -124,7 +129,7 @@ impl AgentShell {
             if !self.wait_gone(&n).await {
                 // The command ignores SIGINT: kill its whole process group.
                 let script = format!("for p in $(pgrep -f '{n}[.]sh'); do kill -KILL -- -$(ps -o pgid= -p $p | tr -d ' '); done");
-                let _ = self.manager.exec(&self.session, exec_body(vec!["sh".into(), "-c".into(), script])).await;
+                let _ = self.manager.exec(&self.sref(), exec_body(vec!["sh".into(), "-c".into(), script])).await;
                 self.wait_gone(&n).await;
             }
         }
@@ -133,7 +138,7 @@ impl AgentShell {
         let output = self.read(&format!("{DIR}/{n}.out")).await.unwrap_or_default();
         let exit_code = self.read(&format!("{DIR}/{n}.rc")).await.ok().and_then(|s| s.trim().parse().ok());
         let cleanup = vec!["rm".into(), "-f".into(), format!("{DIR}/{n}.sh"), format!("{DIR}/{n}.out"), format!("{DIR}/{n}.rc")];
-        let _ = self.manager.exec(&self.session, exec_body(cleanup)).await;
+        let _ = self.manager.exec(&self.sref(), exec_body(cleanup)).await;
         Ok(ShellResult { exit_code: if timed_out { None } else { exit_code }, output, timed_out })
     }
 
@@ -142,7 +147,7 @@ impl AgentShell {
         let deadline = tokio::time::Instant::now() + GRACE;
         while tokio::time::Instant::now() < deadline {
             let probe = exec_body(vec!["pgrep".into(), "-f".into(), format!("{n}[.]sh")]);
-            if let Ok(r) = self.manager.exec(&self.session, probe).await {
+            if let Ok(r) = self.manager.exec(&self.sref(), probe).await {
                 if r.exit_code == Some(1) {
                     return true;
                 }
@@ -153,7 +158,7 @@ impl AgentShell {
     }
 
     async fn read(&self, path: &str) -> Result<String, SessionError> {
-        read_text(&self.manager, &self.session, path, 1 << 20).await
+        read_text(&self.manager, &self.sref(), path, 1 << 20).await
     }
 }
 
@@ -204,7 +209,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// A guest file as text (lossy UTF-8), at most `limit` bytes.
-pub async fn read_text(manager: &SessionManager, session: &str, path: &str, limit: usize) -> Result<String, SessionError> {
+pub async fn read_text(manager: &SessionManager, session: &crate::access::SessionRef, path: &str, limit: usize) -> Result<String, SessionError> {
     match manager.read_path(session, path).await? {
         crate::manager::FileEntry::Dir(_) => Err(SessionError::Invalid(format!("{path} is a directory"))),
         crate::manager::FileEntry::File { mut body, .. } => {

@@ -107,6 +107,14 @@ impl AgentStore {
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
         }
+        // Added with users: who started the run (for `agent_runs_per_day`).
+        let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('agent_runs') WHERE name = 'user_id'")
+            .fetch_one(&pool)
+            .await
+            .map_err(backend("read schema"))?;
+        if have == 0 {
+            sqlx::query("ALTER TABLE agent_runs ADD COLUMN user_id TEXT").execute(&pool).await.map_err(backend("migrate schema"))?;
+        }
         sqlx::query("UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = ? WHERE status = 'running'")
             .bind(ms(OffsetDateTime::now_utc()))
             .execute(&pool)
@@ -121,15 +129,24 @@ impl AgentStore {
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
         }
+        // Added with users: who started the run (for `agent_runs_per_day`).
+        let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('agent_runs') WHERE name = 'user_id'")
+            .fetch_one(&pool)
+            .await
+            .map_err(backend("read schema"))?;
+        if have == 0 {
+            sqlx::query("ALTER TABLE agent_runs ADD COLUMN user_id TEXT").execute(&pool).await.map_err(backend("migrate schema"))?;
+        }
         Ok(Self { pool })
     }
 
-    pub async fn insert_run(&self, id: &str, session: &str, prompt: &str) -> Result<AgentRun, AgentStoreError> {
-        sqlx::query("INSERT INTO agent_runs (id, session_id, status, prompt, created_at) VALUES (?, ?, 'running', ?, ?)")
+    pub async fn insert_run(&self, id: &str, session: &str, user: Option<&str>, prompt: &str) -> Result<AgentRun, AgentStoreError> {
+        sqlx::query("INSERT INTO agent_runs (id, session_id, status, prompt, created_at, user_id) VALUES (?, ?, 'running', ?, ?, ?)")
             .bind(id)
             .bind(session)
             .bind(prompt)
             .bind(ms(OffsetDateTime::now_utc()))
+            .bind(user)
             .execute(&self.pool)
             .await
             .map_err(backend("insert run"))?;
@@ -167,6 +184,17 @@ impl AgentStore {
     }
 
     /// The runs of `session`, oldest first.
+    /// Runs `user` started since `since`.
+    pub async fn runs_since(&self, user: &str, since: OffsetDateTime) -> Result<u32, AgentStoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_runs WHERE user_id = ? AND created_at >= ?")
+            .bind(user)
+            .bind(ms(since))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend("count runs"))?;
+        Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
     pub async fn runs(&self, session: &str) -> Result<Vec<AgentRun>, AgentStoreError> {
         let rows = sqlx::query("SELECT * FROM agent_runs WHERE session_id = ? ORDER BY created_at, rowid")
             .bind(session)
@@ -213,7 +241,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.db");
         let store = AgentStore::open(&path).await.unwrap();
-        let run = store.insert_run("r1", "s1", "do it").await.unwrap();
+        let run = store.insert_run("r1", "s1", Some("ua"), "do it").await.unwrap();
         assert_eq!((run.status, run.prompt.as_str()), (AgentRunStatus::Running, "do it"));
         store.append_message("s1", "r1", &Message::user("do it")).await.unwrap();
         store.append_message("s2", "rx", &Message::user("other session")).await.unwrap();
@@ -226,10 +254,13 @@ mod tests {
         assert_eq!((got.status, got.summary.as_deref(), got.steps), (AgentRunStatus::Succeeded, Some("ok"), 2), "a final status sticks");
         assert!(store.run("s2", "r1").await.unwrap().is_none(), "runs are per session");
 
-        store.insert_run("r2", "s1", "again").await.unwrap();
+        store.insert_run("r2", "s1", None, "again").await.unwrap();
         drop(store);
         let store = AgentStore::open(&path).await.unwrap();
         let runs = store.runs("s1").await.unwrap();
+        let day_ago = OffsetDateTime::now_utc() - time::Duration::days(1);
+        assert_eq!(store.runs_since("ua", day_ago).await.unwrap(), 1, "runs are counted per user");
+        assert_eq!(store.runs_since("ua", OffsetDateTime::now_utc() + time::Duration::minutes(1)).await.unwrap(), 0);
         assert_eq!(runs.iter().map(|r| r.status).collect::<Vec<_>>(), [AgentRunStatus::Succeeded, AgentRunStatus::Interrupted]);
         assert_eq!(runs[1].reason.as_deref(), Some("the server stopped during the run"));
     }

@@ -71,6 +71,11 @@ impl Tools for VmTools {
 }
 
 impl VmTools {
+    /// The agent acts as the server on the run's session (access was checked when it started).
+    fn sref(&self) -> crate::access::SessionRef {
+        crate::access::system(&self.session, "agent")
+    }
+
     async fn shell(&self, args: &Value) -> Result<String, String> {
         let command = arg(args, "command")?;
         let timeout = match args["timeout_seconds"].as_u64() {
@@ -88,11 +93,11 @@ impl VmTools {
 
     async fn read_file(&self, args: &Value) -> Result<String, String> {
         let path = abs(arg(args, "path")?);
-        read_text(&self.manager, &self.session, &path, FILE_LIMIT).await.map_err(err)
+        read_text(&self.manager, &self.sref(), &path, FILE_LIMIT).await.map_err(err)
     }
 
     async fn write(&self, path: &str, content: &str, paths: &mut Vec<String>) -> Result<(), String> {
-        self.manager.write_file(&self.session, path, content.as_bytes()).await.map_err(err)?;
+        self.manager.write_file(&self.sref(), path, content.as_bytes()).await.map_err(err)?;
         paths.push(path.to_string());
         Ok(())
     }
@@ -108,7 +113,7 @@ impl VmTools {
         let path = abs(arg(args, "path")?);
         let old = arg(args, "old_string")?;
         let new = arg(args, "new_string")?;
-        let text = read_text(&self.manager, &self.session, &path, FILE_LIMIT).await.map_err(err)?;
+        let text = read_text(&self.manager, &self.sref(), &path, FILE_LIMIT).await.map_err(err)?;
         let edited = replace_once(&text, old, new).map_err(|e| format!("{path}: {e}"))?;
         self.write(&path, &edited, paths).await?;
         Ok(format!("edited {path}"))
@@ -116,7 +121,7 @@ impl VmTools {
 
     async fn list_dir(&self, args: &Value) -> Result<String, String> {
         let path = abs(args["path"].as_str().unwrap_or("/root"));
-        match self.manager.read_path(&self.session, &path).await.map_err(err)? {
+        match self.manager.read_path(&self.sref(), &path).await.map_err(err)? {
             FileEntry::File { size, .. } => Ok(format!("{path} is a file of {size} bytes")),
             FileEntry::Dir(entries) => {
                 let lines: Vec<String> = entries
@@ -143,7 +148,7 @@ impl VmTools {
             env: Default::default(),
             timeout_seconds: Some(60),
         };
-        let r = self.manager.exec(&self.session, body).await.map_err(err)?;
+        let r = self.manager.exec(&self.sref(), body).await.map_err(err)?;
         match r.exit_code {
             Some(0) => Ok(r.stdout),
             Some(1) => Ok("no matches".into()),
@@ -152,7 +157,7 @@ impl VmTools {
     }
 
     async fn ports(&self) -> Result<String, String> {
-        let ports = self.manager.ports(&self.session).await.map_err(err)?;
+        let ports = self.manager.ports(&self.sref()).await.map_err(err)?;
         if ports.is_empty() {
             return Ok("no port is listening".into());
         }

@@ -3,6 +3,8 @@
 
 use super::{ApiJson, ApiPath, AppState, Routes};
 use crate::agent::AgentError;
+use crate::access::Action;
+use crate::accounts::Caller;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,27 +37,36 @@ impl From<AgentError> for ApiError {
 
 async fn start(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<StartAgentRun>,
 ) -> Result<(StatusCode, Json<AgentRun>), ApiError> {
-    Ok((StatusCode::CREATED, Json(st.agent.start(&id, body.prompt).await?)))
+    let s = st.manager.open(&caller, &id, Action::Agent).await?;
+    let run = st.agent.start(&s, body.prompt).await?;
+    st.manager.accounts().audit(&caller, "agent_run", Some(&id), serde_json::json!({"run": run.id})).await;
+    Ok((StatusCode::CREATED, Json(run)))
 }
 
-async fn list(State(st): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Vec<AgentRun>>, ApiError> {
-    Ok(Json(st.agent.list(&id).await?))
+async fn list(State(st): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<Json<Vec<AgentRun>>, ApiError> {
+    let s = st.manager.open(&caller, &id, Action::Agent).await?;
+    Ok(Json(st.agent.list(&s).await?))
 }
 
-async fn get(State(st): State<AppState>, ApiPath((id, run)): ApiPath<(String, String)>) -> Result<Json<AgentRun>, ApiError> {
-    Ok(Json(st.agent.get(&id, &run).await?))
+async fn get(State(st): State<AppState>, caller: Caller, ApiPath((id, run)): ApiPath<(String, String)>) -> Result<Json<AgentRun>, ApiError> {
+    let s = st.manager.open(&caller, &id, Action::Agent).await?;
+    Ok(Json(st.agent.get(&s, &run).await?))
 }
 
-async fn cancel(State(st): State<AppState>, ApiPath((id, run)): ApiPath<(String, String)>) -> Result<Json<AgentRun>, ApiError> {
-    Ok(Json(st.agent.cancel(&id, &run).await?))
+async fn cancel(State(st): State<AppState>, caller: Caller, ApiPath((id, run)): ApiPath<(String, String)>) -> Result<Json<AgentRun>, ApiError> {
+    let s = st.manager.open(&caller, &id, Action::Agent).await?;
+    Ok(Json(st.agent.cancel(&s, &run).await?))
 }
 
 async fn messages(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<mayfly_agent::Message>>, ApiError> {
-    Ok(Json(st.agent.messages(&id).await?))
+    let s = st.manager.open(&caller, &id, Action::Agent).await?;
+    Ok(Json(st.agent.messages(&s).await?))
 }

@@ -6,6 +6,8 @@
 //! events, and ends after the session reaches `destroyed` or `failed`.
 
 use super::{ApiPath, ApiWs, AppState, Routes};
+use crate::access::Action;
+use crate::accounts::Caller;
 use crate::error::ApiError;
 use crate::manager::Envelope;
 use axum::extract::ws::{Message, WebSocket};
@@ -22,10 +24,12 @@ pub fn routes() -> Routes {
 
 async fn events(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ws: Option<ApiWs>,
 ) -> Result<Response, ApiError> {
-    let stream = st.manager.subscribe(&id).await?;
+    let s = st.manager.open(&caller, &id, Action::Events).await?;
+    let stream = st.manager.subscribe(&s).await?;
     // A watcher (an open IDE page) keeps the session from pausing while it is connected.
     let attached = st.manager.attach(&id);
     Ok(match ws {

@@ -2,6 +2,8 @@
 //! A command the guest cannot start (missing binary, bad cwd) is a 422 with the guest's reason.
 
 use super::{ApiJson, ApiPath, AppState, Routes};
+use crate::access::Action;
+use crate::accounts::Caller;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::Json;
@@ -13,8 +15,10 @@ pub fn routes() -> Routes {
 
 async fn exec(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ExecBody>,
 ) -> Result<Json<ExecResult>, ApiError> {
-    Ok(Json(st.manager.exec(&id, body).await?))
+    let s = st.manager.open(&caller, &id, Action::Exec).await?;
+    Ok(Json(st.manager.exec(&s, body).await?))
 }

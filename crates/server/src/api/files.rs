@@ -5,6 +5,8 @@
 //! `{"from","to"}` renames, refusing to replace an existing target (409).
 
 use super::{guest_path, ApiJson, ApiPath, ApiQuery, AppState, Routes};
+use crate::access::Action;
+use crate::accounts::Caller;
 use crate::error::ApiError;
 use crate::manager::{FileEntry, SessionError};
 use axum::body::Body;
@@ -37,11 +39,12 @@ struct PathQuery {
 
 async fn get(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> Result<Response, ApiError> {
     let path = guest_path(q.path.as_deref())?;
-    match st.manager.read_path(&id, &path).await? {
+    match st.manager.read_path(&st.manager.open(&caller, &id, Action::Files).await?, &path).await? {
         FileEntry::Dir(entries) => Ok(Json(entries).into_response()),
         FileEntry::File { size, body } => Ok((
             [(CONTENT_TYPE, "application/octet-stream".to_string()), (CONTENT_LENGTH, size.to_string())],
@@ -53,11 +56,12 @@ async fn get(
 
 async fn put(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PathQuery>,
     req: Request,
 ) -> Response {
-    match put_body(st, id, q, req).await {
+    match put_body(st, caller, id, q, req).await {
         Ok(status) => status.into_response(),
         // The body may be partly unread: the connection cannot carry another request, and a
         // client that reused it would see its next request cut off.
@@ -69,13 +73,14 @@ async fn put(
     }
 }
 
-async fn put_body(st: AppState, id: String, q: PathQuery, req: Request) -> Result<StatusCode, ApiError> {
+async fn put_body(st: AppState, caller: Caller, id: String, q: PathQuery, req: Request) -> Result<StatusCode, ApiError> {
     let path = guest_path(q.path.as_deref())?;
     let limit = st.manager.config().max_upload_bytes;
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::payload_too_large(limit));
     }
+    let s = st.manager.open(&caller, &id, Action::Files).await?;
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
     let mut seen = 0u64;
@@ -88,7 +93,7 @@ async fn put_body(st: AppState, id: String, q: PathQuery, req: Request) -> Resul
         }
         Ok(chunk)
     });
-    match st.manager.write_file(&id, &path, StreamReader::new(body)).await {
+    match st.manager.write_file(&s, &path, StreamReader::new(body)).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(_) if exceeded.load(Ordering::SeqCst) => Err(SessionError::UploadTooLarge(limit).into()),
         Err(e) => Err(e.into()),
@@ -97,31 +102,34 @@ async fn put_body(st: AppState, id: String, q: PathQuery, req: Request) -> Resul
 
 async fn delete(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> Result<StatusCode, ApiError> {
     let path = guest_path(q.path.as_deref())?;
-    st.manager.remove_path(&id, &path).await?;
+    st.manager.remove_path(&st.manager.open(&caller, &id, Action::Files).await?, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn mkdir(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> Result<StatusCode, ApiError> {
     let path = guest_path(q.path.as_deref())?;
-    st.manager.make_dir(&id, &path).await?;
+    st.manager.make_dir(&st.manager.open(&caller, &id, Action::Files).await?, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn rename(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RenamePath>,
 ) -> Result<StatusCode, ApiError> {
     let from = guest_path(Some(&body.from))?;
     let to = guest_path(Some(&body.to))?;
-    st.manager.rename_path(&id, &from, &to).await?;
+    st.manager.rename_path(&st.manager.open(&caller, &id, Action::Files).await?, &from, &to).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,7 @@
 //! every (method, path) so a test can check the OpenAPI document (`openapi.json`) covers them.
 //! Extractors here turn every rejection into the JSON error shape.
 
+mod accounts;
 mod agent;
 mod events;
 mod exec;
@@ -14,10 +15,11 @@ mod hostile_tests;
 mod ports;
 mod pty;
 mod sessions;
+pub mod signin;
 #[cfg(test)]
 mod tests;
 
-use crate::auth::{self, Auth};
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::manager::SessionManager;
 use crate::metrics::Metrics;
@@ -47,6 +49,13 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub agent: Arc<crate::agent::AgentService>,
+}
+
+impl AppState {
+    /// "Sign in with <name>" when OpenID Connect is configured.
+    pub fn oidc_name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A router that remembers the (method, path) of every route added to it.
@@ -110,6 +119,8 @@ pub(crate) fn protected_routes() -> Routes {
         .merge(pty::routes())
         .merge(events::routes())
         .merge(agent::routes())
+        .merge(accounts::routes())
+        .post("/api/v1/logout", signin::logout)
         .get("/api/v1/images", images)
         .get("/api/v1/pool", pool)
         .get("/api/v1/openapi.json", openapi)
@@ -118,13 +129,17 @@ pub(crate) fn protected_routes() -> Routes {
 
 /// Routes open to anyone.
 pub(crate) fn public_routes() -> Routes {
-    Routes::new().get("/healthz", healthz).post("/api/v1/login", auth::login)
+    Routes::new()
+        .get("/healthz", healthz)
+        .post("/api/v1/login", signin::login)
+        .post("/api/v1/auth/password", signin::password)
+        .get("/api/v1/auth/providers", signin::providers)
 }
 
 /// The whole HTTP surface, without a socket (tests drive it with `oneshot`).
 pub fn router(state: AppState) -> Router {
     let protected =
-        protected_routes().router.fallback(no_route).layer(from_fn_with_state(state.clone(), auth::require));
+        protected_routes().router.fallback(no_route).layer(from_fn_with_state(state.clone(), signin::require));
     let limiter = crate::ratelimit::RateLimiter::new(state.manager.config().rate_limit());
     protected
         .merge(public_routes().router)

@@ -1,6 +1,8 @@
 //! `/api/v1/sessions/{id}/ports`: listening ports with their preview URLs; visibility per port.
 
 use super::{ApiJson, ApiPath, AppState, Routes};
+use crate::access::Action;
+use crate::accounts::Caller;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::Json;
@@ -12,14 +14,20 @@ pub fn routes() -> Routes {
         .patch("/api/v1/sessions/{id}/ports/{port}", patch)
 }
 
-async fn list(State(st): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Vec<Port>>, ApiError> {
-    Ok(Json(st.manager.ports(&id).await?))
+async fn list(State(st): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<Json<Vec<Port>>, ApiError> {
+    let s = st.manager.open(&caller, &id, Action::Ports).await?;
+    Ok(Json(st.manager.ports(&s).await?))
 }
 
 async fn patch(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath((id, port)): ApiPath<(String, u16)>,
     ApiJson(body): ApiJson<PatchPort>,
 ) -> Result<Json<Port>, ApiError> {
-    Ok(Json(st.manager.set_port_visibility(&id, port, body.visibility).await?))
+    let s = st.manager.open(&caller, &id, Action::Visibility).await?;
+    let p = st.manager.set_port_visibility(&s, port, body.visibility).await?;
+    let detail = serde_json::json!({"port": port, "visibility": body.visibility});
+    st.manager.accounts().audit(&caller, "visibility_change", Some(&id), detail).await;
+    Ok(Json(p))
 }

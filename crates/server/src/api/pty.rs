@@ -7,6 +7,8 @@
 //! `terminal` id re-attaches to a running terminal, whose scrollback the guest replays.
 
 use super::{ApiPath, ApiQuery, ApiWs, AppState, Routes};
+use crate::access::Action;
+use crate::accounts::Caller;
 use crate::error::ApiError;
 use crate::manager::{Activity, PtyAttach, PtyParams};
 use axum::extract::ws::{Message, WebSocket};
@@ -64,12 +66,14 @@ fn params(q: PtyQuery) -> Result<PtyParams, String> {
 
 async fn pty(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PtyQuery>,
     ApiWs(ws): ApiWs,
 ) -> Result<Response, ApiError> {
+    let s = st.manager.open(&caller, &id, Action::Terminal).await?;
     let p = params(q).map_err(ApiError::bad_request)?;
-    let attach = st.manager.open_pty(&id, p).await?;
+    let attach = st.manager.open_pty(&s, p).await?;
     Ok(ws.on_upgrade(move |socket| pump(socket, attach, id)))
 }
 

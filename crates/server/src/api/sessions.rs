@@ -7,6 +7,8 @@
 //! processes, disk); 409 when the source is not ready.
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Routes};
+use crate::access::Action;
+use crate::accounts::Caller;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::http::header::LOCATION;
@@ -38,10 +40,13 @@ fn yes() -> bool {
 
 async fn create(
     State(st): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<CreateQuery>,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<Response, ApiError> {
-    let s = st.manager.create(body, q.wait).await?;
+    let image = body.image.clone();
+    let s = st.manager.create(&caller, body, q.wait).await?;
+    st.manager.accounts().audit(&caller, "session_create", Some(&s.id), serde_json::json!({"image": image.unwrap_or(s.image.clone()), "vcpus": s.vcpus, "memory_mib": s.memory_mib})).await;
     let location = format!("/api/v1/sessions/{}", s.id);
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(s)).into_response())
 }
@@ -50,24 +55,52 @@ async fn create(
 /// The body (optional) sets the fork's lifetime; `?wait` as for a create.
 async fn fork(
     State(st): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<CreateQuery>,
     ApiJson(body): ApiJson<ForkSession>,
 ) -> Result<Response, ApiError> {
-    let s = st.manager.fork(&id, body, q.wait).await?;
+    let source = st.manager.open(&caller, &id, Action::Fork).await?;
+    let s = st.manager.fork(&source, body, q.wait).await?;
+    st.manager.accounts().audit(&caller, "session_fork", Some(&s.id), serde_json::json!({"source": id})).await;
     let location = format!("/api/v1/sessions/{}", s.id);
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(s)).into_response())
 }
 
-async fn list(State(st): State<AppState>) -> Result<Json<Vec<Session>>, ApiError> {
-    Ok(Json(st.manager.list().await?))
+/// A member's own sessions; every session for an admin, with each owner's email.
+async fn list(State(st): State<AppState>, caller: Caller) -> Result<Json<Vec<Session>>, ApiError> {
+    let mut sessions = st.manager.list(&caller).await?;
+    if caller.who.is_admin() {
+        show_owners(&st, &mut sessions).await;
+    }
+    Ok(Json(sessions))
 }
 
-async fn get(State(st): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Session>, ApiError> {
-    Ok(Json(st.manager.get(&id).await?))
+async fn show_owners(st: &AppState, sessions: &mut [Session]) {
+    let mut emails = std::collections::HashMap::new();
+    for s in sessions.iter_mut() {
+        let Some(owner) = s.owner.clone() else { continue };
+        if !emails.contains_key(&owner) {
+            let e = st.manager.accounts().email_of(&owner).await;
+            emails.insert(owner.clone(), e);
+        }
+        s.owner_email = emails.get(&owner).cloned().flatten();
+    }
 }
 
-async fn delete(State(st): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
-    st.manager.delete(&id, "deleted by request").await?;
+async fn get(State(st): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<Json<Session>, ApiError> {
+    let s = st.manager.open(&caller, &id, Action::Read).await?;
+    let mut one = [st.manager.get(&s).await?];
+    if caller.who.is_admin() {
+        show_owners(&st, &mut one).await;
+    }
+    let [session] = one;
+    Ok(Json(session))
+}
+
+async fn delete(State(st): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
+    let s = st.manager.open(&caller, &id, Action::Delete).await?;
+    st.manager.delete(&s, "deleted by request").await?;
+    st.manager.accounts().audit(&caller, "session_delete", Some(&id), serde_json::Value::Null).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -95,7 +95,8 @@ async fn login_sets_a_cookie_that_authenticates() {
     let resp = app.clone().oneshot(req(Method::POST, "/api/v1/login", None, login)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let cookie = resp.headers().get(header::SET_COOKIE).unwrap().to_str().unwrap().to_string();
-    assert!(cookie.starts_with(&format!("mayfly_token={TOKEN};")), "{cookie}");
+    assert!(cookie.starts_with("mayfly_session="), "a sign-in of its own, not the token: {cookie}");
+    assert!(!cookie.contains(TOKEN), "{cookie}");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     let r = Request::builder()
         .uri("/api/v1/sessions")
@@ -280,8 +281,16 @@ async fn sizes_beyond_the_operator_maxima_are_refused_naming_the_limit() {
     cfg.max_disk_gib = 4;
     let host = Arc::new(SlowHost::default());
     let store = Arc::new(SqliteStore::in_memory().await.unwrap());
-    let manager =
-        SessionManager::new(Arc::new(cfg), "http://h:1".into(), store, host.clone(), Arc::new(FakeImages), Arc::new(Metrics::default()));
+    let accounts = test_accounts(&store);
+    let manager = SessionManager::new(
+        Arc::new(cfg),
+        "http://h:1".into(),
+        store,
+        host.clone(),
+        Arc::new(FakeImages),
+        Arc::new(Metrics::default()),
+        accounts,
+    );
     let agent_store = crate::agent::store::AgentStore::in_memory().await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let agent = crate::agent::AgentService::new(manager.clone(), Default::default(), agent_store, TOKEN.into(), data.path());
@@ -331,6 +340,7 @@ async fn creating_sessions_count_against_the_limit_and_delete_cancels_the_boot()
     cfg.max_sessions = 1;
     let host = Arc::new(SlowHost::default());
     let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let accounts = test_accounts(&store);
     let manager = SessionManager::new(
         Arc::new(cfg),
         "http://h:1".into(),
@@ -338,6 +348,7 @@ async fn creating_sessions_count_against_the_limit_and_delete_cancels_the_boot()
         host.clone(),
         Arc::new(FakeImages),
         Arc::new(Metrics::default()),
+        accounts,
     );
     manager.reconcile().await.unwrap();
     assert_eq!(*host.reaped.lock().unwrap(), vec!["sleftover".to_string()]);
@@ -369,7 +380,7 @@ async fn creating_sessions_count_against_the_limit_and_delete_cancels_the_boot()
     assert!(text.contains(r#""type":"state""#) && text.contains(r#""to":"creating""#), "{text}");
     assert!(text.contains("id: "), "state events carry their sequence number: {text}");
     drop(sse);
-    let events = manager.subscribe(&id).await.unwrap();
+    let events = manager.subscribe(&crate::access::system(&id, "test")).await.unwrap();
     // Two deletes at once: one wins (204), the other finds the session gone (404).
     let uri = format!("/api/v1/sessions/{id}");
     let (a, b) = tokio::join!(
@@ -428,4 +439,10 @@ async fn each_client_address_has_a_request_budget() {
     assert_eq!(send(&app, from(2, "/api/v1/sessions")).await.0, StatusCode::OK);
     let health = app.clone().oneshot(from(1, "/healthz")).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// Accounts on the test's store (secrets in a throw-away dir).
+fn test_accounts(store: &Arc<SqliteStore>) -> Arc<crate::accounts::Accounts> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    crate::accounts::Accounts::new(store.clone(), Default::default(), Arc::new(crate::secrets::Secrets::new(&dir)))
 }

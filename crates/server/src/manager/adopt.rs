@@ -101,6 +101,7 @@ impl SessionManager {
             repo,
             auto_push: rec.runtime.auto_push,
             forked_from: rec.runtime.forked_from.clone(),
+            owner: rec.owner.clone(),
         })
     }
 
@@ -191,7 +192,7 @@ impl SessionManager {
         tracing::info!(sessions = all.len(), "leaving sessions running for the next start");
         let each = all.into_iter().map(|s| async move {
             if s.state() == Creating {
-                if let Err(e) = self.delete(&s.id, "server shutting down").await {
+                if let Err(e) = self.delete(&crate::access::system(&s.id, "shutdown"), "server shutting down").await {
                     tracing::debug!(session = %s.id, "shutdown: {e}");
                 }
                 return;

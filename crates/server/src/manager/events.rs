@@ -18,7 +18,8 @@ fn is_final(ev: &SessionEvent) -> bool {
 
 impl SessionManager {
     /// The event stream of session `id`, each item with its store sequence number if any.
-    pub async fn subscribe(&self, id: &str) -> Result<ReceiverStream<Envelope>, SessionError> {
+    pub async fn subscribe(&self, sref: &crate::access::SessionRef) -> Result<ReceiverStream<Envelope>, SessionError> {
+        let id = sref.id();
         // Subscribe before reading history, so nothing falls between the two; events already in
         // the history are skipped by sequence number.
         let mut live = self.events.subscribe();

@@ -17,7 +17,9 @@ use time::OffsetDateTime;
 
 impl SessionManager {
     /// Forks ready session `id` into a new session. With `wait`, returns once the fork is ready.
-    pub async fn fork(self: &Arc<Self>, id: &str, req: ForkSession, wait: bool) -> Result<Session, SessionError> {
+    /// The fork belongs to whoever forks it (an admin forking someone's session owns the fork).
+    pub async fn fork(self: &Arc<Self>, sref: &crate::access::SessionRef, req: ForkSession, wait: bool) -> Result<Session, SessionError> {
+        let id = sref.id();
         if self.shutdown.is_cancelled() {
             return Err(SessionError::ShuttingDown);
         }
@@ -37,6 +39,7 @@ impl SessionManager {
             size: src.size,
             runtime: Default::default(),
             last_active_at: None,
+            owner: sref.caller().who.user_id().map(str::to_string),
         };
         let mut repo = source.repo.lock().expect("repo lock").clone();
         if let Some(r) = repo.as_mut().filter(|r| r.state == RepoState::Cloning) {
@@ -51,10 +54,16 @@ impl SessionManager {
             repo,
             auto_push: source.auto_push,
             forked_from: Some(id.to_string()),
+            owner: record.owner.clone(),
         };
         let record = SessionRecord { runtime: self.runtime_of(&record.id, &setup), ..record };
         let session = LiveSession::new(&record, setup, self.now_ms());
-        self.start(record, session, Origin::Fork(source), wait).await
+        let quotas = self.accounts.quotas_of(&sref.caller().who).await.map_err(|e| SessionError::Vm {
+            id: id.to_string(),
+            what: "reading the owner's quotas",
+            source: Box::new(e),
+        })?;
+        self.start(record, session, Origin::Fork(source), quotas, wait).await
     }
 
     /// The fork itself (in the new session's boot task): under the source's teardown lock.

@@ -64,7 +64,8 @@ async fn bounded<T>(
 }
 
 impl SessionManager {
-    pub async fn exec(&self, id: &str, body: ExecBody) -> Result<ExecResult, SessionError> {
+    pub async fn exec(&self, sref: &crate::access::SessionRef, body: ExecBody) -> Result<ExecResult, SessionError> {
+        let id = sref.id();
         let Some(program) = body.cmd.first().cloned() else {
             return Err(SessionError::Invalid("cmd must not be empty".into()));
         };
@@ -99,7 +100,8 @@ impl SessionManager {
     }
 
     /// A directory's entries, or a file's content.
-    pub async fn read_path(&self, id: &str, path: &str) -> Result<FileEntry, SessionError> {
+    pub async fn read_path(&self, sref: &crate::access::SessionRef, path: &str) -> Result<FileEntry, SessionError> {
+        let id = sref.id();
         let (_, vm) = self.ready_vm(id).await?;
         let ch = vm.channel();
         let info = bounded(id, "stat", CALL_TIMEOUT, ch.stat(path)).await?;
@@ -113,7 +115,8 @@ impl SessionManager {
     }
 
     /// Writes `src` to `path` (parents created, replaced atomically by the guest).
-    pub async fn write_file<R: AsyncRead + Unpin + Send>(&self, id: &str, path: &str, src: R) -> Result<u64, SessionError> {
+    pub async fn write_file<R: AsyncRead + Unpin + Send>(&self, sref: &crate::access::SessionRef, path: &str, src: R) -> Result<u64, SessionError> {
+        let id = sref.id();
         let (_, vm) = self.ready_vm(id).await?;
         let n = vm.channel().write_file(path, None, src).await.map_err(|e| channel_error(id, "write_file", e))?;
         self.touch(id);
@@ -121,19 +124,22 @@ impl SessionManager {
     }
 
     /// Removes a file or a directory tree.
-    pub async fn remove_path(&self, id: &str, path: &str) -> Result<(), SessionError> {
+    pub async fn remove_path(&self, sref: &crate::access::SessionRef, path: &str) -> Result<(), SessionError> {
+        let id = sref.id();
         let (_, vm) = self.ready_vm(id).await?;
         bounded(id, "remove", CALL_TIMEOUT, vm.channel().remove(path, true)).await
     }
 
     /// Creates a directory (and its parents).
-    pub async fn make_dir(&self, id: &str, path: &str) -> Result<(), SessionError> {
+    pub async fn make_dir(&self, sref: &crate::access::SessionRef, path: &str) -> Result<(), SessionError> {
+        let id = sref.id();
         let (_, vm) = self.ready_vm(id).await?;
         bounded(id, "mkdir", CALL_TIMEOUT, vm.channel().mkdir(path)).await
     }
 
     /// Renames `from` to `to`; refuses to replace an existing `to`.
-    pub async fn rename_path(&self, id: &str, from: &str, to: &str) -> Result<(), SessionError> {
+    pub async fn rename_path(&self, sref: &crate::access::SessionRef, from: &str, to: &str) -> Result<(), SessionError> {
+        let id = sref.id();
         let (_, vm) = self.ready_vm(id).await?;
         let ch = vm.channel();
         match bounded(id, "stat", CALL_TIMEOUT, ch.stat(to)).await {
@@ -145,7 +151,8 @@ impl SessionManager {
     }
 
     /// Opens (or re-attaches to) a terminal. Fails early if the guest refuses it.
-    pub async fn open_pty(&self, id: &str, p: PtyParams) -> Result<PtyAttach, SessionError> {
+    pub async fn open_pty(&self, sref: &crate::access::SessionRef, p: PtyParams) -> Result<PtyAttach, SessionError> {
+        let id = sref.id();
         let (s, vm) = self.ready_vm(id).await?;
         let req = PtyRequest { terminal: p.terminal, cols: p.cols, rows: p.rows, env: s.env.clone(), ..Default::default() };
         let mut stream = vm.channel().open(&OpenRequest::Pty(req)).await.map_err(|e| channel_error(id, "pty", e))?;

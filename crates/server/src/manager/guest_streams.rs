@@ -5,6 +5,7 @@
 
 use super::repo::credential_for;
 use super::{LiveSession, SessionManager};
+use mayfly_proto::api::GitCredential;
 use mayfly_proto::msg::{Ctrl, ErrorKind, OpenRequest};
 use mayfly_proto::mux::Stream;
 use mayfly_vm::channel::Acceptor;
@@ -13,10 +14,11 @@ use std::sync::{Arc, Weak};
 impl SessionManager {
     pub(super) fn guest_acceptor(&self, s: &Arc<LiveSession>) -> Acceptor {
         let egress = self.egress.clone();
+        let tokens = Tokens { accounts: self.accounts.clone(), operator: Arc::new(self.cfg.git_credentials.clone()) };
         let session = Arc::downgrade(s);
         let id: Arc<str> = s.id.as_str().into();
         Arc::new(move |req, stream| {
-            let (egress, session, id) = (egress.clone(), session.clone(), id.clone());
+            let (egress, session, id, tokens) = (egress.clone(), session.clone(), id.clone(), tokens.clone());
             tokio::spawn(async move {
                 match req {
                     OpenRequest::Egress { host, port } => {
@@ -25,7 +27,9 @@ impl SessionManager {
                         };
                         egress.serve(&id, &policy, &host, port, stream).await
                     }
-                    OpenRequest::Credential { protocol, host, .. } => credential(&id, &session, &protocol, &host, &stream).await,
+                    OpenRequest::Credential { protocol, host, .. } => {
+                        credential(&id, &session, &tokens, &protocol, &host, &stream).await
+                    }
                     other => {
                         tracing::warn!(session = %id, ?other, "guest opened an unexpected stream");
                         answer(&stream, Ctrl::error(ErrorKind::Protocol, "only egress and credential streams may be opened by the guest")).await
@@ -36,10 +40,25 @@ impl SessionManager {
     }
 }
 
-async fn credential(id: &str, session: &Weak<LiveSession>, protocol: &str, host: &str, stream: &Stream) {
-    let found = session
-        .upgrade()
-        .and_then(|s| credential_for(&s.git_credentials.lock().expect("credentials lock"), protocol, host).cloned());
+/// Where git tokens come from besides the session's own.
+#[derive(Clone)]
+struct Tokens {
+    accounts: Arc<crate::accounts::Accounts>,
+    operator: Arc<Vec<GitCredential>>,
+}
+
+/// The session's own token for the host, else its owner's saved one, else the operator's.
+async fn credential(id: &str, session: &Weak<LiveSession>, tokens: &Tokens, protocol: &str, host: &str, stream: &Stream) {
+    let (own, owner) = match session.upgrade() {
+        Some(s) => (credential_for(&s.git_credentials.lock().expect("credentials lock"), protocol, host).cloned(), s.owner.clone()),
+        None => return answer(stream, Ctrl::error(ErrorKind::PermissionDenied, "the session has ended")).await,
+    };
+    let found = match (own, owner) {
+        (Some(c), _) => Some(c),
+        (None, Some(user)) => credential_for(&tokens.accounts.git_credentials_of(&user).await, protocol, host).cloned(),
+        (None, None) => None,
+    }
+    .or_else(|| credential_for(&tokens.operator, protocol, host).cloned());
     tracing::info!(session = %id, %protocol, %host, found = found.is_some(), "git credential requested");
     let reply = match found {
         Some(c) => Ctrl::Credential { username: c.username.unwrap_or_else(|| "x-access-token".into()), password: c.token },

@@ -8,6 +8,8 @@
 use super::{LiveSession, SessionError, SessionManager};
 use crate::images::BootImage;
 use crate::store::SessionRecord;
+use crate::accounts::Caller;
+use mayfly_proto::accounts::Quotas;
 use mayfly_proto::api::{CreateSession, Session, SessionState};
 use mayfly_vm::VmError;
 use std::collections::BTreeMap;
@@ -49,7 +51,7 @@ const CONSOLE_TAIL: usize = 600;
 impl SessionManager {
     /// Creates a session and starts booting its VM. With `wait`, returns once the session is
     /// ready (or fails with the boot failure); otherwise returns it in state `creating`.
-    pub async fn create(self: &Arc<Self>, req: CreateSession, wait: bool) -> Result<Session, SessionError> {
+    pub async fn create(self: &Arc<Self>, caller: &Caller, req: CreateSession, wait: bool) -> Result<Session, SessionError> {
         if self.shutdown.is_cancelled() {
             return Err(SessionError::ShuttingDown);
         }
@@ -61,8 +63,8 @@ impl SessionManager {
         let policy = crate::egress::Policy::parse(&network).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let repo = req.repo.as_ref().map(super::repo::validate_repo).transpose()?;
         super::repo::validate_credentials(&req.git_credentials)?;
-        let mut git_credentials = req.git_credentials;
-        git_credentials.extend(self.cfg.git_credentials.iter().cloned());
+        // The operator's tokens are not copied in: the credential helper asks for them last.
+        let git_credentials = req.git_credentials;
         if network.egress != mayfly_proto::api::EgressMode::Allowlist && !network.allow.is_empty() {
             return Err(SessionError::Invalid(format!("network.allow is only used with egress \"allowlist\", not {:?}", network.egress.as_str())));
         }
@@ -82,6 +84,7 @@ impl SessionManager {
             size: Some(size),
             runtime: Default::default(),
             last_active_at: None,
+            owner: caller.who.user_id().map(str::to_string),
         };
         let setup = super::Setup {
             env: req.env,
@@ -90,10 +93,16 @@ impl SessionManager {
             repo,
             auto_push: req.auto_push.unwrap_or(self.cfg.auto_push),
             forked_from: None,
+            owner: record.owner.clone(),
         };
         let record = SessionRecord { runtime: self.runtime_of(&record.id, &setup), ..record };
         let session = LiveSession::new(&record, setup, self.now_ms());
-        self.start(record, session, Origin::Image(Box::new(image), size, pooled), wait).await
+        let quotas = self.accounts.quotas_of(&caller.who).await.map_err(|e| SessionError::Vm {
+            id: record.id.clone(),
+            what: "reading the owner's quotas",
+            source: Box::new(e),
+        })?;
+        self.start(record, session, Origin::Image(Box::new(image), size, pooled), quotas, wait).await
     }
 
     /// Registers a new session (limits, store, events) and starts its boot task. With `wait`,
@@ -103,13 +112,23 @@ impl SessionManager {
         record: SessionRecord,
         session: Arc<LiveSession>,
         origin: Origin,
+        quotas: Option<Quotas>,
         wait: bool,
     ) -> Result<Session, SessionError> {
         {
+            // Limits and quotas are counted and the session registered under one lock, so two
+            // creates never both take the last slot.
             let mut live = self.live.lock().expect("live lock");
             if live.values().filter(|s| super::state::is_live(s.state())).count() >= self.cfg.max_sessions {
                 origin.discard();
                 return Err(SessionError::TooManySessions(self.cfg.max_sessions));
+            }
+            if let Some(q) = quotas {
+                let mine = live.values().filter(|s| s.owner == session.owner && super::state::is_live(s.state()));
+                if let Err(e) = super::quota::check(&q, mine.map(|s| s.size), session.size) {
+                    origin.discard();
+                    return Err(e);
+                }
             }
             live.insert(record.id.clone(), session.clone());
         }
@@ -258,7 +277,8 @@ impl SessionManager {
     }
 
     /// Destroys session `id`. A second delete of the same session finds it gone (not found).
-    pub async fn delete(&self, id: &str, reason: &str) -> Result<(), SessionError> {
+    pub async fn delete(&self, sref: &crate::access::SessionRef, reason: &str) -> Result<(), SessionError> {
+        let id = sref.id();
         let Some(s) = self.live(id) else {
             // Not live: a failed session is dismissed; anything else is unknown.
             let rec = self.record(id).await?;
@@ -321,7 +341,7 @@ impl SessionManager {
         let all: Vec<String> = self.live.lock().expect("live lock").keys().cloned().collect();
         tracing::info!(sessions = all.len(), "stopping every session");
         let deletes = all.iter().map(|id| async move {
-            if let Err(e) = self.delete(id, "server shutting down").await {
+            if let Err(e) = self.delete(&crate::access::system(id, "shutdown"), "server shutting down").await {
                 tracing::debug!(session = %id, "shutdown: {e}");
             }
         });

@@ -22,6 +22,7 @@ mod guest_streams;
 mod lifecycle;
 mod pause;
 mod pool;
+mod quota;
 mod repo;
 pub mod size;
 mod repo_push;
@@ -48,6 +49,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
+pub use repo::validate_credentials;
 pub(crate) use guest_streams::answer;
 pub use adopt::RESTARTED;
 pub use pause::{should_pause, Attached, BUSY_CPU_PERCENT};
@@ -67,6 +69,9 @@ pub enum SessionError {
     Image(#[from] CatalogError),
     #[error("max_sessions ({0}) reached")]
     TooManySessions(usize),
+    /// A user's quota would be exceeded; the message names the quota, its limit and the use.
+    #[error("{message}")]
+    Quota { quota: &'static str, message: String },
     /// A requested size beyond an operator maximum; the message names the setting.
     #[error("{0}")]
     LimitExceeded(String),
@@ -129,6 +134,8 @@ pub(crate) struct Setup {
     pub repo: Option<mayfly_proto::api::RepoStatus>,
     pub auto_push: bool,
     pub forked_from: Option<String>,
+    /// The user the session belongs to (`None`: the server token).
+    pub owner: Option<String>,
 }
 
 /// In-memory side of a session that holds (or is acquiring) a VM.
@@ -166,6 +173,10 @@ pub(crate) struct LiveSession {
     forked_from: Option<String>,
     /// Paused while idle, and the clients that keep it from pausing.
     pause: pause::PauseState,
+    /// The user it belongs to; `None`: the server token.
+    owner: Option<String>,
+    /// The VM's size (counted against its owner's quotas).
+    size: Option<mayfly_proto::api::SessionSize>,
 }
 
 impl LiveSession {
@@ -195,6 +206,8 @@ impl LiveSession {
             visibility: Default::default(),
             forked_from: setup.forked_from,
             pause: Default::default(),
+            owner: setup.owner,
+            size: record.size,
         })
     }
 
@@ -251,6 +264,8 @@ pub struct SessionManager {
     egress: Arc<crate::egress::Egress>,
     /// Seals the secrets a session keeps across a restart (environment, git tokens).
     secrets: crate::secrets::Secrets,
+    /// Users: quotas, saved git tokens, the audit log.
+    accounts: Arc<crate::accounts::Accounts>,
 }
 
 /// RFC 3339 with second precision (what the API shows).
@@ -267,6 +282,7 @@ impl SessionManager {
         host: Arc<dyn VmHost>,
         images: Arc<dyn ImageCatalog>,
         metrics: Arc<Metrics>,
+        accounts: Arc<crate::accounts::Accounts>,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         let pooled = if cfg.templates && cfg.pool_size > 0 {
@@ -304,7 +320,23 @@ impl SessionManager {
             events,
             shutdown: CancellationToken::new(),
             epoch: Instant::now(),
+            accounts,
         })
+    }
+
+    pub fn accounts(&self) -> &Arc<crate::accounts::Accounts> {
+        &self.accounts
+    }
+
+    /// `Some(owner)` when session `id` exists (live, or stored and not destroyed).
+    pub(crate) async fn owner_of(&self, id: &str) -> Result<Option<Option<String>>, SessionError> {
+        if let Some(s) = self.live(id) {
+            return Ok(Some(s.owner.clone()));
+        }
+        match self.store.get(id).await? {
+            Some(r) if r.state != SessionState::Destroyed => Ok(Some(r.owner)),
+            _ => Ok(None),
+        }
     }
 
     /// Egress decisions and counters shared by every session.
@@ -426,7 +458,12 @@ impl SessionManager {
             repo: live.as_ref().and_then(|s| s.repo.lock().expect("repo lock").clone()),
             git_credential_hosts: live
                 .as_ref()
-                .map(|s| s.git_credentials.lock().expect("credentials lock").iter().map(|c| c.host.clone()).collect())
+                .map(|s| {
+                    let own = s.git_credentials.lock().expect("credentials lock");
+                    let mut hosts: Vec<String> = own.iter().chain(&self.cfg.git_credentials).map(|c| c.host.clone()).collect();
+                    hosts.dedup();
+                    hosts
+                })
                 .unwrap_or_default(),
             auto_push: live.as_ref().is_some_and(|s| s.auto_push),
             failure: r.failure.clone(),
@@ -435,6 +472,8 @@ impl SessionManager {
             vcpus: r.size.map(|z| z.vcpus),
             memory_mib: r.size.map(|z| z.memory_mib),
             disk_gib: r.size.map(|z| z.disk_gib),
+            owner: r.owner.clone(),
+            owner_email: None,
         }
     }
 
@@ -446,17 +485,24 @@ impl SessionManager {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Session, SessionError> {
+    pub async fn get(&self, sref: &crate::access::SessionRef) -> Result<Session, SessionError> {
+        let id = sref.id();
         let r = self.record(id).await?;
         self.touch(id);
         Ok(self.view(&r))
     }
 
-    /// Every session that is not destroyed, oldest first (failed ones stay until deleted).
-    pub async fn list(&self) -> Result<Vec<Session>, SessionError> {
+    /// Every session `caller` may see that is not destroyed, oldest first (failed ones stay
+    /// until deleted): a member's own, or all for an admin.
+    pub async fn list(&self, caller: &crate::accounts::Caller) -> Result<Vec<Session>, SessionError> {
         use SessionState::*;
         let recs = self.store.list(&[Creating, Ready, Stopping, Failed]).await?;
-        Ok(recs.iter().map(|r| self.view(r)).collect())
+        let admin = caller.who.is_admin();
+        Ok(recs
+            .iter()
+            .filter(|r| admin || crate::access::owns(&caller.who, r.owner.as_deref()))
+            .map(|r| self.view(r))
+            .collect())
     }
 
     pub fn images(&self) -> Vec<mayfly_proto::api::ImageInfo> {

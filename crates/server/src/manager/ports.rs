@@ -50,7 +50,8 @@ impl SessionManager {
     }
 
     /// The current listening ports of ready session `id`.
-    pub async fn ports(&self, id: &str) -> Result<Vec<Port>, SessionError> {
+    pub async fn ports(&self, sref: &crate::access::SessionRef) -> Result<Vec<Port>, SessionError> {
+        let id = sref.id();
         let (s, _) = self.ready_vm(id).await?;
         let open: Vec<u16> = s.ports.lock().expect("ports lock").iter().copied().collect();
         Ok(open.into_iter().map(|p| self.port_view(&s, p)).collect())
@@ -63,7 +64,8 @@ impl SessionManager {
         open.into_iter().map(|p| self.port_view(&s, p)).collect()
     }
 
-    pub async fn set_port_visibility(&self, id: &str, port: u16, visibility: Visibility) -> Result<Port, SessionError> {
+    pub async fn set_port_visibility(&self, sref: &crate::access::SessionRef, port: u16, visibility: Visibility) -> Result<Port, SessionError> {
+        let id = sref.id();
         if port == 0 {
             return Err(SessionError::Invalid("port must be 1-65535".into()));
         }
@@ -83,7 +85,8 @@ impl SessionManager {
     /// A TCP connection to `127.0.0.1:<port>` (`[::1]` fallback) inside ready session `id`, for
     /// the preview proxy. Counts as activity; the returned [`Activity`] lets the proxy touch the
     /// session while bytes flow. Nothing listening is [`SessionError::Guest`] `ConnectionRefused`.
-    pub async fn open_tunnel(&self, id: &str, port: u16) -> Result<(Stream, Activity), SessionError> {
+    pub async fn open_tunnel(&self, sref: &crate::access::SessionRef, port: u16) -> Result<(Stream, Activity), SessionError> {
+        let id = sref.id();
         let (s, vm) = self.ready_vm(id).await?;
         let vm_error = |source: Box<dyn std::error::Error + Send + Sync>| SessionError::Vm { id: id.into(), what: "tunnel", source };
         let opened = tokio::time::timeout(TUNNEL_TIMEOUT, async {

@@ -63,7 +63,7 @@ impl SessionManager {
         };
         let deletes = due.iter().map(|(id, why)| async move {
             tracing::info!(session = %id, reason = why, "reaping session");
-            if let Err(e) = self.delete(id, why).await {
+            if let Err(e) = self.delete(&crate::access::system(id, "reaper"), why).await {
                 tracing::debug!(session = %id, "reaper: {e}");
             }
         });

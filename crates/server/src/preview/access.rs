@@ -7,6 +7,8 @@
 //! token   = "v1." kind "." session "." port "." expires "." base64url(mac)
 //! kind    = "x"  (exchange: minted by the main origin, 60 s, carried in a redirect URL)
 //!         | "c"  (cookie: set by the preview origin, 12 h)
+//!         | "tx" | "tc" (the same, team scope: minted for a signed-in user who is neither the
+//!                 owner nor an admin; opens team and public ports only; the cookie lives 1 h)
 //! mac     = HMAC-SHA256(secret, "mayfly-preview" | kind | session | port | expires)
 //! expires = Unix seconds
 //! ```
@@ -32,6 +34,9 @@ pub const COOKIE: &str = "mayfly_preview";
 pub const EXCHANGE_TTL: Duration = Duration::from_secs(60);
 /// Lifetime of the preview cookie.
 pub const COOKIE_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Lifetime of a team-scope preview cookie (it is not bound to its user, so a deleted user's
+/// lasts at most this long).
+pub const TEAM_COOKIE_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -67,6 +72,8 @@ pub enum TokenError {
 pub enum Kind {
     Exchange,
     Cookie,
+    TeamExchange,
+    TeamCookie,
 }
 
 impl Kind {
@@ -74,6 +81,23 @@ impl Kind {
         match self {
             Kind::Exchange => "x",
             Kind::Cookie => "c",
+            Kind::TeamExchange => "tx",
+            Kind::TeamCookie => "tc",
+        }
+    }
+
+    /// The exchange token kind for a pass, and the cookie it turns into.
+    pub fn for_pass(pass: crate::access::PreviewPass) -> (Kind, Kind) {
+        match pass {
+            crate::access::PreviewPass::Team => (Kind::TeamExchange, Kind::TeamCookie),
+            _ => (Kind::Exchange, Kind::Cookie),
+        }
+    }
+
+    pub fn cookie_ttl(self) -> Duration {
+        match self {
+            Kind::TeamCookie | Kind::TeamExchange => TEAM_COOKIE_TTL,
+            _ => COOKIE_TTL,
         }
     }
 }
@@ -150,9 +174,9 @@ pub fn unix_now() -> u64 {
 }
 
 /// `Set-Cookie` for the preview origin: host-only (no `Domain`), HttpOnly, Lax.
-pub fn set_cookie(value: &str, secure: bool) -> String {
+pub fn set_cookie(value: &str, secure: bool, ttl: Duration) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", COOKIE_TTL.as_secs())
+    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", ttl.as_secs())
 }
 
 /// Values of every cookie called `name` in the request.
@@ -167,11 +191,26 @@ pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator
         .map(|(_, v)| v.trim())
 }
 
-/// True when a preview cookie opens `target` now (several cookies of the name may be present:
-/// one planted by a page under the same parent domain must not shadow ours).
-pub fn cookie_allows(signer: &Signer, headers: &HeaderMap, target: &Target) -> bool {
+/// What the request's preview cookies prove for `target` now (several cookies of the name may
+/// be present: one planted by a page under the same parent domain must not shadow ours).
+pub fn cookie_pass(signer: &Signer, headers: &HeaderMap, target: &Target) -> crate::access::PreviewPass {
+    use crate::access::PreviewPass;
     let now = unix_now();
-    cookie_values(headers, COOKIE).any(|v| signer.verify(v, Kind::Cookie, target, now).is_ok())
+    let mut pass = PreviewPass::None;
+    for v in cookie_values(headers, COOKIE) {
+        if signer.verify(v, Kind::Cookie, target, now).is_ok() {
+            return PreviewPass::Owner;
+        }
+        if signer.verify(v, Kind::TeamCookie, target, now).is_ok() {
+            pass = PreviewPass::Team;
+        }
+    }
+    pass
+}
+
+/// True when a preview cookie of the owner's scope opens `target` now.
+pub fn cookie_allows(signer: &Signer, headers: &HeaderMap, target: &Target) -> bool {
+    cookie_pass(signer, headers, target) == crate::access::PreviewPass::Owner
 }
 
 /// Removes the cookies called `names` from the request (they are Mayfly's, not the app's).
@@ -238,14 +277,32 @@ mod tests {
         assert!(matches!(Signer::load_or_generate(&path), Err(KeyError::Invalid(_))));
     }
 
+    fn signer_for_scopes() -> bool {
+        use crate::access::PreviewPass;
+        let signer = Signer::new([3; 32]);
+        let t = target("sq", 8000);
+        let team = signer.sign(Kind::TeamCookie, &t, unix_now() + 60);
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE_HEADER, HeaderValue::from_str(&format!("{COOKIE}={team}")).unwrap());
+        let owner = signer.sign(Kind::Cookie, &t, unix_now() + 60);
+        let mut h2 = HeaderMap::new();
+        h2.insert(COOKIE_HEADER, HeaderValue::from_str(&format!("{COOKIE}={team}; {COOKIE}={owner}")).unwrap());
+        cookie_pass(&signer, &h, &t) == PreviewPass::Team
+            && !cookie_allows(&signer, &h, &t)
+            && cookie_pass(&signer, &h2, &t) == PreviewPass::Owner
+            && signer.verify(&team, Kind::Cookie, &t, 0) == Err(TokenError::Malformed)
+    }
+
     #[test]
     fn cookie_scoping() {
-        let c = set_cookie("v1.c.s.1.2.x", false);
+        let c = set_cookie("v1.c.s.1.2.x", false, COOKIE_TTL);
         assert!(c.starts_with("mayfly_preview=v1.c.s.1.2.x; "), "{c}");
         assert!(c.contains("HttpOnly") && c.contains("Path=/") && c.contains("SameSite=Lax"), "{c}");
         assert!(!c.to_ascii_lowercase().contains("domain="), "host-only cookie: {c}");
         assert!(!c.contains("Secure"));
-        assert!(set_cookie("v", true).ends_with("; Secure"));
+        assert!(set_cookie("v", true, COOKIE_TTL).ends_with("; Secure"));
+        let team = signer_for_scopes();
+        assert!(team, "team cookies open nothing private");
 
         let signer = Signer::new([1; 32]);
         let mine = target("sa", 8000);

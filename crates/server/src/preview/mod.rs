@@ -5,8 +5,11 @@
 //! [`Preview::layer`]; each request goes through a tunnel stream to `127.0.0.1:<port>` inside
 //! the session's VM ([`proxy`], [`tunnel`]) — the guest needs no network.
 //!
-//! Access ([`access`]): public ports are open; private ones (the default) need the preview
-//! cookie, the API token as a bearer, or — on the path fallback — the main origin's login.
+//! Access (decided by [`crate::access`]; tokens in [`access`]): public ports are open; team
+//! ports need any signed-in user; private ones (the default) the owner or an admin. A program
+//! shows a bearer token (the server token or an API token); a browser the preview cookie, which
+//! the exchange below mints with the owner's scope or a team scope — or, on the path fallback,
+//! the main origin's sign-in.
 //! A browser without the cookie goes through the exchange:
 //!
 //! ```text
@@ -26,6 +29,8 @@ mod pages;
 mod proxy;
 pub(crate) mod tunnel;
 
+use crate::access::{PreviewDenied, SessionRef};
+use crate::accounts::Caller;
 use crate::auth::Auth;
 use crate::manager::{SessionError, SessionManager};
 use access::{Kind, Signer};
@@ -36,7 +41,6 @@ use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use host::Target;
-use mayfly_proto::api::Visibility;
 use mayfly_proto::msg::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
@@ -96,7 +100,7 @@ async fn dispatch(State(p): State<Arc<Preview>>, req: Request, next: Next) -> Re
     }
     let path = req.uri().path();
     if path == MAIN_AUTH_PATH {
-        return authorize(&p, &req);
+        return authorize(&p, req).await;
     }
     match host::parse_path(path, p.control_port) {
         None => next.run(req).await,
@@ -119,51 +123,61 @@ async fn serve_host(p: &Preview, target: Target, req: Request) -> Response {
     if req.uri().path() == PREVIEW_AUTH_PATH {
         return set_cookie(p, &target, &req);
     }
-    let Some(visibility) = p.manager.port_visibility(&target.session, target.port) else {
-        return pages::session_gone(&target.session);
+    let pass = access::cookie_pass(&p.signer, req.headers(), &target);
+    // Programs pass a bearer token (the server token or an API token); browsers use the cookie.
+    let caller = match p.auth.bearer_principal(p.manager.accounts(), req.headers()).await {
+        Ok(Some(who)) => Some(Caller { who, ip: crate::api::signin::client_ip(req.extensions()) }),
+        _ => None,
     };
-    if visibility == Visibility::Private && !access::cookie_allows(&p.signer, req.headers(), &target) && !bearer_allows(p, &req) {
-        let browser = matches!(*req.method(), Method::GET | Method::HEAD)
-            && !req.headers().contains_key(header::AUTHORIZATION)
-            && !req.headers().contains_key(header::UPGRADE);
-        if !browser {
-            return pages::unauthorized(p.main_origin());
+    let sref = match p.manager.open_preview(caller.as_ref(), pass, &target.session, target.port).await {
+        Ok(s) => s,
+        Err(PreviewDenied::Gone) => return pages::session_gone(&target.session),
+        Err(PreviewDenied::SignIn) => {
+            let browser = matches!(*req.method(), Method::GET | Method::HEAD)
+                && !req.headers().contains_key(header::AUTHORIZATION)
+                && !req.headers().contains_key(header::UPGRADE);
+            if !browser {
+                return pages::unauthorized(p.main_origin());
+            }
+            let next = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("session", &target.session)
+                .append_pair("port", &target.port.to_string())
+                .append_pair("next", next)
+                .finish();
+            return redirect(StatusCode::FOUND, &format!("{}{MAIN_AUTH_PATH}?{query}", p.main_origin()));
         }
-        let next = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("session", &target.session)
-            .append_pair("port", &target.port.to_string())
-            .append_pair("next", next)
-            .finish();
-        return redirect(StatusCode::FOUND, &format!("{}{MAIN_AUTH_PATH}?{query}", p.main_origin()));
-    }
-    let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".into());
-    forward(p, &target, path_and_query, None, req).await
-}
-
-/// A request on the main origin's fallback path: the main login opens private ports.
-async fn serve_path(p: &Preview, target: Target, forwarded: String, req: Request) -> Response {
-    let Some(visibility) = p.manager.port_visibility(&target.session, target.port) else {
-        return pages::session_gone(&target.session);
     };
-    if visibility == Visibility::Private && !p.auth.allows(req.headers()) {
-        return pages::unauthorized(p.main_origin());
-    }
+    let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".into());
+    forward(p, &sref, &target, path_and_query, None, req).await
+}
+
+/// A request on the main origin's fallback path: the main origin's sign-in opens private ports.
+async fn serve_path(p: &Preview, target: Target, forwarded: String, req: Request) -> Response {
+    let ip = crate::api::signin::client_ip(req.extensions());
+    let caller = main_caller(p, req.headers(), ip).await;
+    let sref = match p.manager.open_preview(caller.as_ref(), crate::access::PreviewPass::None, &target.session, target.port).await {
+        Ok(s) => s,
+        Err(PreviewDenied::Gone) => return pages::session_gone(&target.session),
+        Err(PreviewDenied::SignIn) => return pages::unauthorized(p.main_origin()),
+    };
     let prefix = format!("{}{}/{}", host::PATH_PREFIX, target.session, target.port);
-    forward(p, &target, forwarded, Some(prefix), req).await
+    forward(p, &sref, &target, forwarded, Some(prefix), req).await
 }
 
-fn bearer_allows(p: &Preview, req: &Request) -> bool {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && p.auth.check(t.trim()))
+/// The caller signed in on the main origin (bearer or cookie; a cookie only from this origin).
+async fn main_caller(p: &Preview, headers: &axum::http::HeaderMap, ip: Option<String>) -> Option<Caller> {
+    let who = p.auth.principal(p.manager.accounts(), headers).await?;
+    let by_cookie = !headers.contains_key(header::AUTHORIZATION);
+    if by_cookie && crate::auth::cross_origin(headers) {
+        return None;
+    }
+    Some(Caller { who, ip })
 }
 
-async fn forward(p: &Preview, target: &Target, path_and_query: String, prefix: Option<String>, req: Request) -> Response {
+async fn forward(p: &Preview, sref: &SessionRef, target: &Target, path_and_query: String, prefix: Option<String>, req: Request) -> Response {
     let fwd = proxy::Forward { target, path_and_query, proto: p.proto(), prefix };
-    match proxy::forward(&p.manager, &p.auth, req, fwd).await {
+    match proxy::forward(&p.manager, sref, &p.auth, req, fwd).await {
         Ok(r) => r,
         Err(proxy::ProxyError::Session(e)) => match e {
             SessionError::Guest { kind: ErrorKind::ConnectionRefused, .. } => pages::not_listening(target.port),
@@ -190,7 +204,7 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn query_pairs(req: &Request) -> Vec<(String, String)> {
+fn query_pairs<B>(req: &axum::http::Request<B>) -> Vec<(String, String)> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
@@ -198,14 +212,19 @@ fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// Main origin: a logged-in browser gets a short-lived exchange token for one preview host.
-fn authorize(p: &Preview, req: &Request) -> Response {
-    if !p.auth.allows(req.headers()) {
+/// Main origin: a signed-in browser gets a short-lived exchange token for one preview host:
+/// of the owner's scope for the owner or an admin, of team scope for anyone else on a team or
+/// public port; someone else's private port is "gone", as a missing one is.
+async fn authorize(p: &Preview, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let req = &Request::from_parts(parts, ());
+    let ip = crate::api::signin::client_ip(req.extensions());
+    let Some(caller) = main_caller(p, req.headers(), ip).await else {
         // The IDE's login page comes back here (`next`) once signed in.
         let back = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or(MAIN_AUTH_PATH);
         let query = form_urlencoded::Serializer::new(String::new()).append_pair("next", back).finish();
         return redirect(StatusCode::FOUND, &format!("/login?{query}"));
-    }
+    };
     let pairs = query_pairs(req);
     let session = query_get(&pairs, "session").unwrap_or("");
     let port = query_get(&pairs, "port").unwrap_or("");
@@ -214,7 +233,11 @@ fn authorize(p: &Preview, req: &Request) -> Response {
         Some(Err(e)) => return pages::bad_address(&e.to_string()),
         None => return pages::bad_address("missing session or port"),
     };
-    let token = p.signer.sign(Kind::Exchange, &target, access::unix_now() + access::EXCHANGE_TTL.as_secs());
+    let Ok(pass) = p.manager.preview_pass(&caller, &target.session, target.port).await else {
+        return pages::session_gone(&target.session);
+    };
+    let (exchange, _) = Kind::for_pass(pass);
+    let token = p.signer.sign(exchange, &target, access::unix_now() + access::EXCHANGE_TTL.as_secs());
     let next = safe_next(query_get(&pairs, "next"));
     let query = form_urlencoded::Serializer::new(String::new()).append_pair("token", &token).append_pair("next", &next).finish();
     let base = p.manager.preview_url_of(&target.session, target.port);
@@ -225,13 +248,21 @@ fn authorize(p: &Preview, req: &Request) -> Response {
 fn set_cookie(p: &Preview, target: &Target, req: &Request) -> Response {
     let pairs = query_pairs(req);
     let token = query_get(&pairs, "token").unwrap_or("");
-    if let Err(e) = p.signer.verify(token, Kind::Exchange, target, access::unix_now()) {
-        tracing::debug!(session = %target.session, port = target.port, "preview exchange refused: {e}");
-        return pages::link_expired();
-    }
-    let cookie = p.signer.sign(Kind::Cookie, target, access::unix_now() + access::COOKIE_TTL.as_secs());
+    let now = access::unix_now();
+    let cookie_kind = match p.signer.verify(token, Kind::Exchange, target, now) {
+        Ok(()) => Kind::Cookie,
+        Err(owner_err) => match p.signer.verify(token, Kind::TeamExchange, target, now) {
+            Ok(()) => Kind::TeamCookie,
+            Err(_) => {
+                tracing::debug!(session = %target.session, port = target.port, "preview exchange refused: {owner_err}");
+                return pages::link_expired();
+            }
+        },
+    };
+    let ttl = cookie_kind.cookie_ttl();
+    let cookie = p.signer.sign(cookie_kind, target, now + ttl.as_secs());
     let mut r = redirect(StatusCode::FOUND, &safe_next(query_get(&pairs, "next")));
-    if let Ok(v) = HeaderValue::from_str(&access::set_cookie(&cookie, p.proto() == "https")) {
+    if let Ok(v) = HeaderValue::from_str(&access::set_cookie(&cookie, p.proto() == "https", ttl)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r

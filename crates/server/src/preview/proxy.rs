@@ -10,7 +10,7 @@
 use super::access;
 use super::host::Target;
 use super::tunnel;
-use crate::auth::{Auth, COOKIE_NAME};
+use crate::auth::{Auth, COOKIE_NAME, SESSION_COOKIE};
 use crate::manager::{SessionError, SessionManager};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -90,12 +90,15 @@ fn upstream_headers(headers: &mut HeaderMap, auth: &Auth, client: Option<SocketA
         headers.insert(header::UPGRADE, u);
     }
     // Mayfly's credentials never reach the VM.
-    access::strip_cookies(headers, &[access::COOKIE, COOKIE_NAME]);
+    access::strip_cookies(headers, &[access::COOKIE, COOKIE_NAME, SESSION_COOKIE]);
     let ours = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && auth.check(t.trim()));
+        .is_some_and(|(scheme, t)| {
+            scheme.eq_ignore_ascii_case("bearer")
+                && (auth.check(t.trim()) || crate::accounts::secret::token_id(t.trim()).is_some())
+        });
     if ours {
         headers.remove(header::AUTHORIZATION);
     }
@@ -128,7 +131,7 @@ fn downstream_headers(headers: &mut HeaderMap, fwd: &Forward<'_>, switching: boo
     headers.remove(header::SET_COOKIE);
     for c in cookies {
         let name = c.to_str().ok().and_then(|s| s.split_once('=')).map(|(n, _)| n.trim().to_string());
-        if !matches!(name.as_deref(), Some(n) if n == access::COOKIE || n == COOKIE_NAME) {
+        if !matches!(name.as_deref(), Some(n) if n == access::COOKIE || n == COOKIE_NAME || n == SESSION_COOKIE) {
             headers.append(header::SET_COOKIE, c);
         }
     }
@@ -143,9 +146,15 @@ fn downstream_headers(headers: &mut HeaderMap, fwd: &Forward<'_>, switching: boo
 }
 
 /// Forwards `req` to `fwd.target` inside its VM and returns the guest server's response.
-pub async fn forward(manager: &SessionManager, auth: &Auth, mut req: Request, fwd: Forward<'_>) -> Result<Response, ProxyError> {
+pub async fn forward(
+    manager: &SessionManager,
+    sref: &crate::access::SessionRef,
+    auth: &Auth,
+    mut req: Request,
+    fwd: Forward<'_>,
+) -> Result<Response, ProxyError> {
     let target = fwd.target;
-    let (stream, activity) = manager.open_tunnel(&target.session, target.port).await?;
+    let (stream, activity) = manager.open_tunnel(sref, target.port).await?;
     let io = tunnel::pipe(stream, activity);
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let wants_upgrade = upgrade_of(req.headers()).is_some();

@@ -7,6 +7,7 @@
 //! implementation; a PostgreSQL one fits the same trait.
 
 pub mod sqlite;
+pub mod sqlite_accounts;
 
 use async_trait::async_trait;
 use mayfly_proto::api::{Network, SessionSize, SessionState, Visibility};
@@ -34,6 +35,8 @@ pub struct SessionRecord {
     /// Last API, terminal or preview activity as last recorded (at most a minute old while the
     /// server runs, exact after a graceful stop); a restarted server's idle timer goes on from it.
     pub last_active_at: Option<OffsetDateTime>,
+    /// The user who created it; `None`: the server token (or a row older than users).
+    pub owner: Option<String>,
 }
 
 /// The rest of a live session's set-up (column `runtime`, JSON). Secrets only sealed.
@@ -138,6 +141,7 @@ pub fn parse_state(s: &str) -> Result<SessionState, StoreError> {
 pub fn visibility_str(v: Visibility) -> &'static str {
     match v {
         Visibility::Private => "private",
+        Visibility::Team => "team",
         Visibility::Public => "public",
     }
 }
@@ -145,6 +149,7 @@ pub fn visibility_str(v: Visibility) -> &'static str {
 pub fn parse_visibility(s: &str) -> Result<Visibility, StoreError> {
     match s {
         "private" => Ok(Visibility::Private),
+        "team" => Ok(Visibility::Team),
         "public" => Ok(Visibility::Public),
         other => Err(StoreError::Corrupt { what: "visibility", value: other.to_string() }),
     }

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 /// Named, not `*`: a connection that prepared `SELECT *` before a migration added a column
 /// would read the old column list.
 const SESSION_COLUMNS: &str =
-    "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network, size, runtime, last_active_at";
+    "id, image, state, created_at, expires_at, idle_timeout_seconds, failure, network, size, runtime, last_active_at, owner";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS sessions (
@@ -30,7 +30,8 @@ const SCHEMA: &[&str] = &[
         network TEXT,
         size TEXT,
         runtime TEXT,
-        last_active_at INTEGER
+        last_active_at INTEGER,
+        owner TEXT
     )",
     "CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state)",
     "CREATE TABLE IF NOT EXISTS session_events (
@@ -52,18 +53,18 @@ const SCHEMA: &[&str] = &[
 ];
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
-fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(super) fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::Backend { op, source: Box::new(e) }
 }
 
-fn ms(t: OffsetDateTime) -> i64 {
+pub(super) fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn from_ms(v: i64) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn from_ms(v: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000)
         .map_err(|_| StoreError::Corrupt { what: "timestamp", value: v.to_string() })
 }
@@ -101,11 +102,11 @@ impl SqliteStore {
     }
 
     async fn init(pool: SqlitePool) -> Result<Self, StoreError> {
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain(super::sqlite_accounts::SCHEMA) {
             sqlx::query(stmt).execute(&pool).await.map_err(backend("creating tables"))?;
         }
         // Columns added after the first release: added to older databases in place.
-        for (column, decl) in [("network", "TEXT"), ("size", "TEXT"), ("runtime", "TEXT"), ("last_active_at", "INTEGER")] {
+        for (column, decl) in [("network", "TEXT"), ("size", "TEXT"), ("runtime", "TEXT"), ("last_active_at", "INTEGER"), ("owner", "TEXT")] {
             let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('sessions') WHERE name = ?")
                 .bind(column)
                 .fetch_one(&pool)
@@ -145,6 +146,7 @@ fn record(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
             Some(j) => serde_json::from_str(j).map_err(|_| StoreError::Corrupt { what: "runtime", value: j.to_string() })?,
         },
         last_active_at: row.get::<Option<i64>, _>("last_active_at").map(from_ms).transpose()?,
+        owner: row.get("owner"),
     })
 }
 
@@ -191,8 +193,8 @@ impl SessionStore for SqliteStore {
     async fn insert(&self, s: &SessionRecord) -> Result<StoredEvent, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
         let res = sqlx::query(
-            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at, network, size, runtime)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, image, state, created_at, expires_at, idle_timeout_seconds, failure, updated_at, network, size, runtime, owner)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.image)
@@ -205,6 +207,7 @@ impl SessionStore for SqliteStore {
         .bind(serde_json::to_string(&s.network).expect("network serialises"))
         .bind(s.size.map(|z| serde_json::to_string(&z).expect("size serialises")))
         .bind(serde_json::to_string(&s.runtime).expect("runtime serialises"))
+        .bind(&s.owner)
         .execute(&mut *tx)
         .await;
         if let Err(e) = res {
@@ -367,6 +370,7 @@ mod tests {
             size: Some(mayfly_proto::api::SessionSize { vcpus: 2, memory_mib: 768, disk_gib: 3 }),
             runtime: super::super::SessionRuntime { auto_push: true, sealed: Some("c2VhbGVk".into()), ..Default::default() },
             last_active_at: None,
+            owner: Some("ualice".into()),
         }
     }
 

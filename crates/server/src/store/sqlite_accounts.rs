@@ -1,0 +1,525 @@
+//! SQLite implementation of [`AccountStore`], in the sessions database. Queries use numbered
+//! parameters (`$1`), which PostgreSQL reads the same way.
+
+use super::sqlite::{backend, from_ms, ms, SqliteStore};
+use super::StoreError;
+use crate::accounts::store::{
+    AccountStore, AuditFilter, AuditRecord, GitCredentialRecord, TokenRecord, UserRecord, WebSessionRecord,
+};
+use async_trait::async_trait;
+use mayfly_proto::accounts::{Quotas, Role};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+pub(super) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        password_hash TEXT,
+        oidc_issuer TEXT,
+        oidc_subject TEXT,
+        quotas TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_sign_in_at INTEGER,
+        deleted_at INTEGER
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email) WHERE deleted_at IS NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS users_oidc ON users(oidc_issuer, oidc_subject) WHERE deleted_at IS NULL AND oidc_subject IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS api_tokens (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER
+    )",
+    "CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user_id)",
+    "CREATE TABLE IF NOT EXISTS web_sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS web_sessions_user ON web_sessions(user_id)",
+    "CREATE TABLE IF NOT EXISTS user_git_credentials (
+        user_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        username TEXT,
+        sealed_token TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, host)
+    )",
+    "CREATE TABLE IF NOT EXISTS audit_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        user_id TEXT,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        session_id TEXT,
+        detail TEXT NOT NULL,
+        ip TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log(user_id, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at)",
+];
+
+const USER_COLUMNS: &str =
+    "id, email, name, role, password_hash, oidc_issuer, oidc_subject, quotas, created_at, last_sign_in_at";
+
+fn user(row: &SqliteRow) -> Result<UserRecord, StoreError> {
+    let role: &str = row.get("role");
+    let quotas: &str = row.get("quotas");
+    let oidc = match (row.get::<Option<String>, _>("oidc_issuer"), row.get::<Option<String>, _>("oidc_subject")) {
+        (Some(i), Some(s)) => Some((i, s)),
+        _ => None,
+    };
+    Ok(UserRecord {
+        id: row.get("id"),
+        email: row.get("email"),
+        name: row.get("name"),
+        role: Role::parse(role).ok_or_else(|| StoreError::Corrupt { what: "role", value: role.to_string() })?,
+        password_hash: row.get("password_hash"),
+        oidc,
+        quotas: serde_json::from_str::<Quotas>(quotas)
+            .map_err(|_| StoreError::Corrupt { what: "quotas", value: quotas.to_string() })?,
+        created_at: from_ms(row.get("created_at"))?,
+        last_sign_in_at: row.get::<Option<i64>, _>("last_sign_in_at").map(from_ms).transpose()?,
+    })
+}
+
+fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.get("id"),
+        user_id: row.get("user_id"),
+        name: row.get("name"),
+        hash: row.get("hash"),
+        created_at: from_ms(row.get("created_at"))?,
+        expires_at: row.get::<Option<i64>, _>("expires_at").map(from_ms).transpose()?,
+        last_used_at: row.get::<Option<i64>, _>("last_used_at").map(from_ms).transpose()?,
+    })
+}
+
+fn duplicate_or(what: String, op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(what),
+        _ => backend(op)(e),
+    }
+}
+
+fn quotas_json(q: &Quotas) -> String {
+    serde_json::to_string(q).expect("quotas serialise")
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (id, email, name, role, password_hash, oidc_issuer, oidc_subject, quotas, created_at, last_sign_in_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&u.id)
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(u.oidc.as_ref().map(|o| o.0.as_str()))
+        .bind(u.oidc.as_ref().map(|o| o.1.as_str()))
+        .bind(quotas_json(&u.quotas))
+        .bind(ms(u.created_at))
+        .bind(u.last_sign_in_at.map(ms))
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or(format!("a user with email {}", u.email), "inserting a user"))?;
+        Ok(())
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading a user"))?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL"))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading a user"))?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn user_by_oidc(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2 AND deleted_at IS NULL"
+        ))
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend("reading a user"))?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE deleted_at IS NULL ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("listing users"))?;
+        rows.iter().map(user).collect()
+    }
+
+    async fn update_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "UPDATE users SET name = $1, role = $2, password_hash = $3, quotas = $4, last_sign_in_at = $5, email = $6
+             WHERE id = $7 AND deleted_at IS NULL",
+        )
+        .bind(&u.name)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(quotas_json(&u.quotas))
+        .bind(u.last_sign_in_at.map(ms))
+        .bind(&u.email)
+        .bind(&u.id)
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or(format!("a user with email {}", u.email), "updating a user"))?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(u.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let res = sqlx::query("UPDATE users SET deleted_at = $1, password_hash = NULL WHERE id = $2 AND deleted_at IS NULL")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting a user"))?;
+        if res.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for table in ["api_tokens", "web_sessions", "user_git_credentials"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend("deleting a user's credentials"))?;
+        }
+        tx.commit().await.map_err(backend("commit"))?;
+        Ok(true)
+    }
+
+    async fn email_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading a user"))
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, name, hash, created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&t.id)
+        .bind(&t.user_id)
+        .bind(&t.name)
+        .bind(&t.hash)
+        .bind(ms(t.created_at))
+        .bind(t.expires_at.map(ms))
+        .bind(t.last_used_at.map(ms))
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or(format!("token {}", t.id), "inserting a token"))?;
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading a token"))?;
+        row.as_ref().map(token).transpose()
+    }
+
+    async fn tokens_of(&self, user_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("listing tokens"))?;
+        rows.iter().map(token).collect()
+    }
+
+    async fn delete_token(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("revoking a token"))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn touch_token(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("recording a token's use"))?;
+        Ok(())
+    }
+
+    async fn insert_web_session(&self, s: &WebSessionRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO web_sessions (id, user_id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.hash)
+            .bind(ms(s.created_at))
+            .bind(ms(s.expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(duplicate_or(format!("sign-in {}", s.id), "recording a sign-in"))?;
+        Ok(())
+    }
+
+    async fn web_session(&self, id: &str) -> Result<Option<WebSessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading a sign-in"))?;
+        row.map(|r| {
+            Ok(WebSessionRecord {
+                id: r.get("id"),
+                user_id: r.get("user_id"),
+                hash: r.get("hash"),
+                created_at: from_ms(r.get("created_at"))?,
+                expires_at: from_ms(r.get("expires_at"))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_web_session(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("ending a sign-in"))?;
+        Ok(())
+    }
+
+    async fn purge_web_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let res = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .map_err(backend("purging sign-ins"))?;
+        Ok(res.rows_affected())
+    }
+
+    async fn put_git_credential(&self, c: &GitCredentialRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO user_git_credentials (user_id, host, username, sealed_token, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (user_id, host) DO UPDATE SET username = excluded.username, sealed_token = excluded.sealed_token,
+             updated_at = excluded.updated_at",
+        )
+        .bind(&c.user_id)
+        .bind(&c.host)
+        .bind(&c.username)
+        .bind(&c.sealed_token)
+        .bind(ms(c.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend("saving a git token"))?;
+        Ok(())
+    }
+
+    async fn git_credentials(&self, user_id: &str) -> Result<Vec<GitCredentialRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM user_git_credentials WHERE user_id = $1 ORDER BY host")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("reading git tokens"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(GitCredentialRecord {
+                    user_id: r.get("user_id"),
+                    host: r.get("host"),
+                    username: r.get("username"),
+                    sealed_token: r.get("sealed_token"),
+                    updated_at: from_ms(r.get("updated_at"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_git_credential(&self, user_id: &str, host: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM user_git_credentials WHERE user_id = $1 AND host = $2")
+            .bind(user_id)
+            .bind(host)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("deleting a git token"))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn append_audit(&self, e: &AuditRecord) -> Result<i64, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO audit_log (at, user_id, actor, action, session_id, detail, ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(ms(e.at))
+        .bind(&e.user_id)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.session)
+        .bind(e.detail.to_string())
+        .bind(&e.ip)
+        .execute(&self.pool)
+        .await
+        .map_err(backend("appending to the audit log"))?;
+        Ok(res.last_insert_rowid())
+    }
+
+    async fn audit(&self, f: &AuditFilter) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
+        // Every filter is bound (NULL = no filter), so the statement is one text for all.
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log
+             WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR session_id = $3)
+               AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5) AND ($6 IS NULL OR seq < $6)
+             ORDER BY seq DESC LIMIT $7",
+        )
+        .bind(&f.user_id)
+        .bind(&f.action)
+        .bind(&f.session)
+        .bind(f.since.map(ms))
+        .bind(f.until.map(ms))
+        .bind(f.before)
+        .bind(f.limit.clamp(1, 1000) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("reading the audit log"))?;
+        rows.iter()
+            .map(|r| {
+                let detail: &str = r.get("detail");
+                Ok((
+                    r.get("seq"),
+                    AuditRecord {
+                        at: from_ms(r.get("at"))?,
+                        user_id: r.get("user_id"),
+                        actor: r.get("actor"),
+                        action: r.get("action"),
+                        session: r.get("session_id"),
+                        detail: serde_json::from_str(detail)
+                            .map_err(|_| StoreError::Corrupt { what: "audit detail", value: detail.to_string() })?,
+                        ip: r.get("ip"),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> UserRecord {
+        UserRecord {
+            id: "ualice".into(),
+            email: "alice@example.com".into(),
+            name: "Alice".into(),
+            role: Role::Member,
+            password_hash: Some("$argon2id$x".into()),
+            oidc: None,
+            quotas: Quotas { max_sessions: Some(2), ..Default::default() },
+            created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            last_sign_in_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn users_tokens_and_deletion() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let a = alice();
+        store.insert_user(&a).await.unwrap();
+        assert_eq!(store.user("ualice").await.unwrap(), Some(a.clone()));
+        assert_eq!(store.user_by_email("alice@example.com").await.unwrap().map(|u| u.id), Some("ualice".into()));
+        let dup = UserRecord { id: "u2".into(), ..a.clone() };
+        assert!(matches!(store.insert_user(&dup).await, Err(StoreError::Duplicate(_))), "emails are unique");
+
+        let t = TokenRecord {
+            id: "tok1".into(),
+            user_id: "ualice".into(),
+            name: "ci".into(),
+            hash: "h".into(),
+            created_at: a.created_at,
+            expires_at: None,
+            last_used_at: None,
+        };
+        store.insert_token(&t).await.unwrap();
+        assert!(!store.delete_token("someone-else", "tok1").await.unwrap(), "only the owner revokes");
+        assert_eq!(store.tokens_of("ualice").await.unwrap().len(), 1);
+        store.put_git_credential(&GitCredentialRecord {
+            user_id: "ualice".into(),
+            host: "git.example".into(),
+            username: None,
+            sealed_token: "sealed".into(),
+            updated_at: a.created_at,
+        })
+        .await
+        .unwrap();
+
+        assert!(store.delete_user("ualice", a.created_at).await.unwrap());
+        assert!(!store.delete_user("ualice", a.created_at).await.unwrap(), "already deleted");
+        assert_eq!(store.user("ualice").await.unwrap(), None);
+        assert_eq!(store.token("tok1").await.unwrap(), None, "tokens are revoked with the user");
+        assert!(store.git_credentials("ualice").await.unwrap().is_empty());
+        assert_eq!(store.email_of("ualice").await.unwrap().as_deref(), Some("alice@example.com"), "kept for the audit log");
+        store.insert_user(&dup).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn audit_filters_and_pages() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let at = |s| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        for (i, user) in ["ua", "ub", "ua", "ua"].iter().enumerate() {
+            let e = AuditRecord {
+                at: at(1000 + i as i64),
+                user_id: Some(user.to_string()),
+                actor: format!("{user}@x"),
+                action: if i == 3 { "sign_in".into() } else { "session_create".into() },
+                session: Some(format!("s{i}")),
+                detail: serde_json::json!({"i": i}),
+                ip: None,
+            };
+            store.append_audit(&e).await.unwrap();
+        }
+        let all = store.audit(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![4, 3, 2, 1], "newest first");
+        let ua = store.audit(&AuditFilter { user_id: Some("ua".into()), limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(ua.len(), 3);
+        let page = store.audit(&AuditFilter { user_id: Some("ua".into()), limit: 1, before: Some(4), ..Default::default() }).await.unwrap();
+        assert_eq!(page.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3]);
+        let window = store
+            .audit(&AuditFilter { since: Some(at(1001)), until: Some(at(1003)), limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(window.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 2]);
+        let signins = store.audit(&AuditFilter { action: Some("sign_in".into()), limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(signins[0].1.detail, serde_json::json!({"i": 3}));
+    }
+}
