@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod external;
+pub mod users;
 pub mod leaks;
 
 use futures::{SinkExt, StreamExt};

@@ -36,6 +36,7 @@ pub fn make_repo(root: &Path) {
 }
 
 /// The subject of the newest commit on `branch` in the served repo, if the branch exists.
+#[allow(dead_code)] // used by the repos and adopt tests, not by every includer
 pub fn head_subject(root: &Path, branch: &str) -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["--git-dir", root.join("app.git").to_str().unwrap(), "log", "-1", "--format=%s", branch, "--"])
