@@ -64,7 +64,7 @@ async function show(me: Me) {
 
 loadMe().then(
   (me) => {
-    if (me.user || me.bootstrap) side.append(quotasBlock(me));
+    if (me.user || me.bootstrap) side.append(quotasBlock(me, 'quotas'));
     window.addEventListener('hashchange', () => void show(me));
     void show(me);
   },

@@ -10,10 +10,10 @@ const ROWS: [keyof Quotas, keyof QuotaUsage, string][] = [
   ['agent_runs_per_day', 'agent_runs_today', 'Agent runs today'],
 ];
 
-export function quotasBlock(me: Me): HTMLElement {
+export function quotasBlock(me: Me, id?: string): HTMLElement {
   return h(
     'section',
-    { class: 'acct-quotas', id: 'quotas' },
+    { class: 'acct-quotas', id },
     h('h3', null, 'My quotas and usage'),
     me.bootstrap ? h('p', { class: 'muted' }, 'The server token has no quotas.') : null,
     ROWS.map(([q, u, label]) => {
