@@ -40,6 +40,8 @@ export async function auditSection(el: HTMLElement, _me: Me): Promise<void> {
   const older = h('button', { class: 'btn secondary', id: 'audit-older', hidden: true }, 'Older');
   let query: AuditQuery = {};
   let before: number | undefined;
+  /** Bumped by every fresh query: an answer to an older one is dropped. */
+  let generation = 0;
 
   const row = (e: AuditEntry) =>
     h(
@@ -55,12 +57,15 @@ export async function auditSection(el: HTMLElement, _me: Me): Promise<void> {
   const fetchPage = async (fresh: boolean) => {
     if (fresh) {
       before = undefined;
+      generation++;
       render(body);
     }
+    const mine = generation;
     older.disabled = true;
     status.textContent = 'Loading…';
     try {
       const page = await api.audit({ ...query, before, limit: PAGE });
+      if (mine !== generation) return;
       body.append(...page.entries.map(row));
       before = page.next_before;
       older.hidden = before === undefined;
