@@ -169,7 +169,10 @@ test('an admin sees the member\'s session with its owner, sets their quota and r
 
 test('a member at their quota sees the quota message when creating another session', SLOW, async () => {
   await member.goto(`${srv.base}/account#quotas`);
-  await member.waitForSelector('.acct-content [data-quota="max_sessions"].full >> text=1 / 1');
+  const quota = '.acct-content [data-quota="max_sessions"]';
+  await member.waitForSelector(quota);
+  assert.match(await member.textContent(quota), /Sessions\s*1 \/ 1/);
+  assert.ok(await member.$(`${quota}.full`), 'shown as used up');
   await member.goto(`${srv.base}/`);
   await member.waitForSelector(`.row[data-id="${sid}"]`);
   assert.equal(await member.$('.cell.owner'), null, 'members have no Owner column');

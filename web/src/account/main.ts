@@ -4,7 +4,7 @@
 import '../lib/theme.css';
 import '../index/home.css';
 import './account.css';
-import { Me } from '../lib/api';
+import { api, Me } from '../lib/api';
 import { h, icon, logo, render } from '../lib/dom';
 import { loadMe, userMenu } from '../lib/usermenu';
 import { auditSection } from './audit';
@@ -18,7 +18,7 @@ type Section = { id: string; title: string; icon: string; admin?: boolean; user?
 const SECTIONS: Section[] = [
   { id: 'tokens', title: 'API tokens', icon: 'key', user: true, draw: tokensSection },
   { id: 'git', title: 'Git tokens', icon: 'source-control', user: true, draw: gitSection },
-  { id: 'quotas', title: 'Quotas and usage', icon: 'dashboard', draw: async (el, me) => render(el, quotasBlock(me)) },
+  { id: 'quotas', title: 'Quotas and usage', icon: 'dashboard', draw: async (el) => render(el, quotasBlock(await api.me())) },
   { id: 'users', title: 'Users', icon: 'organization', admin: true, draw: usersSection },
   { id: 'audit', title: 'Audit log', icon: 'history', admin: true, draw: auditSection },
 ];
