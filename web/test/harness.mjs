@@ -140,6 +140,14 @@ export async function until(what, fn, ms = 30_000) {
   }
 }
 
+/** On the sign-in page: opens the token form, types `token` and submits it. */
+export async function fillToken(page, token) {
+  await page.waitForSelector('#token-details');
+  if (!(await page.$eval('#token-details', (d) => d.open))) await page.click('#token-details summary');
+  await page.fill('#token', token);
+  await page.click('#token-submit');
+}
+
 /**
  * The common start of a browser test file: a server, a browser, a page signed in with the test
  * token, and a ready session (`body` of the create request; default a `minimal` one).
@@ -152,8 +160,7 @@ export async function signedInSession({ body = { image: 'minimal' }, env = {} } 
   const page = await browser.context.newPage();
   page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
   await page.goto(`${srv.base}/login`);
-  await page.fill('#token', TOKEN);
-  await page.click('button[type=submit]');
+  await fillToken(page, TOKEN);
   await page.waitForURL(`${srv.base}/`);
   const s = await page.evaluate(async (body) => {
     const res = await fetch('/api/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

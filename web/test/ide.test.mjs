@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { prerequisites, screenshot, startBrowser, startServer, TOKEN, until } from './harness.mjs';
+import { fillToken, prerequisites, screenshot, startBrowser, startServer, TOKEN, until } from './harness.mjs';
 
 const SLOW = { timeout: 180_000 };
 let srv, browser, page, sid;
@@ -60,17 +60,13 @@ test('an IDE URL without login redirects to the login page, which refuses a bad 
   await page.goto(`${srv.base}/s/snotloggedin1`);
   await page.waitForURL((u) => u.pathname === '/login');
   assert.equal(new URL(page.url()).searchParams.get('next'), '/s/snotloggedin1');
-  await page.waitForSelector('#token');
-  await page.fill('#token', 'wrong-token');
-  await page.click('button[type=submit]');
-  await page.waitForSelector('.login-error:not(:empty)');
-  assert.match(await page.textContent('.login-error'), /not valid/);
+  await fillToken(page, 'wrong-token');
+  await page.waitForSelector('#token-error:not(:empty)');
+  assert.match(await page.textContent('#token-error'), /not valid/);
   await page.goto(`${srv.base}/`);
   await page.waitForURL((u) => u.pathname === '/login');
-  await page.fill('#token', '');
   await screenshot(page, 'login');
-  await page.fill('#token', TOKEN);
-  await page.click('button[type=submit]');
+  await fillToken(page, TOKEN);
   await page.waitForURL(`${srv.base}/`);
   await page.waitForSelector('#sessions .empty, #sessions .row');
 });
@@ -195,6 +191,10 @@ test('a listening port shows in the ports view with its preview URL', SLOW, asyn
   const url = await page.getAttribute('.port-row[data-port="8000"] .port-url', 'href');
   assert.match(url, new RegExp(`^http://8000-${sid}\\.localhost:\\d+/$`));
   await page.click('.port-row[data-port="8000"] .visibility');
+  await page.click('.context-menu .menu-item:has-text("Team")');
+  await page.waitForSelector('.port-row[data-port="8000"] .visibility-chip.team');
+  await page.click('.port-row[data-port="8000"] .visibility');
+  await page.click('.context-menu .menu-item:has-text("Public")');
   await page.waitForSelector('.port-row[data-port="8000"] .visibility-chip.public');
   await page.click('.tree-row[data-path="/root/src"]');
   await openFile('/root/src/server.py');

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `/` | the sessions page (`index.html`) |
 //! | `/login` | the login page (`login.html`); a browser already logged in goes on to `next` |
+//! | `/account` | the account pages (`account.html`: API tokens, git tokens, quotas; users and audit for admins) |
 //! | `/s/{id}` | the IDE of session `id` (`ide.html`) |
 //! | `/assets/*` | hashed JS, CSS, fonts and workers |
 //!
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/login", get(login))
+        .route("/account", get(account))
         .route("/s/{id}", get(ide))
         .route("/assets/{*path}", get(asset))
 }
@@ -54,6 +56,13 @@ async fn home(State(st): State<AppState>, headers: HeaderMap) -> Response {
         return to_login("/");
     }
     page("index.html", &headers)
+}
+
+async fn account(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if !signed_in(&st, &headers).await {
+        return to_login("/account");
+    }
+    page("account.html", &headers)
 }
 
 async fn ide(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {

@@ -2,6 +2,7 @@
 // sashes that resize the side bar and the panel. Sizes are kept in localStorage.
 
 import { h, icon, logo } from '../lib/dom';
+import { userMenu } from '../lib/usermenu';
 
 export type View = 'explorer' | 'scm' | 'agent';
 
@@ -85,6 +86,7 @@ export function workbench(): Workbench {
         portsBtn,
         agentBtn,
         h('div', { class: 'spacer' }),
+        userMenu('side', 'activity-item'),
         endBtn,
         h('a', { class: 'activity-item', href: '/', title: 'All sessions', 'aria-label': 'All sessions' }, logo(24)),
       ),

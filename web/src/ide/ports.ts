@@ -1,10 +1,20 @@
 // The ports view: every port listening in the VM with its preview URL — open it in a new tab
-// or in the preview pane, and switch it between private (login needed) and public.
+// or in the preview pane, and choose who may open it: private, team or public.
 
-import { api, Port } from '../lib/api';
+import { api, Port, Visibility } from '../lib/api';
 import { notify } from '../lib/dialogs';
 import { h, icon, render } from '../lib/dom';
 import { action, sectionHeader } from './layout';
+import { showMenu } from './menu';
+
+/** Each visibility: its name, icon and who may open the preview URL. */
+const VISIBILITY: Record<Visibility, { name: string; icon: string; who: string }> = {
+  private: { name: 'Private', icon: 'lock', who: 'only you (and admins), signed in' },
+  team: { name: 'Team', icon: 'organization', who: 'anyone signed in to this Mayfly' },
+  public: { name: 'Public', icon: 'globe', who: 'anyone with the URL, no sign-in' },
+};
+const ORDER: Visibility[] = ['private', 'team', 'public'];
+const explain = (v: Visibility) => `${VISIBILITY[v].name}: ${VISIBILITY[v].who}.`;
 
 export class PortsView {
   readonly el: HTMLElement;
@@ -52,8 +62,21 @@ export class PortsView {
     this.draw();
   }
 
-  private async toggle(p: Port): Promise<void> {
-    const visibility = p.visibility === 'public' ? 'private' : 'public';
+  /** The visibility menu under the port's button. */
+  private choose(p: Port, button: HTMLElement): void {
+    const r = button.getBoundingClientRect();
+    showMenu(
+      r.left,
+      r.bottom + 2,
+      ORDER.map((v) => ({
+        label: `${VISIBILITY[v].name} — ${VISIBILITY[v].who}`,
+        icon: v === p.visibility ? 'check' : VISIBILITY[v].icon,
+        run: () => void (v !== p.visibility && this.set(p, v)),
+      })),
+    );
+  }
+
+  private async set(p: Port, visibility: Visibility): Promise<void> {
     try {
       this.ports.set(p.port, await api.setVisibility(this.sid, p.port, visibility));
       this.draw();
@@ -76,7 +99,19 @@ export class PortsView {
     render(
       this.list,
       ports.map((p) => {
-        const pub = p.visibility === 'public';
+        const v = VISIBILITY[p.visibility] ?? VISIBILITY.private;
+        const tip = `${explain(p.visibility)} Click to choose:\n${ORDER.map(explain).join('\n')}`;
+        const button: HTMLButtonElement = h(
+          'button',
+          {
+            class: `icon-btn visibility ${p.visibility}`,
+            title: tip,
+            'aria-label': `Visibility: ${v.name}`,
+            'aria-haspopup': 'menu',
+            on: { click: () => this.choose(p, button) },
+          },
+          icon(v.icon),
+        );
         return h(
           'div',
           { class: 'port-row', role: 'listitem', dataset: { port: String(p.port) } },
@@ -85,21 +120,12 @@ export class PortsView {
             'div',
             { class: 'port-main' },
             h('span', { class: 'port-number mono' }, String(p.port)),
-            h('span', { class: `visibility-chip ${p.visibility}` }, pub ? 'Public' : 'Private'),
+            h('span', { class: `visibility-chip ${p.visibility}`, title: explain(p.visibility) }, v.name),
           ),
           h(
             'div',
             { class: 'port-actions' },
-            h(
-              'button',
-              {
-                class: `icon-btn visibility ${p.visibility}`,
-                title: pub ? 'Public: anyone with the URL can open it. Click to make private.' : 'Private: only you (logged in). Click to make public.',
-                'aria-label': pub ? 'Make private' : 'Make public',
-                on: { click: () => void this.toggle(p) },
-              },
-              icon(pub ? 'unlock' : 'lock'),
-            ),
+            button,
             action('open-preview', 'Preview in Editor', () => this.on.preview(p)),
             h('a', { class: 'icon-btn', href: p.url, target: '_blank', rel: 'noopener', title: 'Open in Browser', 'aria-label': 'Open in Browser' }, icon('link-external')),
           ),

@@ -3,11 +3,12 @@
 
 import '../lib/theme.css';
 import './home.css';
-import { api, ImageInfo, Session } from '../lib/api';
+import { api, ApiError, ImageInfo, Session } from '../lib/api';
 import { notify } from '../lib/dialogs';
 import { confirmEnd } from '../lib/endsession';
 import { h, icon, logo, render } from '../lib/dom';
 import { ago, bytes, until } from '../lib/time';
+import { loadMe, userMenu } from '../lib/usermenu';
 
 const REFRESH_MS = 3000;
 const ideUrl = (id: string) => `/s/${encodeURIComponent(id)}`;
@@ -16,6 +17,9 @@ const imageSelect = h('select', { class: 'input', id: 'image', 'aria-label': 'Im
 const createBtn = h('button', { class: 'btn', id: 'new-session', on: { click: create } }, icon('add'), 'New session');
 const list = h('div', { class: 'sessions', id: 'sessions' });
 const count = h('span', { class: 'count' });
+const createError = h('div', { class: 'create-error', id: 'create-error', role: 'alert', hidden: true });
+/** Admins see every session and who owns it. */
+let admin = false;
 const deleting = new Set<string>();
 let sessions: Session[] = [];
 let loaded = false;
@@ -44,6 +48,7 @@ function row(s: Session) {
       },
     },
     h('div', { class: 'cell id' }, icon('vm'), h('span', { class: 'mono' }, s.id)),
+    admin ? h('div', { class: 'cell owner', title: s.owner ?? 'server token' }, s.owner_email ?? (s.owner ? s.owner : 'server token')) : null,
     h('div', { class: 'cell' }, s.image),
     h('div', { class: 'cell' }, stateBadge(s)),
     h('div', { class: 'cell muted', title: new Date(s.created_at).toLocaleString() }, ago(s.created_at)),
@@ -85,7 +90,7 @@ function draw() {
     h(
       'div',
       { class: 'row head', role: 'row' },
-      ...['Session', 'Image', 'State', 'Created', 'Ends', ''].map((t) => h('div', { class: 'cell' }, t)),
+      ...['Session', admin ? 'Owner' : null, 'Image', 'State', 'Created', 'Ends', ''].map((t) => t !== null && h('div', { class: 'cell' }, t)),
     ),
     sessions.map(row),
   );
@@ -121,14 +126,34 @@ async function loadImages() {
   if (!images.length) createBtn.title = 'No image is built: run `mayfly image build minimal`';
 }
 
+function showCreateError(e: unknown) {
+  const quota = e instanceof ApiError && e.code === 'quota_exceeded';
+  const msg = (e as Error).message;
+  render(
+    createError,
+    icon(quota ? 'warning' : 'error'),
+    h(
+      'div',
+      null,
+      h('strong', null, quota ? 'Quota reached: no new session' : 'Cannot create a session'),
+      h('div', { class: 'msg' }, msg),
+      quota ? h('div', { class: 'hint' }, 'End one of your sessions, or ask an admin to raise your quota.') : null,
+    ),
+    h('button', { class: 'icon-btn', title: 'Dismiss', on: { click: () => (createError.hidden = true) } }, icon('close')),
+  );
+  createError.classList.toggle('quota', quota);
+  createError.hidden = false;
+}
+
 async function create() {
+  createError.hidden = true;
   createBtn.disabled = true;
   render(createBtn, h('span', { class: 'spinner' }), 'Creating…');
   try {
     const s = await api.create(imageSelect.value);
     location.assign(ideUrl(s.id));
   } catch (e) {
-    notify('error', `Cannot create a session: ${(e as Error).message}`);
+    showCreateError(e);
     createBtn.disabled = false;
     render(createBtn, icon('add'), 'New session');
   }
@@ -154,7 +179,9 @@ render(
     'header',
     { class: 'topbar' },
     h('a', { class: 'brand', href: '/' }, logo(22), h('span', null, 'Mayfly')),
-    h('nav', null, h('a', { class: 'active', href: '/' }, 'Sessions'), h('a', { href: '/api/v1/openapi.json', target: '_blank' }, 'API')),
+    h('nav', null, h('a', { class: 'active', href: '/' }, 'Sessions'), h('a', { href: '/account' }, 'Account'), h('a', { href: '/api/v1/openapi.json', target: '_blank' }, 'API')),
+    h('div', { class: 'topbar-spacer' }),
+    userMenu(),
   ),
   h(
     'main',
@@ -165,10 +192,19 @@ render(
       h('div', null, h('h1', null, 'Sessions ', count), h('p', null, 'Every session is its own fresh virtual machine, delivered as an IDE.')),
       h('div', { class: 'create' }, h('label', { for: 'image' }, 'Image'), imageSelect, createBtn),
     ),
+    createError,
     list,
   ),
 );
 draw();
+loadMe().then(
+  (me) => {
+    admin = me.role === 'admin';
+    list.classList.toggle('with-owner', admin);
+    draw();
+  },
+  () => undefined,
+);
 void loadImages();
 void refresh();
 setInterval(() => document.visibilityState === 'visible' && void refresh(), REFRESH_MS);

@@ -18,6 +18,10 @@ export interface Session {
   auto_push?: boolean;
   /** Paused while nobody uses it (state stays ready); the next request resumes it. */
   paused?: boolean;
+  /** The user who created it (absent: made with the server token). */
+  owner?: string;
+  /** The owner's email (admins only). */
+  owner_email?: string;
 }
 
 export interface ExecBody {
@@ -52,12 +56,116 @@ export interface FileInfo {
   modified: number;
 }
 
-export type Visibility = 'private' | 'public';
+/** private: the owner (and admins); team: anyone signed in to this install; public: anyone with the URL. */
+export type Visibility = 'private' | 'team' | 'public';
 
 export interface Port {
   port: number;
   url: string;
   visibility: Visibility;
+}
+
+export type Role = 'admin' | 'member';
+
+/** A user's limits; absent is "no limit" (or, as a user's own values, "the role's default"). */
+export interface Quotas {
+  max_sessions?: number;
+  max_vcpus?: number;
+  max_memory_mib?: number;
+  agent_runs_per_day?: number;
+}
+
+export interface QuotaUsage {
+  sessions: number;
+  vcpus: number;
+  memory_mib: number;
+  agent_runs_today: number;
+}
+
+export interface User {
+  id: string;
+  email: string;
+  name: string;
+  role: Role;
+  /** `password` or `oidc`. */
+  source: string;
+  created_at: string;
+  last_sign_in_at?: string;
+  quotas: Quotas;
+}
+
+/** `GET /api/v1/me`. */
+export interface Me {
+  /** Absent for the server token. */
+  user?: User;
+  role: Role;
+  bootstrap: boolean;
+  quotas: Quotas;
+  usage: QuotaUsage;
+}
+
+export interface AuthProviders {
+  password: boolean;
+  oidc?: string;
+}
+
+export interface ApiToken {
+  id: string;
+  name: string;
+  created_at: string;
+  expires_at?: string;
+  last_used_at?: string;
+}
+
+/** Only at creation: the secret. */
+export interface CreatedToken extends ApiToken {
+  token: string;
+}
+
+export interface SavedGitCredential {
+  host: string;
+  username?: string;
+  updated_at: string;
+}
+
+export interface CreateUser {
+  email: string;
+  name?: string;
+  role?: Role;
+  password?: string;
+  quotas?: Quotas;
+}
+
+export interface UpdateUser {
+  name?: string;
+  role?: Role;
+  password?: string;
+  quotas?: Quotas;
+}
+
+export interface AuditEntry {
+  seq: number;
+  at: string;
+  user?: string;
+  actor: string;
+  action: string;
+  session?: string;
+  detail: unknown;
+  ip?: string;
+}
+
+export interface AuditPage {
+  entries: AuditEntry[];
+  next_before?: number;
+}
+
+export interface AuditQuery {
+  user?: string;
+  action?: string;
+  since?: string;
+  until?: string;
+  before?: number;
+  limit?: number;
 }
 
 export type FileChangeKind = 'created' | 'modified' | 'deleted' | 'renamed';
@@ -146,8 +254,31 @@ export async function json<T>(method: string, path: string, opts: CallOptions = 
 const enc = encodeURIComponent;
 const s = (id: string) => `/api/v1/sessions/${enc(id)}`;
 
+function query(q: object): string {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== '') p.set(k, String(v));
+  const s = p.toString();
+  return s ? `?${s}` : '';
+}
+
 export const api = {
   login: (token: string) => call('POST', '/api/v1/login', { body: { token }, noRedirect: true }),
+  password: (email: string, password: string) => call('POST', '/api/v1/auth/password', { body: { email, password }, noRedirect: true }),
+  providers: () => json<AuthProviders>('GET', '/api/v1/auth/providers', { noRedirect: true }),
+  logout: () => call('POST', '/api/v1/logout', { noRedirect: true }),
+  me: () => json<Me>('GET', '/api/v1/me'),
+  tokens: () => json<ApiToken[]>('GET', '/api/v1/tokens'),
+  createToken: (name: string, expires_in_days?: number) => json<CreatedToken>('POST', '/api/v1/tokens', { body: { name, expires_in_days } }),
+  revokeToken: (id: string) => call('DELETE', `/api/v1/tokens/${enc(id)}`),
+  gitCredentials: () => json<SavedGitCredential[]>('GET', '/api/v1/me/git-credentials'),
+  saveGitCredential: (host: string, token: string, username?: string) =>
+    json<SavedGitCredential>('PUT', `/api/v1/me/git-credentials/${enc(host)}`, { body: { token, username } }),
+  deleteGitCredential: (host: string) => call('DELETE', `/api/v1/me/git-credentials/${enc(host)}`),
+  users: () => json<User[]>('GET', '/api/v1/users'),
+  createUser: (body: CreateUser) => json<User>('POST', '/api/v1/users', { body }),
+  updateUser: (id: string, body: UpdateUser) => json<User>('PATCH', `/api/v1/users/${enc(id)}`, { body }),
+  deleteUser: (id: string) => call('DELETE', `/api/v1/users/${enc(id)}`),
+  audit: (q: AuditQuery) => json<AuditPage>('GET', `/api/v1/audit${query(q)}`),
   sessions: () => json<Session[]>('GET', '/api/v1/sessions'),
   session: (id: string) => json<Session>('GET', s(id)),
   create: (image: string) => json<Session>('POST', '/api/v1/sessions?wait=false', { body: { image } }),

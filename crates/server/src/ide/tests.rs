@@ -36,7 +36,11 @@ fn header(r: &axum::response::Response, name: header::HeaderName) -> &str {
 #[tokio::test]
 async fn pages_redirect_to_login_without_the_cookie() {
     let (app, _dir) = app().await;
-    for (uri, location) in [("/", "/login?next=%2F"), ("/s/sabc123", "/login?next=%2Fs%2Fsabc123")] {
+    for (uri, location) in [
+        ("/", "/login?next=%2F"),
+        ("/account", "/login?next=%2Faccount"),
+        ("/s/sabc123", "/login?next=%2Fs%2Fsabc123"),
+    ] {
         let r = get(&app, uri, false, None).await;
         assert_eq!(r.status(), StatusCode::FOUND, "{uri}");
         assert_eq!(header(&r, header::LOCATION), location);
@@ -51,7 +55,7 @@ async fn pages_redirect_to_login_without_the_cookie() {
 #[tokio::test]
 async fn pages_are_html_and_revalidate() {
     let (app, _dir) = app().await;
-    for uri in ["/", "/s/sabc123"] {
+    for uri in ["/", "/account", "/s/sabc123"] {
         let r = get(&app, uri, true, None).await;
         assert_eq!(r.status(), StatusCode::OK, "{uri}");
         assert_eq!(header(&r, header::CONTENT_TYPE), "text/html; charset=utf-8");
