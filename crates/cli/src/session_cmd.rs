@@ -145,10 +145,13 @@ async fn wait_for_clone(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
 
 pub async fn ls(client: &Client) -> anyhow::Result<ExitCode> {
     let list = client.list().await?;
-    println!("{:<14} {:<10} {:<10} {:<22} IDE", "ID", "STATE", "IMAGE", "CREATED");
+    // Admins see whose sessions they are.
+    let owners = list.iter().any(|s| s.owner_email.is_some());
+    let owner = |o: Option<&str>| if owners { format!("{:<26} ", o.unwrap_or("-")) } else { String::new() };
+    println!("{:<14} {:<10} {:<10} {:<22} {}IDE", "ID", "STATE", "IMAGE", "CREATED", owner(Some("OWNER")));
     for s in list {
         let state = if s.paused { "paused" } else { s.state.as_str() };
-        println!("{:<14} {:<10} {:<10} {:<22} {}", s.id, state, s.image, s.created_at, s.ide_url);
+        println!("{:<14} {:<10} {:<10} {:<22} {}{}", s.id, state, s.image, s.created_at, owner(s.owner_email.as_deref()), s.ide_url);
     }
     Ok(ExitCode::SUCCESS)
 }
