@@ -34,13 +34,15 @@ pub async fn logout(url: Option<String>) -> anyhow::Result<ExitCode> {
     let path = credentials::path();
     let mut creds = Credentials::load(&path)?;
     let url = client::server_url(url.as_deref(), &creds);
-    if creds.servers.remove(&url).is_none() {
+    let Some(removed) = creds.servers.remove(&url) else {
         println!("No saved token for {url} in {}", path.display());
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     creds.save(&path)?;
     println!("Logged out of {url}: its token is removed from {}", path.display());
-    eprintln!("(the token stays valid on the server until it expires or `mayfly token rm` revokes it)");
+    if removed.token.starts_with("mfy_") {
+        eprintln!("(the API token stays valid on the server until it expires or `mayfly token rm` revokes it)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

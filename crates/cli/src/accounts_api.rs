@@ -58,7 +58,13 @@ impl Client {
 
     pub async fn audit(&self, q: &AuditQuery) -> anyhow::Result<AuditPage> {
         let mut query: Vec<(&str, String)> = Vec::new();
-        for (k, v) in [("user", &q.user), ("action", &q.action), ("session", &q.session), ("since", &q.since), ("until", &q.until)] {
+        for (k, v) in [
+            ("user", &q.user),
+            ("action", &q.action),
+            ("session", &q.session),
+            ("since", &q.since),
+            ("until", &q.until),
+        ] {
             if let Some(v) = v {
                 query.push((k, v.clone()));
             }
@@ -78,8 +84,12 @@ impl Client {
     }
 
     pub async fn save_git_credential(&self, host: &str, req: &SaveGitCredential) -> anyhow::Result<SavedGitCredential> {
-        self.json(Method::PUT, &format!("/api/v1/me/git-credentials/{}", segment(host)), Some(serde_json::to_value(req)?))
-            .await
+        self.json(
+            Method::PUT,
+            &format!("/api/v1/me/git-credentials/{}", segment(host)),
+            Some(serde_json::to_value(req)?),
+        )
+        .await
     }
 
     pub async fn delete_git_credential(&self, host: &str) -> anyhow::Result<()> {

@@ -1,10 +1,10 @@
-//! A small typed client for the Mayfly API, used by the session verbs.
+//! A small typed client for the Mayfly API, and which server and token it uses.
 
+use crate::credentials::{self, Credentials};
 use anyhow::{anyhow, Context};
 use mayfly_proto::api::{ErrorBody, ExecBody, ExecResult, Port, Session};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use crate::credentials::{self, Credentials};
 use std::path::{Path, PathBuf};
 
 /// The server a command talks to when neither `MAYFLY_URL` nor the credentials file names one.

@@ -43,7 +43,8 @@ impl Credentials {
     /// The file at `path`; empty if there is none.
     pub fn load(path: &Path) -> anyhow::Result<Credentials> {
         match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not a valid credentials file", path.display())),
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid credentials file", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Credentials::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -78,11 +79,11 @@ impl Credentials {
             f.sync_all()?;
             std::fs::rename(&tmp, path)
         };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            e
-        })
-        .with_context(|| format!("writing {}", path.display()))
+        write()
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 

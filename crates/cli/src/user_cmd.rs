@@ -100,7 +100,10 @@ pub async fn run(client: &Client, cmd: UserCmd) -> anyhow::Result<ExitCode> {
         }
         UserCmd::Ls => {
             let users = client.users().await?;
-            println!("{:<24} {:<30} {:<20} {:<7} {:<9} {:<21} QUOTAS", "ID", "EMAIL", "NAME", "ROLE", "SOURCE", "LAST SIGN-IN");
+            println!(
+                "{:<24} {:<30} {:<20} {:<7} {:<9} {:<21} QUOTAS",
+                "ID", "EMAIL", "NAME", "ROLE", "SOURCE", "LAST SIGN-IN"
+            );
             for u in users {
                 println!(
                     "{:<24} {:<30} {:<20} {:<7} {:<9} {:<21} {}",
@@ -119,7 +122,10 @@ pub async fn run(client: &Client, cmd: UserCmd) -> anyhow::Result<ExitCode> {
             // Quotas are replaced as a whole by the server: read the user's own, change the given ones.
             let quotas = if q.any() { Some(q.over(client.user(&id).await?.quotas)) } else { None };
             let req = UpdateUser { name, role: role.map(Role::from), password, quotas };
-            anyhow::ensure!(req != UpdateUser::default(), "nothing to change: give --role, --name, --password-stdin or a quota");
+            anyhow::ensure!(
+                req != UpdateUser::default(),
+                "nothing to change: give --role, --name, --password-stdin or a quota"
+            );
             let u = client.update_user(&id, &req).await?;
             show(&u);
         }
@@ -164,9 +170,13 @@ mod tests {
     #[test]
     fn a_quota_flag_keeps_the_users_other_values() {
         let own = Quotas { max_sessions: Some(2), max_vcpus: Some(4), ..Default::default() };
-        let args = QuotaArgs { max_sessions: None, max_vcpus: Some(8), max_memory_mib: None, agent_runs_per_day: Some(3) };
+        let args =
+            QuotaArgs { max_sessions: None, max_vcpus: Some(8), max_memory_mib: None, agent_runs_per_day: Some(3) };
         let q = args.over(own);
-        assert_eq!(q, Quotas { max_sessions: Some(2), max_vcpus: Some(8), max_memory_mib: None, agent_runs_per_day: Some(3) });
+        assert_eq!(
+            q,
+            Quotas { max_sessions: Some(2), max_vcpus: Some(8), max_memory_mib: None, agent_runs_per_day: Some(3) }
+        );
         assert_eq!(quotas(&q), "max_sessions=2,max_vcpus=8,agent_runs_per_day=3");
         assert_eq!(quotas(&Quotas::default()), "-");
     }

@@ -66,7 +66,8 @@ impl Server {
     /// SIGTERM, then a bounded wait for a clean exit.
     fn stop(mut self) {
         let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
@@ -130,18 +131,24 @@ impl Cli {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-            panic!("mayfly {args:?} did not finish in {DEADLINE:?}")
-        })
-        .unwrap()
+        rx.recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                panic!("mayfly {args:?} did not finish in {DEADLINE:?}")
+            })
+            .unwrap()
     }
 
     /// Runs and expects success; returns stdout (stderr goes into the failure message).
     fn ok(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> (String, String) {
         let out = self.run(args, env, stdin);
         let (stdout, stderr) = texts(&out);
-        assert!(out.status.success(), "mayfly {args:?} failed ({:?}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+        assert!(
+            out.status.success(),
+            "mayfly {args:?} failed ({:?}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status
+        );
         (stdout, stderr)
     }
 
@@ -210,7 +217,8 @@ fn a_member_logs_in_and_manages_tokens_users_audit_and_git_tokens() {
 
     // The server token adds a member with a password, and sets quotas one at a time.
     let email = "member@example.com";
-    let (out, _) = cli.ok(&["user", "add", email, "--name", "Mem Ber", "--password-stdin"], &admin, &format!("{PASSWORD}\n"));
+    let (out, _) =
+        cli.ok(&["user", "add", email, "--name", "Mem Ber", "--password-stdin"], &admin, &format!("{PASSWORD}\n"));
     let member_id = out.split('\t').next().unwrap().trim().to_string();
     assert!(out.contains(email) && out.contains("member"), "{out}");
     cli.ok(&["user", "set", &member_id, "--max-sessions", "3"], &admin, "");
@@ -294,7 +302,10 @@ fn a_member_logs_in_and_manages_tokens_users_audit_and_git_tokens() {
     let (out, _) = cli.ok(&["logout", "--url", &base], &[], "");
     assert!(out.contains("No saved token"), "{out}");
     let err = cli.fails(&["whoami"], &[("MAYFLY_URL", &base)], "");
-    assert!(err.contains("MAYFLY_TOKEN is unset") && err.contains("credentials.json") && err.contains("token"), "{err}");
+    assert!(
+        err.contains("MAYFLY_TOKEN is unset") && err.contains("credentials.json") && err.contains("token"),
+        "{err}"
+    );
     std::fs::write(cli.data.join("token"), format!("{ADMIN_TOKEN}\n")).unwrap();
     let (out, _) = cli.ok(&["whoami"], &[("MAYFLY_URL", &base)], "");
     assert!(out.contains("server token (admin)") && out.contains("server token file"), "{out}");
