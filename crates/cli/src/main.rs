@@ -96,8 +96,10 @@ enum Cmd {
     Ports { id: String },
     /// Give the session's coding agent a task and stream what it does (Ctrl-C cancels the run).
     Agent { id: String, prompt: String },
-    /// Check an API token with a server and save it for that server's URL (in
-    /// $XDG_CONFIG_HOME/mayfly/credentials.json, else ~/.config/mayfly/credentials.json).
+    /// Check an API token with a server and save it for that server's URL.
+    ///
+    /// Saved in $XDG_CONFIG_HOME/mayfly/credentials.json, else ~/.config/mayfly/credentials.json
+    /// (mode 0600), one token per server URL.
     Login {
         /// The server (default: $MAYFLY_URL, else the only saved server, else http://127.0.0.1:7070).
         #[arg(long)]
