@@ -1,12 +1,21 @@
 //! `mayfly` — one binary for the control plane, images, sessions and developer VMs.
 
+mod account_cmd;
+mod accounts_api;
 mod agent_cmd;
+mod audit_cmd;
 mod bench;
+mod cells;
 mod client;
+mod credentials;
+mod git_token_cmd;
 mod image_cmd;
 mod paths;
+mod secret;
 mod session_cmd;
 mod terminal;
+mod token_cmd;
+mod user_cmd;
 mod vm_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -15,7 +24,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mayfly", version, about = "Fresh VMs as browser IDEs, on your own machine")]
+#[command(
+    name = "mayfly",
+    version,
+    about = "Fresh VMs as browser IDEs, on your own machine",
+    after_help = "Client commands talk to $MAYFLY_URL, else the only server saved by `mayfly login`, else \
+                  http://127.0.0.1:7070. Their token: $MAYFLY_TOKEN, else the one `mayfly login` saved for that \
+                  URL, else <data-dir>/token (the local server's own token)."
+)]
 struct Cli {
     /// Data directory (images, VM state, database, token). Default: /var/lib/mayfly as root, else
     /// $XDG_DATA_HOME/mayfly, else ~/.local/share/mayfly (the help shows the one in effect).
@@ -80,6 +96,37 @@ enum Cmd {
     Ports { id: String },
     /// Give the session's coding agent a task and stream what it does (Ctrl-C cancels the run).
     Agent { id: String, prompt: String },
+    /// Check an API token with a server and save it for that server's URL.
+    ///
+    /// Saved in $XDG_CONFIG_HOME/mayfly/credentials.json, else ~/.config/mayfly/credentials.json
+    /// (mode 0600), one token per server URL.
+    Login {
+        /// The server (default: $MAYFLY_URL, else the only saved server, else http://127.0.0.1:7070).
+        #[arg(long)]
+        url: Option<String>,
+        /// The token (default: read from stdin; prompted without echo on a terminal).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Forget the saved token of a server.
+    Logout {
+        /// The server (default: as for login).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Who this CLI acts as: email, role, quotas and what is in use.
+    Whoami,
+    /// Your API tokens.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCmd),
+    /// Users and their quotas (admins).
+    #[command(subcommand)]
+    User(user_cmd::UserCmd),
+    /// The audit log, newest first (admins).
+    Audit(audit_cmd::AuditArgs),
+    /// Git tokens saved on the server and given to your sessions' git.
+    #[command(subcommand)]
+    GitToken(git_token_cmd::GitTokenCmd),
     /// Developer VMs without a server: boot, run, destroy.
     #[command(subcommand)]
     Vm(vm_cmd::VmCmd),
@@ -138,6 +185,13 @@ fn main() -> ExitCode {
             Cmd::Shell { id } => session_cmd::shell(&client()?, &id).await,
             Cmd::Ports { id } => session_cmd::ports(&client()?, &id).await,
             Cmd::Agent { id, prompt } => agent_cmd::run(&client()?, &id, &prompt).await,
+            Cmd::Login { url, token } => account_cmd::login(url, token).await,
+            Cmd::Logout { url } => account_cmd::logout(url).await,
+            Cmd::Whoami => account_cmd::whoami(&client()?).await,
+            Cmd::Token(c) => token_cmd::run(&client()?, c).await,
+            Cmd::User(c) => user_cmd::run(&client()?, c).await,
+            Cmd::Audit(a) => audit_cmd::run(&client()?, a).await,
+            Cmd::GitToken(c) => git_token_cmd::run(&client()?, c).await,
         }
     });
     match result {

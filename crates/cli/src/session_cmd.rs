@@ -144,13 +144,30 @@ async fn wait_for_clone(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn ls(client: &Client) -> anyhow::Result<ExitCode> {
-    let list = client.list().await?;
-    println!("{:<14} {:<10} {:<10} {:<22} IDE", "ID", "STATE", "IMAGE", "CREATED");
+    print!("{}", ls_table(&client.list().await?));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table of `mayfly ls`; with an OWNER column when the list names owners (admins see them).
+fn ls_table(list: &[mayfly_proto::api::Session]) -> String {
+    use std::fmt::Write;
+    let owners = list.iter().any(|s| s.owner_email.is_some());
+    let owner = |o: Option<&str>| if owners { format!("{:<26} ", o.unwrap_or("-")) } else { String::new() };
+    let mut out = format!("{:<14} {:<10} {:<10} {:<22} {}IDE\n", "ID", "STATE", "IMAGE", "CREATED", owner(Some("OWNER")));
     for s in list {
         let state = if s.paused { "paused" } else { s.state.as_str() };
-        println!("{:<14} {:<10} {:<10} {:<22} {}", s.id, state, s.image, s.created_at, s.ide_url);
+        let _ = writeln!(
+            out,
+            "{:<14} {:<10} {:<10} {:<22} {}{}",
+            s.id,
+            state,
+            s.image,
+            s.created_at,
+            owner(s.owner_email.as_deref()),
+            s.ide_url
+        );
     }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
 pub async fn rm(client: &Client, ids: &[String]) -> anyhow::Result<ExitCode> {
@@ -237,6 +254,28 @@ mod tests {
         assert_eq!(git_token("github.com=t=x"), Some(json!({ "host": "github.com", "token": "t=x" })));
         assert_eq!(git_token("alice@git.example.com:8443=t"), Some(json!({ "host": "git.example.com:8443", "username": "alice", "token": "t" })));
         assert_eq!(git_token("github.com"), None);
+    }
+
+    #[test]
+    fn ls_shows_owners_when_the_server_names_them() {
+        let session = |id: &str, owner: Option<&str>| {
+            let mut s = serde_json::json!({
+                "id": id, "state": "ready", "image": "minimal", "created_at": "2025-01-01T00:00:00Z",
+                "ide_url": format!("http://h/s/{id}"), "expires_at": "2025-01-01T01:00:00Z",
+                "idle_timeout_seconds": 600, "network": { "egress": "none" },
+            });
+            if let Some(o) = owner {
+                s["owner"] = "u1".into();
+                s["owner_email"] = o.into();
+            }
+            serde_json::from_value::<mayfly_proto::api::Session>(s).unwrap()
+        };
+        let t = super::ls_table(&[session("s1", None)]);
+        assert!(!t.contains("OWNER"), "{t}");
+        let t = super::ls_table(&[session("s1", Some("ann@example.com")), session("s2", None)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("OWNER"), "{t}");
+        assert!(lines[1].contains("ann@example.com") && lines[2].contains(" - "), "{t}");
     }
 
     #[test]
