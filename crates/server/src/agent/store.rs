@@ -31,6 +31,11 @@ fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> AgentStoreError {
     move |e| AgentStoreError::Backend { op, source: Box::new(e) }
 }
 
+/// Named, not `*`: a pooled connection that prepared `SELECT *` before a migration added a
+/// column reads rows of the new width with the old column list (sqlx panics).
+const RUN_COLUMNS: &str =
+    "id, session_id, status, prompt, summary, reason, created_at, finished_at, steps, input_tokens, output_tokens, user_id";
+
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS agent_runs (
         id TEXT PRIMARY KEY,
@@ -43,7 +48,8 @@ const SCHEMA: &[&str] = &[
         finished_at INTEGER,
         steps INTEGER NOT NULL DEFAULT 0,
         input_tokens INTEGER NOT NULL DEFAULT 0,
-        output_tokens INTEGER NOT NULL DEFAULT 0
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        user_id TEXT
     )",
     "CREATE INDEX IF NOT EXISTS agent_runs_session ON agent_runs(session_id, created_at)",
     "CREATE TABLE IF NOT EXISTS agent_messages (
@@ -174,7 +180,7 @@ impl AgentStore {
     }
 
     pub async fn run(&self, session: &str, id: &str) -> Result<Option<AgentRun>, AgentStoreError> {
-        let row = sqlx::query("SELECT * FROM agent_runs WHERE id = ? AND session_id = ?")
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = ? AND session_id = ?"))
             .bind(id)
             .bind(session)
             .fetch_optional(&self.pool)
@@ -196,7 +202,7 @@ impl AgentStore {
     }
 
     pub async fn runs(&self, session: &str) -> Result<Vec<AgentRun>, AgentStoreError> {
-        let rows = sqlx::query("SELECT * FROM agent_runs WHERE session_id = ? ORDER BY created_at, rowid")
+        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE session_id = ? ORDER BY created_at, rowid"))
             .bind(session)
             .fetch_all(&self.pool)
             .await

@@ -1,5 +1,6 @@
 //! SQLite implementation of [`AccountStore`], in the sessions database. Queries use numbered
-//! parameters (`$1`), which PostgreSQL reads the same way.
+//! parameters (`$1`), which PostgreSQL reads the same way, and name their columns (never `*`,
+//! which breaks pooled connections across a migration that adds one).
 
 use super::sqlite::{backend, from_ms, ms, SqliteStore};
 use super::StoreError;
@@ -245,7 +246,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+        let row = sqlx::query("SELECT id, user_id, name, hash, created_at, expires_at, last_used_at FROM api_tokens WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -254,7 +255,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn tokens_of(&self, user_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT id, user_id, name, hash, created_at, expires_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id")
             .bind(user_id)
             .fetch_all(&self.pool)
             .await
@@ -296,7 +297,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn web_session(&self, id: &str) -> Result<Option<WebSessionRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM web_sessions WHERE id = $1")
+        let row = sqlx::query("SELECT id, user_id, hash, created_at, expires_at FROM web_sessions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -349,7 +350,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn git_credentials(&self, user_id: &str) -> Result<Vec<GitCredentialRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM user_git_credentials WHERE user_id = $1 ORDER BY host")
+        let rows = sqlx::query("SELECT user_id, host, username, sealed_token, updated_at FROM user_git_credentials WHERE user_id = $1 ORDER BY host")
             .bind(user_id)
             .fetch_all(&self.pool)
             .await
@@ -397,7 +398,7 @@ impl AccountStore for SqliteStore {
     async fn audit(&self, f: &AuditFilter) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
         // Every filter is bound (NULL = no filter), so the statement is one text for all.
         let rows = sqlx::query(
-            "SELECT * FROM audit_log
+            "SELECT seq, at, user_id, actor, action, session_id, detail, ip FROM audit_log
              WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR session_id = $3)
                AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5) AND ($6 IS NULL OR seq < $6)
              ORDER BY seq DESC LIMIT $7",
