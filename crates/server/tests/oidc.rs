@@ -176,7 +176,10 @@ async fn email_domain_restriction() {
 
     let (pending, callback) = sign_in(&oidc, "mallory@evil.example").await;
     let err = oidc.finish(&pending, &callback.code, &callback.state).await.unwrap_err();
-    assert!(matches!(&err, OidcError::NotAllowed(m) if m.contains("mallory@evil.example") && m.contains("corp.example")), "{err:?}");
+    assert!(
+        matches!(&err, OidcError::NotAllowed(m) if m.contains("mallory@evil.example") && m.contains("corp.example")),
+        "{err:?}"
+    );
 
     let (pending, callback) = sign_in(&oidc, "unverified.eve@corp.example").await;
     let err = oidc.finish(&pending, &callback.code, &callback.state).await.unwrap_err();

@@ -154,7 +154,8 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-type IdToken = openidconnect::IdToken<ExtraClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+type IdToken =
+    openidconnect::IdToken<ExtraClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
 type VerifiedClaims = IdTokenClaims<ExtraClaims, CoreGenderClaim>;
 
 /// The relying party for one provider. Cheap to clone.
@@ -261,7 +262,8 @@ impl Oidc {
         if let Some(expected) = claims.access_token_hash() {
             let access_token = AccessToken::new(tokens.access_token.clone());
             let verifier = discovered.client.id_token_verifier();
-            let unverifiable = |e: &dyn std::fmt::Display| OidcError::IdToken(format!("cannot check its access token hash ({e})"));
+            let unverifiable =
+                |e: &dyn std::fmt::Display| OidcError::IdToken(format!("cannot check its access token hash ({e})"));
             let alg = token.signing_alg().map_err(|e| unverifiable(&e))?;
             let key = token.signing_key(&verifier).map_err(|e| unverifiable(&e))?;
             let actual = AccessTokenHash::from_token(&access_token, alg, key).map_err(|e| unverifiable(&e))?;
@@ -325,7 +327,9 @@ impl Oidc {
                         Some(fresh) => discovered = fresh,
                         None => {
                             return Err(OidcError::IdToken(error::id_token_reason(
-                                &ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey),
+                                &ClaimsVerificationError::SignatureVerification(
+                                    SignatureVerificationError::NoMatchingKey,
+                                ),
                             )))
                         }
                     }
@@ -345,7 +349,7 @@ impl Oidc {
             .set_time_fn(move || chrono::Utc::now() - skew)
             .set_issue_time_verifier_fn(move |iat| {
                 if iat > chrono::Utc::now() + skew {
-                    Err(format!("it is issued in the future ({iat})"))
+                    Err(format!("issued at {iat}, in the future"))
                 } else {
                     Ok(())
                 }
@@ -399,7 +403,11 @@ fn local_path(next: &str) -> String {
         && !next.starts_with("//")
         && !next.starts_with("/\\")
         && !next.chars().any(|c| c.is_control());
-    if local { next.to_string() } else { "/".to_string() }
+    if local {
+        next.to_string()
+    } else {
+        "/".to_string()
+    }
 }
 
 fn unix_now() -> u64 {

@@ -41,6 +41,9 @@ try {
   process.exit(3);
 }
 const { default: Provider } = await import(providerPath);
+// stdout carries only the issuer line: oidc-provider's notices (console.log/info) go to stderr.
+const ready = process.stdout.write.bind(process.stdout);
+console.log = console.info = (...args) => console.error(...args);
 
 const port = Number(process.argv[2] ?? 0);
 const clients = JSON.parse(process.env.OIDC_CLIENTS ?? 'null');
@@ -98,7 +101,7 @@ server.listen(port, '127.0.0.1', () => {
   // Errors are the tests' business (they see the responses); keep stderr for real failures.
   provider.on('server_error', (_ctx, err) => console.error('provider server_error:', err));
   server.on('request', provider.callback());
-  process.stdout.write(`${JSON.stringify({ issuer })}\n`);
+  ready(`${JSON.stringify({ issuer })}\n`);
 });
 server.on('error', (err) => {
   console.error(`cannot listen on 127.0.0.1:${port}: ${err.message}`);

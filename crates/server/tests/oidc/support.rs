@@ -58,15 +58,10 @@ pub struct Provider {
     _stdin: ChildStdin,
 }
 
+#[derive(Default)]
 pub struct ProviderOptions {
     pub port: u16,
     pub id_token_ttl_secs: Option<u64>,
-}
-
-impl Default for ProviderOptions {
-    fn default() -> Self {
-        ProviderOptions { port: 0, id_token_ttl_secs: None }
-    }
 }
 
 impl Provider {
@@ -125,6 +120,8 @@ impl Provider {
                 )
             }
         };
+        // Keep reading stdout, so that nothing the provider prints there fails on a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
         Provider { issuer, _child: child, _stdin: stdin }
     }
 
@@ -169,7 +166,7 @@ pub async fn browse(url: Url, login: &str) -> Callback {
     for _ in 0..20 {
         if next.as_str().starts_with(REDIRECT_URI) {
             let query: std::collections::HashMap<_, _> = next.query_pairs().into_owned().collect();
-            assert!(query.get("error").is_none(), "the provider answered with an error: {next}");
+            assert!(!query.contains_key("error"), "the provider answered with an error: {next}");
             return Callback {
                 code: query.get("code").cloned().unwrap_or_else(|| panic!("no code in {next}")),
                 state: query.get("state").cloned().unwrap_or_else(|| panic!("no state in {next}")),

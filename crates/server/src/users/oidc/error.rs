@@ -16,14 +16,18 @@ pub enum OidcError {
     #[error("OpenID Connect is misconfigured: {0}")]
     Config(String),
     /// No answer from the provider (connection refused, DNS, TLS, timeout).
-    #[error("the sign-in provider {issuer} cannot be reached ({reason}); try again later or use another way to sign in")]
+    #[error(
+        "the sign-in provider {issuer} cannot be reached ({reason}); try again later or use another way to sign in"
+    )]
     ProviderUnreachable { issuer: String, reason: String },
     /// The provider answered, but its discovery document or key set is unusable.
     #[error("the sign-in provider {issuer} is not set up as expected: {reason}")]
     Discovery { issuer: String, reason: String },
     /// The `state` that came back is not the one this sign-in sent (another tab or a forged
     /// request).
-    #[error("this sign-in response does not belong to the sign-in started here (state mismatch); please sign in again")]
+    #[error(
+        "this sign-in response does not belong to the sign-in started here (state mismatch); please sign in again"
+    )]
     StateMismatch,
     /// The pending sign-in is older than [`super::PENDING_LOGIN_TTL`].
     #[error("this sign-in took too long and has expired; please sign in again")]
@@ -84,9 +88,7 @@ pub(super) fn exchange<T: ErrorResponse>(issuer: &str, err: RequestTokenError<Ht
         RequestTokenError::Request(e) => {
             OidcError::ProviderUnreachable { issuer: issuer.to_string(), reason: describe(&e) }
         }
-        RequestTokenError::Parse(e, _) => {
-            OidcError::Exchange(format!("unreadable token response ({})", describe(&e)))
-        }
+        RequestTokenError::Parse(e, _) => OidcError::Exchange(format!("unreadable token response ({})", describe(&e))),
         RequestTokenError::Other(msg) => OidcError::Exchange(msg),
     }
 }
@@ -105,6 +107,9 @@ pub(super) fn userinfo(issuer: &str, err: UserInfoError<HttpError>) -> OidcError
 /// Which ID token check failed, in words ([`OidcError::IdToken`]'s message).
 pub(super) fn id_token_reason(err: &ClaimsVerificationError) -> String {
     match err {
+        ClaimsVerificationError::Expired(m) if m.contains("in the future") => {
+            format!("its issue time is in the future ({m}): check the clocks of this server and of the provider")
+        }
         ClaimsVerificationError::Expired(m) => format!("it has expired ({m})"),
         ClaimsVerificationError::InvalidAudience(m) => {
             format!("wrong audience: it was issued for another client ({m})")
@@ -115,9 +120,7 @@ pub(super) fn id_token_reason(err: &ClaimsVerificationError) -> String {
         }
         ClaimsVerificationError::InvalidSubject(m) => format!("wrong subject ({m})"),
         ClaimsVerificationError::SignatureVerification(e) => match e {
-            SignatureVerificationError::NoMatchingKey => {
-                "bad signature: no key of the provider matches it".to_string()
-            }
+            SignatureVerificationError::NoMatchingKey => "bad signature: no key of the provider matches it".to_string(),
             other => format!("bad signature ({other})"),
         },
         other => other.to_string(),
