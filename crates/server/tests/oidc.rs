@@ -225,6 +225,7 @@ async fn provider_down_then_up() {
         other => panic!("expected ProviderUnreachable, got {other:?}"),
     }
     assert!(err.to_string().contains(&issuer), "{err}");
+    eprintln!("provider down: {err}");
 
     // Once the provider is up, the next sign-in discovers it.
     let provider = Provider::start_with(ProviderOptions { port, ..Default::default() }).await;

@@ -65,10 +65,18 @@ pub(super) fn describe(err: &dyn Error) -> String {
 
 type HttpError = HttpClientError<reqwest::Error>;
 
+/// A failed request, without the wrapper's own words ("client error").
+fn request(err: &HttpError) -> String {
+    match err {
+        HttpClientError::Reqwest(e) => describe(e.as_ref()),
+        other => describe(other),
+    }
+}
+
 pub(super) fn discovery(issuer: &str, err: DiscoveryError<HttpError>) -> OidcError {
     let issuer = issuer.to_string();
     match err {
-        DiscoveryError::Request(e) => OidcError::ProviderUnreachable { issuer, reason: describe(&e) },
+        DiscoveryError::Request(e) => OidcError::ProviderUnreachable { issuer, reason: request(&e) },
         DiscoveryError::Response(status, _, msg) => OidcError::Discovery {
             issuer,
             reason: format!("its discovery document or key set answered HTTP {status}: {msg}"),
@@ -86,7 +94,7 @@ pub(super) fn exchange<T: ErrorResponse>(issuer: &str, err: RequestTokenError<Ht
     match err {
         RequestTokenError::ServerResponse(e) => OidcError::Exchange(e.to_string()),
         RequestTokenError::Request(e) => {
-            OidcError::ProviderUnreachable { issuer: issuer.to_string(), reason: describe(&e) }
+            OidcError::ProviderUnreachable { issuer: issuer.to_string(), reason: request(&e) }
         }
         RequestTokenError::Parse(e, _) => OidcError::Exchange(format!("unreadable token response ({})", describe(&e))),
         RequestTokenError::Other(msg) => OidcError::Exchange(msg),
@@ -96,7 +104,7 @@ pub(super) fn exchange<T: ErrorResponse>(issuer: &str, err: RequestTokenError<Ht
 pub(super) fn userinfo(issuer: &str, err: UserInfoError<HttpError>) -> OidcError {
     match err {
         UserInfoError::Request(e) => {
-            OidcError::ProviderUnreachable { issuer: issuer.to_string(), reason: describe(&e) }
+            OidcError::ProviderUnreachable { issuer: issuer.to_string(), reason: request(&e) }
         }
         UserInfoError::ClaimsVerification(e) => OidcError::UserInfo(id_token_reason(&e)),
         UserInfoError::Response(status, _, msg) => OidcError::UserInfo(format!("HTTP {status}: {msg}")),
