@@ -9,6 +9,7 @@
 //! * [`api`] — the HTTP surface ([`router`]), documented in `src/openapi.json`.
 //! * [`preview`] — preview URLs: the Host-routed reverse proxy into each VM, and its access rules.
 //! * [`listen`] — serving HTTP connections (header timeout, smuggling guard, graceful shutdown).
+//! * [`users`] — user sign-in: [`users::oidc`], the OpenID Connect relying party.
 //! * `ide` — the browser IDE's pages and assets (`web/dist`, embedded).
 //!
 //! Not here: VM details (`mayfly-vm`), image building (`mayfly-image`).
@@ -31,6 +32,7 @@ pub mod ratelimit;
 pub mod secrets;
 mod server;
 pub mod store;
+pub mod users;
 pub mod vmhost;
 
 pub use api::{router, AppState};
