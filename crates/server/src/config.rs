@@ -440,6 +440,19 @@ impl ServerConfig {
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("token")
     }
+    /// The OpenID Connect provider, when `oidc_issuer` is set.
+    pub fn oidc_settings(&self) -> Option<crate::users::oidc::OidcSettings> {
+        let issuer = self.oidc_issuer.as_deref()?;
+        let mut s = crate::users::oidc::OidcSettings::new(issuer, self.oidc_client_id.as_deref().unwrap_or(""));
+        s.client_secret = self.oidc_client_secret.clone().filter(|c| !c.is_empty());
+        s.display_name = self.oidc_name.clone();
+        s.scopes = self.oidc_scopes.clone();
+        s.allowed_email_domains = self.oidc_allowed_domains.clone();
+        s.allowed_groups = self.oidc_allowed_groups.clone();
+        s.groups_claim = self.oidc_groups_claim.clone();
+        Some(s)
+    }
+
     pub fn account_settings(&self) -> crate::accounts::AccountSettings {
         crate::accounts::AccountSettings {
             sign_in_ttl: Duration::from_secs(self.sign_in_hours * 3600),

@@ -65,6 +65,7 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     let images = StoreCatalog::new(&config.image_data_dir());
     let metrics = Arc::new(Metrics::default());
     let agent_cfg = config.agent.clone();
+    let oidc_settings = config.oidc_settings();
     let agent_cfg_dir = config.data_dir.clone();
     let manager = SessionManager::new(
         Arc::new(config),
@@ -77,7 +78,15 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     );
     let agent_store = crate::agent::store::AgentStore::open(&agent_cfg_dir.join("agent.db")).await.context("cannot open the agent store")?;
     let agent = crate::agent::AgentService::new(manager.clone(), agent_cfg, agent_store, auth.token().to_string(), &agent_cfg_dir);
-    Ok((AppState { manager, auth: Arc::new(auth), metrics, agent }, generated))
+    let oidc = match oidc_settings {
+        Some(settings) => {
+            let redirect = format!("{}/auth/oidc/callback", manager.public_url());
+            let oidc = crate::users::oidc::Oidc::new(settings, redirect).context("invalid OpenID Connect settings")?;
+            Some(Arc::new(crate::api::oidc::OidcDoor::new(oidc)))
+        }
+        None => None,
+    };
+    Ok((AppState { manager, auth: Arc::new(auth), metrics, agent, oidc }, generated))
 }
 
 impl Server {

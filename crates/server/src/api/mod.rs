@@ -10,6 +10,7 @@ mod agent;
 mod events;
 mod exec;
 mod files;
+pub mod oidc;
 #[cfg(test)]
 mod hostile_tests;
 mod ports;
@@ -49,12 +50,14 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub agent: Arc<crate::agent::AgentService>,
+    /// OpenID Connect sign-in, when configured.
+    pub oidc: Option<Arc<oidc::OidcDoor>>,
 }
 
 impl AppState {
     /// "Sign in with <name>" when OpenID Connect is configured.
     pub fn oidc_name(&self) -> Option<String> {
-        None
+        self.oidc.as_ref().map(|o| o.display_name().to_string())
     }
 }
 
@@ -144,6 +147,7 @@ pub fn router(state: AppState) -> Router {
     protected
         .merge(public_routes().router)
         .merge(crate::ide::routes())
+        .merge(oidc::routes())
         // Outside auth, so guessing tokens at /api/v1/login or with bearers is limited too.
         .layer(from_fn_with_state(limiter, crate::ratelimit::limit))
         .layer(from_fn_with_state(state.clone(), count_responses))

@@ -42,7 +42,7 @@ impl OidcDoor {
     }
 
     pub fn display_name(&self) -> &str {
-        self.oidc.display_name()
+        &self.oidc.settings().display_name
     }
 
     fn keep(&self, p: PendingLogin) {
@@ -71,9 +71,14 @@ fn query(req: &Request) -> HashMap<String, String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
-fn to_login(error: &str) -> Response {
-    let q = form_urlencoded::Serializer::new(String::new()).append_pair("error", error).finish();
-    found(&format!("/login?{q}"))
+/// Back to the sign-in page with the reason, keeping where the user was going.
+fn to_login(error: &str, next: &str) -> Response {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("error", error);
+    if next != "/" {
+        q.append_pair("next", next);
+    }
+    found(&format!("/login?{}", q.finish()))
 }
 
 fn found(location: &str) -> Response {
@@ -86,9 +91,9 @@ fn found(location: &str) -> Response {
 }
 
 async fn start(State(st): State<AppState>, req: Request) -> Response {
-    let Some(door) = st.oidc.clone() else { return to_login("OpenID Connect is not configured on this server") };
     let q = query(&req);
     let next = crate::ide::safe_next(q.get("next").map(String::as_str)).to_string();
+    let Some(door) = st.oidc.clone() else { return to_login("OpenID Connect is not configured on this server", &next) };
     match door.oidc.start(&next).await {
         Ok((url, pending)) => {
             let cookie = format!(
@@ -105,28 +110,31 @@ async fn start(State(st): State<AppState>, req: Request) -> Response {
         }
         Err(e) => {
             tracing::warn!("OpenID Connect sign-in cannot start: {}", mayfly_proto::error_chain(&e));
-            to_login(&e.to_string())
+            to_login(&e.to_string(), &next)
         }
     }
 }
 
 async fn callback(State(st): State<AppState>, req: Request) -> Response {
-    let Some(door) = st.oidc.clone() else { return to_login("OpenID Connect is not configured on this server") };
+    let Some(door) = st.oidc.clone() else { return to_login("OpenID Connect is not configured on this server", "/") };
     let q = query(&req);
     let ip = client_ip(req.extensions());
+    // Where the user was going, if this callback belongs to a sign-in this browser started.
+    let pending = match q.get("state") {
+        Some(state) if cookies(req.headers(), STATE_COOKIE).any(|c| c == state) => door.take(state),
+        _ => None,
+    };
+    let next = pending.as_ref().map_or("/", |p| p.next.as_str()).to_string();
     if let Some(err) = q.get("error") {
         let why = q.get("error_description").map(|d| format!("{err}: {d}")).unwrap_or_else(|| err.clone());
-        return to_login(&format!("the identity provider refused the sign-in ({why})"));
+        return to_login(&format!("the identity provider refused the sign-in ({why})"), &next);
     }
     let (Some(code), Some(state)) = (q.get("code"), q.get("state")) else {
-        return to_login("the identity provider's answer has no code or state");
+        return to_login("the identity provider's answer has no code or state", &next);
     };
-    // The callback must come to the browser that started the sign-in.
-    if !cookies(req.headers(), STATE_COOKIE).any(|c| c == state) {
-        return to_login("this sign-in was started in another browser or has expired; try again");
-    }
-    let Some(pending) = door.take(state) else {
-        return to_login("this sign-in expired or was already used; try again");
+    // The callback must come to the browser that started the sign-in, within its time.
+    let Some(pending) = pending else {
+        return to_login("this sign-in was started in another browser, expired or was already used; try again", "/");
     };
     let identity = match door.oidc.finish(&pending, code, state).await {
         Ok(i) => i,
@@ -135,7 +143,7 @@ async fn callback(State(st): State<AppState>, req: Request) -> Response {
             let caller = crate::accounts::Caller { who: crate::accounts::Principal::System("oidc"), ip };
             let detail = serde_json::json!({"method": "oidc", "reason": e.to_string()});
             st.manager.accounts().audit(&caller, "sign_in_failed", None, detail).await;
-            return to_login(&e.to_string());
+            return to_login(&e.to_string(), &next);
         }
     };
     // An unverified email is not an identity: it could name someone else's address.
@@ -148,11 +156,11 @@ async fn callback(State(st): State<AppState>, req: Request) -> Response {
     };
     let user = match st.manager.accounts().sign_in_external(ext, ip.as_deref()).await {
         Ok(u) => u,
-        Err(e) => return to_login(&e.to_string()),
+        Err(e) => return to_login(&e.to_string(), &next),
     };
     let mut r = match signed_in(&st, req.headers(), Some(&user.id)).await {
         Ok(r) => r,
-        Err(e) => return to_login(&e.message),
+        Err(e) => return to_login(&e.message, &next),
     };
     *r.status_mut() = StatusCode::FOUND;
     if let Ok(v) = HeaderValue::from_str(&pending.next) {

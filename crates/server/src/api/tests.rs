@@ -294,7 +294,7 @@ async fn sizes_beyond_the_operator_maxima_are_refused_naming_the_limit() {
     let agent_store = crate::agent::store::AgentStore::in_memory().await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let agent = crate::agent::AgentService::new(manager.clone(), Default::default(), agent_store, TOKEN.into(), data.path());
-    let state = AppState { manager: manager.clone(), auth: Arc::new(crate::auth::Auth::new(TOKEN)), metrics: Arc::new(Metrics::default()), agent };
+    let state = AppState { manager: manager.clone(), auth: Arc::new(crate::auth::Auth::new(TOKEN)), metrics: Arc::new(Metrics::default()), agent, oidc: None };
     let app = router(state);
     let create = |body: &'static str| req(Method::POST, "/api/v1/sessions?wait=false", Some(TOKEN), body);
 
@@ -355,7 +355,7 @@ async fn creating_sessions_count_against_the_limit_and_delete_cancels_the_boot()
     let agent_store = crate::agent::store::AgentStore::in_memory().await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let agent = crate::agent::AgentService::new(manager.clone(), Default::default(), agent_store, TOKEN.into(), data.path());
-    let state = AppState { manager: manager.clone(), auth: Arc::new(crate::auth::Auth::new(TOKEN)), metrics: Arc::new(Metrics::default()), agent };
+    let state = AppState { manager: manager.clone(), auth: Arc::new(crate::auth::Auth::new(TOKEN)), metrics: Arc::new(Metrics::default()), agent, oidc: None };
     let app = router(state);
 
     let (s, created) = send(&app, req(Method::POST, "/api/v1/sessions?wait=false", Some(TOKEN), "")).await;
