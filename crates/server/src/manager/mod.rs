@@ -328,15 +328,13 @@ impl SessionManager {
         &self.accounts
     }
 
-    /// `Some(owner)` when session `id` exists (live, or stored and not destroyed).
+    /// `Some(owner)` when session `id` was ever stored (destroyed ones too: their agent runs stay
+    /// readable by their owner; every operation on the session itself finds it gone).
     pub(crate) async fn owner_of(&self, id: &str) -> Result<Option<Option<String>>, SessionError> {
         if let Some(s) = self.live(id) {
             return Ok(Some(s.owner.clone()));
         }
-        match self.store.get(id).await? {
-            Some(r) if r.state != SessionState::Destroyed => Ok(Some(r.owner)),
-            _ => Ok(None),
-        }
+        Ok(self.store.get(id).await?.map(|r| r.owner))
     }
 
     /// Egress decisions and counters shared by every session.
