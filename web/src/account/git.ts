@@ -4,7 +4,7 @@
 import { api, Me, SavedGitCredential } from '../lib/api';
 import { confirmDialog, notify } from '../lib/dialogs';
 import { h, icon, render } from '../lib/dom';
-import { errorLine, field, heading, input, table, when } from './ui';
+import { errorLine, field, heading, input, table, when, actionForm } from './ui';
 
 export async function gitSection(el: HTMLElement, me: Me): Promise<void> {
   render(el, heading('Git tokens', 'Saved per host, they let your sessions clone and push private repositories. Saved tokens are never shown again.'));
@@ -34,7 +34,7 @@ export async function gitSection(el: HTMLElement, me: Me): Promise<void> {
     h('button', { class: 'btn secondary small', 'aria-label': `Delete ${c.host}`, on: { click: () => void remove(c) } }, 'Delete'),
   ];
   const remove = async (c: SavedGitCredential) => {
-    if (!(await confirmDialog({ title: `Delete the git token for ${c.host}?`, message: 'New sessions will not be able to use it.', confirm: 'Delete', danger: true }))) return;
+    if (!(await confirmDialog({ title: `Delete the git token for ${c.host}?`, message: 'Your sessions, running ones too, will no longer get it.', confirm: 'Delete', danger: true }))) return;
     try {
       await api.deleteGitCredential(c.host);
     } catch (e) {
@@ -42,32 +42,18 @@ export async function gitSection(el: HTMLElement, me: Me): Promise<void> {
     }
     await load();
   };
-  const form = h(
-    'form',
-    {
-      class: 'acct-form',
-      id: 'git-form',
-      on: {
-        submit: async (e: Event) => {
-          e.preventDefault();
-          err.clear();
-          save.disabled = true;
-          try {
-            await api.saveGitCredential(host.value.trim(), token.value, username.value.trim() || undefined);
-            host.value = username.value = token.value = '';
-            await load();
-          } catch (x) {
-            err.show((x as Error).message);
-          } finally {
-            save.disabled = false;
-          }
-        },
-      },
+  const form = actionForm(
+    'git-form',
+    save,
+    err,
+    async () => {
+      await api.saveGitCredential(host.value.trim(), token.value, username.value.trim() || undefined);
+      host.value = username.value = token.value = '';
+      await load();
     },
     field('Host', host),
     field('Username', username),
     field('Token', token),
-    save,
   );
   el.append(form, err, list);
   await load();

@@ -3,7 +3,7 @@
 import { api, ApiToken, CreatedToken, Me } from '../lib/api';
 import { confirmDialog, notify } from '../lib/dialogs';
 import { h, icon, render } from '../lib/dom';
-import { copy, errorLine, field, heading, input, table, when } from './ui';
+import { copy, errorLine, field, heading, input, table, when, actionForm } from './ui';
 
 export async function tokensSection(el: HTMLElement, me: Me): Promise<void> {
   render(el, heading('API tokens', 'Tokens let scripts and tools use the API as you: send one as "Authorization: Bearer mfy_…", or paste it on the sign-in page.'));
@@ -66,31 +66,17 @@ export async function tokensSection(el: HTMLElement, me: Me): Promise<void> {
       ),
     );
   };
-  const form = h(
-    'form',
-    {
-      class: 'acct-form',
-      id: 'token-form',
-      on: {
-        submit: async (e: Event) => {
-          e.preventDefault();
-          err.clear();
-          create.disabled = true;
-          try {
-            shown(await api.createToken(name.value.trim(), Number(days.value)));
-            name.value = '';
-            await load();
-          } catch (x) {
-            err.show((x as Error).message);
-          } finally {
-            create.disabled = false;
-          }
-        },
-      },
+  const form = actionForm(
+    'token-form',
+    create,
+    err,
+    async () => {
+      shown(await api.createToken(name.value.trim(), Number(days.value)));
+      name.value = '';
+      await load();
     },
     field('Name', name),
     field('Expires in (days)', days),
-    create,
   );
   el.append(form, err, secret, list);
   await load();

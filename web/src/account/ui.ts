@@ -34,6 +34,23 @@ export function errorLine(id: string): ErrorLine {
   });
 }
 
+/** A form whose submit runs `action` with `button` disabled and errors shown in `err`. */
+export function actionForm(id: string, button: HTMLButtonElement, err: ErrorLine, action: () => Promise<void>, ...fields: Child[]): HTMLElement {
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    err.clear();
+    button.disabled = true;
+    try {
+      await action();
+    } catch (x) {
+      err.show((x as Error).message);
+    } finally {
+      button.disabled = false;
+    }
+  };
+  return h('form', { class: 'acct-form', id, on: { submit } }, ...fields, button);
+}
+
 /** A time as "3 min ago", with the full date as its tooltip; `-` when absent. */
 export function when(iso: string | undefined, future = false): Child {
   if (!iso) return h('span', { class: 'muted' }, future ? 'never' : '—');

@@ -4,7 +4,7 @@
 import { api, Me, Quotas, Role, User } from '../lib/api';
 import { confirmDialog, notify } from '../lib/dialogs';
 import { h, icon, render } from '../lib/dom';
-import { errorLine, field, formModal, heading, input, table, when } from './ui';
+import { errorLine, field, formModal, heading, input, table, when, actionForm } from './ui';
 
 const QUOTAS: [keyof Quotas, string][] = [
   ['max_sessions', 'Max sessions'],
@@ -98,33 +98,19 @@ export async function usersSection(el: HTMLElement, me: Me): Promise<void> {
     }
     await load();
   };
-  const form = h(
-    'form',
-    {
-      class: 'acct-form',
-      id: 'user-form',
-      on: {
-        submit: async (e: Event) => {
-          e.preventDefault();
-          err.clear();
-          create.disabled = true;
-          try {
-            await api.createUser({ email: email.value.trim(), name: name.value.trim() || undefined, role: role.value as Role, password: password.value || undefined });
-            email.value = name.value = password.value = '';
-            await load();
-          } catch (x) {
-            err.show((x as Error).message);
-          } finally {
-            create.disabled = false;
-          }
-        },
-      },
+  const form = actionForm(
+    'user-form',
+    create,
+    err,
+    async () => {
+      await api.createUser({ email: email.value.trim(), name: name.value.trim() || undefined, role: role.value as Role, password: password.value || undefined });
+      email.value = name.value = password.value = '';
+      await load();
     },
     field('Email', email),
     field('Name', name),
     field('Role', role),
     field('Password', password),
-    create,
   );
   el.append(form, h('p', { class: 'acct-hint' }, 'Without a password the user signs in with the identity provider only.'), err, list);
   await load();

@@ -61,6 +61,22 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS agent_messages_session ON agent_messages(session_id, seq)",
 ];
 
+/// Creates the tables, and adds what later versions added to an older database.
+async fn create_schema(pool: &SqlitePool) -> Result<(), AgentStoreError> {
+    for stmt in SCHEMA {
+        sqlx::query(stmt).execute(pool).await.map_err(backend("create schema"))?;
+    }
+    // Added with users: who started the run (for `agent_runs_per_day`).
+    let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('agent_runs') WHERE name = 'user_id'")
+        .fetch_one(pool)
+        .await
+        .map_err(backend("read schema"))?;
+    if have == 0 {
+        sqlx::query("ALTER TABLE agent_runs ADD COLUMN user_id TEXT").execute(pool).await.map_err(backend("migrate schema"))?;
+    }
+    Ok(())
+}
+
 /// How a run ended.
 pub struct RunEnd {
     pub status: AgentRunStatus,
@@ -110,17 +126,7 @@ fn run_of(r: &SqliteRow) -> Result<AgentRun, AgentStoreError> {
 impl AgentStore {
     pub async fn open(path: &Path) -> Result<Self, AgentStoreError> {
         let pool = crate::store::sqlite::file_pool(path).await.map_err(backend("open"))?;
-        for stmt in SCHEMA {
-            sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
-        }
-        // Added with users: who started the run (for `agent_runs_per_day`).
-        let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('agent_runs') WHERE name = 'user_id'")
-            .fetch_one(&pool)
-            .await
-            .map_err(backend("read schema"))?;
-        if have == 0 {
-            sqlx::query("ALTER TABLE agent_runs ADD COLUMN user_id TEXT").execute(&pool).await.map_err(backend("migrate schema"))?;
-        }
+        create_schema(&pool).await?;
         sqlx::query("UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = ? WHERE status = 'running'")
             .bind(ms(OffsetDateTime::now_utc()))
             .execute(&pool)
@@ -132,17 +138,7 @@ impl AgentStore {
     /// A private in-memory store (tests).
     pub async fn in_memory() -> Result<Self, AgentStoreError> {
         let pool = crate::store::sqlite::memory_pool().await.map_err(backend("open"))?;
-        for stmt in SCHEMA {
-            sqlx::query(stmt).execute(&pool).await.map_err(backend("create schema"))?;
-        }
-        // Added with users: who started the run (for `agent_runs_per_day`).
-        let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('agent_runs') WHERE name = 'user_id'")
-            .fetch_one(&pool)
-            .await
-            .map_err(backend("read schema"))?;
-        if have == 0 {
-            sqlx::query("ALTER TABLE agent_runs ADD COLUMN user_id TEXT").execute(&pool).await.map_err(backend("migrate schema"))?;
-        }
+        create_schema(&pool).await?;
         Ok(Self { pool })
     }
 

@@ -281,16 +281,7 @@ async fn sizes_beyond_the_operator_maxima_are_refused_naming_the_limit() {
     cfg.max_disk_gib = 4;
     let host = Arc::new(SlowHost::default());
     let store = Arc::new(SqliteStore::in_memory().await.unwrap());
-    let accounts = test_accounts(&store);
-    let manager = SessionManager::new(
-        Arc::new(cfg),
-        "http://h:1".into(),
-        store,
-        host.clone(),
-        Arc::new(FakeImages),
-        Arc::new(Metrics::default()),
-        accounts,
-    );
+    let manager = test_manager(cfg, store, host.clone());
     let agent_store = crate::agent::store::AgentStore::in_memory().await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let agent = crate::agent::AgentService::new(manager.clone(), Default::default(), agent_store, TOKEN.into(), data.path());
@@ -340,16 +331,7 @@ async fn creating_sessions_count_against_the_limit_and_delete_cancels_the_boot()
     cfg.max_sessions = 1;
     let host = Arc::new(SlowHost::default());
     let store = Arc::new(SqliteStore::in_memory().await.unwrap());
-    let accounts = test_accounts(&store);
-    let manager = SessionManager::new(
-        Arc::new(cfg),
-        "http://h:1".into(),
-        store,
-        host.clone(),
-        Arc::new(FakeImages),
-        Arc::new(Metrics::default()),
-        accounts,
-    );
+    let manager = test_manager(cfg, store, host.clone());
     manager.reconcile().await.unwrap();
     assert_eq!(*host.reaped.lock().unwrap(), vec!["sleftover".to_string()]);
     let agent_store = crate::agent::store::AgentStore::in_memory().await.unwrap();
@@ -439,6 +421,12 @@ async fn each_client_address_has_a_request_budget() {
     assert_eq!(send(&app, from(2, "/api/v1/sessions")).await.0, StatusCode::OK);
     let health = app.clone().oneshot(from(1, "/healthz")).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// A manager on the fake VM host and images.
+fn test_manager(cfg: ServerConfig, store: Arc<SqliteStore>, host: Arc<SlowHost>) -> Arc<SessionManager> {
+    let accounts = test_accounts(&store);
+    SessionManager::new(Arc::new(cfg), "http://h:1".into(), store, host, Arc::new(FakeImages), Arc::new(Metrics::default()), accounts)
 }
 
 /// Accounts on the test's store (secrets in a throw-away dir).
