@@ -124,7 +124,7 @@ async fn api_tokens_are_shown_once_expire_and_revoke() {
     // The server token cannot make user tokens; members cannot administer.
     let (s, e) = status_and_body(as_user(Method::POST, &server, "/api/v1/tokens", TOKEN).json(&json!({"name": "x"}))).await;
     assert_eq!(s, 400, "{e}");
-    for path in ["/api/v1/users", "/api/v1/audit"] {
+    for path in ["/api/v1/users", "/api/v1/audit", "/metrics"] {
         assert_eq!(status_and_body(as_user(Method::GET, &server, path, &frank.token)).await.0, 403, "{path}");
     }
     let (s, me) = status_and_body(as_user(Method::GET, &server, "/api/v1/me", TOKEN)).await;

@@ -184,7 +184,9 @@ async fn openapi() -> Response {
     ([(CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// Install-wide figures: admins (and the server token a scraper uses) only.
+async fn metrics(State(state): State<AppState>, caller: crate::accounts::Caller) -> Result<Response, ApiError> {
+    signin::admin(&caller)?;
     let text = state.manager.metrics_text().await?;
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
