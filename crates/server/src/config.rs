@@ -460,8 +460,6 @@ impl ServerConfig {
             max_token_days: self.max_token_days,
             member_quotas: self.quotas.member,
             admin_quotas: self.quotas.admin,
-            oidc_allowed_domains: self.oidc_allowed_domains.clone(),
-            oidc_allowed_groups: self.oidc_allowed_groups.clone(),
             oidc_admin_groups: self.oidc_admin_groups.clone(),
             ..Default::default()
         }

@@ -120,10 +120,6 @@ pub struct AccountSettings {
     /// Failed sign-ins allowed per address and per account within `failure_window`.
     pub max_failures: usize,
     pub failure_window: Duration,
-    /// Email domains OpenID Connect users may have (empty: any).
-    pub oidc_allowed_domains: Vec<String>,
-    /// Groups (any of) an OpenID Connect user must be in (empty: any).
-    pub oidc_allowed_groups: Vec<String>,
     /// Members of these groups are made admins at sign-in.
     pub oidc_admin_groups: Vec<String>,
 }
@@ -138,8 +134,6 @@ impl Default for AccountSettings {
             admin_quotas: Quotas::default(),
             max_failures: 10,
             failure_window: Duration::from_secs(300),
-            oidc_allowed_domains: Vec::new(),
-            oidc_allowed_groups: Vec::new(),
             oidc_admin_groups: Vec::new(),
         }
     }

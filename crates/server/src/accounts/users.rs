@@ -115,14 +115,9 @@ impl Accounts {
     }
 
     /// OpenID Connect sign-in: the user with this identity, made at the first sign-in (or the
-    /// password user with the same verified email, who is linked to it), within the configured
-    /// domain and group restrictions.
+    /// password user with the same verified email, who is linked to it). The domain and group
+    /// restrictions were applied by [`crate::users::oidc`] before the identity got here.
     pub async fn sign_in_external(&self, id: ExternalIdentity, ip: Option<&str>) -> Result<UserRecord, AccountError> {
-        let shown = id.email.clone().unwrap_or_else(|| id.subject.clone());
-        if let Err(why) = self.external_allowed(&id) {
-            self.audit_as(None, &shown, "sign_in_failed", None, serde_json::json!({"method": "oidc", "reason": why}), ip).await;
-            return Err(AccountError::Refused(why));
-        }
         let now = OffsetDateTime::now_utc();
         let admin = id.groups.iter().any(|g| self.settings.oidc_admin_groups.contains(g));
         let existing = match self.store.user_by_oidc(&id.issuer, &id.subject).await? {
@@ -164,25 +159,6 @@ impl Accounts {
         };
         self.audit_as(Some(&user.id), &user.email, "sign_in", None, serde_json::json!({"method": "oidc", "issuer": id.issuer}), ip).await;
         Ok(user)
-    }
-
-    fn external_allowed(&self, id: &ExternalIdentity) -> Result<(), String> {
-        let s = &self.settings;
-        if !s.oidc_allowed_domains.is_empty() {
-            let domain = id.email.as_deref().and_then(|e| e.rsplit_once('@')).map(|(_, d)| d.to_lowercase());
-            let ok = domain.as_deref().is_some_and(|d| s.oidc_allowed_domains.iter().any(|a| a.eq_ignore_ascii_case(d)));
-            if !ok {
-                return Err(format!(
-                    "{} may not sign in here: only {} addresses may",
-                    id.email.as_deref().unwrap_or("an account without an email address"),
-                    s.oidc_allowed_domains.join(", ")
-                ));
-            }
-        }
-        if !s.oidc_allowed_groups.is_empty() && !id.groups.iter().any(|g| s.oidc_allowed_groups.contains(g)) {
-            return Err(format!("only members of {} may sign in here", s.oidc_allowed_groups.join(", ")));
-        }
-        Ok(())
     }
 }
 
