@@ -40,8 +40,12 @@ pub struct ServerConfig {
     pub image_data_dir: Option<PathBuf>,
     /// API token; `None` reads or generates `<data_dir>/token`.
     pub token: Option<String>,
-    /// Live sessions (creating, ready or stopping) at most.
+    /// Live sessions (creating, ready or stopping) at most; 0 (the default) sizes it from the
+    /// host's memory at start (`manager::capacity::auto_max_sessions`).
     pub max_sessions: usize,
+    /// A create is refused (503 `host_memory_low`) when the host would have less than this
+    /// available after setting the new VM's memory aside; 0 turns the check off.
+    pub min_free_memory_mib: u64,
     pub default_image: String,
     pub default_ttl_seconds: u64,
     pub default_idle_timeout_seconds: u64,
@@ -179,7 +183,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::new(),
             image_data_dir: None,
             token: None,
-            max_sessions: 8,
+            max_sessions: 0,
+            min_free_memory_mib: 1024,
             default_image: "dev".into(),
             default_ttl_seconds: 3600,
             default_idle_timeout_seconds: 900,
@@ -246,6 +251,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("image_data_dir", Kind::Str),
     ("token", Kind::Str),
     ("max_sessions", Kind::Int),
+    ("min_free_memory_mib", Kind::Int),
     ("default_image", Kind::Str),
     ("default_ttl_seconds", Kind::Int),
     ("default_idle_timeout_seconds", Kind::Int),

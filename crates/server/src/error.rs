@@ -55,6 +55,7 @@ impl From<SessionError> for ApiError {
             E::NotReady { .. } | E::StateChanged { .. } | E::Illegal(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             E::Image(CatalogError::Unknown { .. }) | E::Invalid(_) => ApiError::bad_request(msg),
             E::TooManySessions(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", msg),
+            E::HostMemoryLow { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "host_memory_low", msg),
             // A standing limit is a refusal (403); a daily allowance is a rate (429).
             E::Quota { quota: "agent_runs_per_day", .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", msg),
             E::Quota { .. } => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", msg),
@@ -116,6 +117,7 @@ mod tests {
             (SessionError::NotFound("sx".into()), 404, "not_found"),
             (SessionError::NotReady { id: "sx".into(), state: SessionState::Creating }, 409, "conflict"),
             (SessionError::TooManySessions(2), 429, "too_many_sessions"),
+            (SessionError::HostMemoryLow { available_mib: 900, needed_mib: 1536 }, 503, "host_memory_low"),
             (SessionError::LimitExceeded("vcpus 9 exceeds max_vcpus (4)".into()), 422, "limit_exceeded"),
             (SessionError::Invalid("x".into()), 400, "bad_request"),
             (SessionError::UploadTooLarge(10), 413, "payload_too_large"),

@@ -141,3 +141,17 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
     assert_eq!(s["failure"], "control plane restarted: its vm.json was written by a Mayfly without re-adoption", "{s}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_low_on_memory_refuses_new_sessions_and_keeps_nothing() {
+    // A floor no host meets: every create must be refused before a VM is taken or booted.
+    let server = TestServer::start(|c| c.min_free_memory_mib = 1 << 40).await;
+    let (status, body) = server.create(json!({}), false).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "host_memory_low", "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("MiB available") && msg.contains("min_free_memory_mib"), "{msg}");
+    let (status, list) = server.get("/api/v1/sessions").await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "a refused create leaves no session: {list}");
+}

@@ -115,6 +115,10 @@ impl SessionManager {
         quotas: Option<Quotas>,
         wait: bool,
     ) -> Result<Session, SessionError> {
+        if let Err(e) = super::capacity::check_free_memory(session.size.map_or(0, |s| u64::from(s.memory_mib)), self.cfg.min_free_memory_mib) {
+            origin.discard();
+            return Err(e);
+        }
         {
             // Limits and quotas are counted and the session registered under one lock, so two
             // creates never both take the last slot.

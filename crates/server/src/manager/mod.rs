@@ -14,6 +14,7 @@
 //! command line (the `vm` crate), image building (the `image` crate).
 
 mod adopt;
+pub mod capacity;
 mod events;
 pub mod file_watch;
 mod fork;
@@ -69,6 +70,9 @@ pub enum SessionError {
     Image(#[from] CatalogError),
     #[error("max_sessions ({0}) reached")]
     TooManySessions(usize),
+    /// The host would have less than `min_free_memory_mib` left after this session's memory.
+    #[error("the host is low on memory: {available_mib} MiB available, a new session needs {needed_mib} MiB (its memory plus min_free_memory_mib); end some sessions or ask for less memory")]
+    HostMemoryLow { available_mib: u64, needed_mib: u64 },
     /// A user's quota would be exceeded; the message names the quota, its limit and the use.
     #[error("{message}")]
     Quota { quota: &'static str, message: String },
@@ -284,6 +288,7 @@ impl SessionManager {
         metrics: Arc<Metrics>,
         accounts: Arc<crate::accounts::Accounts>,
     ) -> Arc<Self> {
+        let cfg = capacity::resolve(cfg);
         let (events, _) = broadcast::channel(1024);
         let pooled = if cfg.templates && cfg.pool_size > 0 {
             cfg.pool_images.clone().unwrap_or_else(|| vec![cfg.default_image.clone()])
