@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 const NEW_FILE_MODE: u32 = 0o644;
 
 pub async fn read_file(path: &str, stream: Stream) {
@@ -39,12 +39,14 @@ pub async fn read_file(path: &str, stream: Stream) {
     if tx.send_ctrl(&Ctrl::File { size: meta.len(), mode: meta.mode() & 0o7777 }).await.is_err() {
         return;
     }
-    let mut buf = vec![0u8; CHUNK];
+    // Owned buffers the frames share: no copy between here and the port writer.
+    let mut buf = bytes::BytesMut::new();
     loop {
-        match file.read(&mut buf).await {
+        buf.reserve(CHUNK);
+        match file.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => {
-                if tx.send_data(0, &buf[..n]).await.is_err() {
+            Ok(_) => {
+                if tx.send_bytes(0, buf.split().freeze()).await.is_err() {
                     return; // the host went away
                 }
             }

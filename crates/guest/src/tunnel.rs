@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 async fn dial(port: u16) -> Result<TcpStream, Ctrl> {
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -96,12 +96,14 @@ async fn drain_until_end(rx: &mut StreamReceiver) -> bool {
 
 /// Socket → host, then EOF. A read error ends the host's direction the same way.
 async fn socket_to_host(mut sr: OwnedReadHalf, tx: &StreamSender) {
-    let mut buf = vec![0u8; CHUNK];
+    // Read into owned buffers the frames share: no copy between the socket and the port.
+    let mut buf = bytes::BytesMut::new();
     loop {
-        match sr.read(&mut buf).await {
+        buf.reserve(CHUNK);
+        match sr.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if tx.send_data(0, &buf[..n]).await.is_err() {
+            Ok(_) => {
+                if tx.send_bytes(0, buf.split().freeze()).await.is_err() {
                     return;
                 }
             }

@@ -82,14 +82,21 @@ impl Frame {
 
     /// Appends the encoded frame to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
-        debug_assert!(self.payload.len() <= MAX_PAYLOAD);
         dst.reserve(HEADER_LEN + self.payload.len());
-        dst.put_slice(&MAGIC);
-        dst.put_u8(self.kind as u8);
-        dst.put_u8(self.flags);
-        dst.put_u32_le(self.stream);
-        dst.put_u32_le(self.payload.len() as u32);
+        dst.put_slice(&self.header());
         dst.put_slice(&self.payload);
+    }
+
+    /// The frame's header; the payload follows it on the wire.
+    pub fn header(&self) -> [u8; HEADER_LEN] {
+        debug_assert!(self.payload.len() <= MAX_PAYLOAD);
+        let mut h = [0u8; HEADER_LEN];
+        h[..2].copy_from_slice(&MAGIC);
+        h[2] = self.kind as u8;
+        h[3] = self.flags;
+        h[4..8].copy_from_slice(&self.stream.to_le_bytes());
+        h[8..].copy_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        h
     }
 
     pub fn to_bytes(&self) -> Bytes {

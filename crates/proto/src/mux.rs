@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch, Notify};
 /// DATA bytes a sender may have in flight per stream before it waits for WINDOW credit.
 pub const INITIAL_WINDOW: u32 = 1024 * 1024;
 /// Consumed bytes accumulated before a WINDOW frame is sent back.
-const WINDOW_BATCH: u32 = 64 * 1024;
+const WINDOW_BATCH: u32 = 256 * 1024;
 /// Frames queued for the writer before senders wait.
 const WRITE_QUEUE: usize = 256;
 /// Streams the peer opened that nobody has accepted yet; more OPENs are refused. Together with
@@ -324,34 +324,74 @@ impl Shared {
     }
 }
 
+/// Bytes the writer gathers into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Frames the writer gathers into one write (two slices each: header and payload).
+const WRITE_BATCH_FRAMES: usize = 128;
+
 async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Frame>, shared: Arc<Shared>) {
-    let mut buf = BytesMut::with_capacity(128 * 1024);
+    let mut frames: Vec<Frame> = Vec::with_capacity(WRITE_BATCH_FRAMES);
     let mut closed = shared.closed.subscribe();
+    let vectored = w.is_write_vectored();
     loop {
         let first = tokio::select! {
             f = rx.recv() => f,
             _ = closed.wait_for(|c| c.is_some()) => None,
         };
         let Some(first) = first else { break };
-        first.encode(&mut buf);
+        let mut bytes = first.payload.len();
+        frames.push(first);
         // Coalesce whatever else is queued into one write.
-        while buf.len() < 256 * 1024 {
+        while bytes < WRITE_BATCH && frames.len() < WRITE_BATCH_FRAMES {
             match rx.try_recv() {
-                Ok(f) => f.encode(&mut buf),
+                Ok(f) => {
+                    bytes += f.payload.len();
+                    frames.push(f);
+                }
                 Err(_) => break,
             }
         }
         // A peer that stops reading must not pin this task (and the connection) after close.
         let written = tokio::select! {
-            r = async { w.write_all(&buf).await?; w.flush().await } => r,
+            r = write_frames(&mut w, &frames, vectored) => r,
             _ = closed.wait_for(|c| c.is_some()) => break,
         };
         if let Err(e) = written {
             shared.shutdown(&format!("write failed: {e}"));
             break;
         }
-        buf.clear();
+        frames.clear();
     }
+}
+
+/// Writes `frames` and flushes. A writer that gathers slices gets headers and payloads as they
+/// are (no copy of the payload here); any other gets them encoded into one buffer.
+async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Frame], vectored: bool) -> std::io::Result<()> {
+    if !vectored {
+        let mut buf = BytesMut::with_capacity(frames.iter().map(|f| frame::HEADER_LEN + f.payload.len()).sum());
+        for f in frames {
+            f.encode(&mut buf);
+        }
+        w.write_all(&buf).await?;
+        return w.flush().await;
+    }
+    let headers: Vec<[u8; frame::HEADER_LEN]> = frames.iter().map(Frame::header).collect();
+    let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
+    for (h, f) in headers.iter().zip(frames) {
+        slices.push(std::io::IoSlice::new(h));
+        if !f.payload.is_empty() {
+            slices.push(std::io::IoSlice::new(&f.payload));
+        }
+    }
+    let mut rest: &mut [std::io::IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let n = w.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    w.flush().await
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(mut r: R, mut buf: BytesMut, shared: Arc<Shared>) {
@@ -492,6 +532,9 @@ impl Stream {
     pub async fn send_data(&self, fd: u8, data: &[u8]) -> Result<(), MuxError> {
         self.tx.send_data(fd, data).await
     }
+    pub async fn send_bytes(&self, fd: u8, data: Bytes) -> Result<(), MuxError> {
+        self.tx.send_bytes(fd, data).await
+    }
     pub async fn send_ctrl(&self, c: &Ctrl) -> Result<(), MuxError> {
         self.tx.send_ctrl(c).await
     }
@@ -510,12 +553,16 @@ pub struct StreamSender {
 
 impl StreamSender {
     /// Sends `data` on sub-channel `fd`, split into frames, waiting for credit as needed.
-    pub async fn send_data(&self, fd: u8, mut data: &[u8]) -> Result<(), MuxError> {
+    pub async fn send_data(&self, fd: u8, data: &[u8]) -> Result<(), MuxError> {
+        self.send_bytes(fd, Bytes::copy_from_slice(data)).await
+    }
+
+    /// [`send_data`](Self::send_data) for bytes the caller owns: the frames share them, no copy.
+    pub async fn send_bytes(&self, fd: u8, mut data: Bytes) -> Result<(), MuxError> {
         while !data.is_empty() {
             let n = self.take_credit(data.len().min(MAX_PAYLOAD)).await?;
-            let f = Frame::new(FrameType::Data, self.id, Bytes::copy_from_slice(&data[..n])).with_flags(fd);
+            let f = Frame::new(FrameType::Data, self.id, data.split_to(n)).with_flags(fd);
             self.shared.send(f).await?;
-            data = &data[n..];
         }
         Ok(())
     }

@@ -55,11 +55,15 @@ pub struct DensityBench {
     pub exec_true_n_sessions: Summary,
     /// p50 with N idle sessions / p50 with one.
     pub exec_p50_ratio: f64,
+    /// True when the sessions were measured paused (`--pause-after`).
+    pub paused: bool,
+    /// One exec `true` on each of up to [`EXECS`] paused sessions: resume plus the round trip.
+    pub exec_on_paused: Option<Summary>,
     /// Creates that failed and were retried (each session gets [`CREATE_TRIES`]).
     pub create_failures: usize,
 }
 
-pub async fn run(data_dir: &Path, image: &str, n: usize) -> anyhow::Result<DensityBench> {
+pub async fn run(data_dir: &Path, image: &str, n: usize, pause_after: Option<u64>) -> anyhow::Result<DensityBench> {
     anyhow::ensure!(n >= 1, "--density needs at least one session");
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     eprintln!("  host load before any session ({} s)…", SETTLE_WINDOW.as_secs() * 2);
@@ -67,8 +71,11 @@ pub async fn run(data_dir: &Path, image: &str, n: usize) -> anyhow::Result<Densi
     tokio::time::sleep(SETTLE_WINDOW * 2).await;
     let host_busy_pct_before = busy_pct(h0, host_ticks().unwrap_or_default());
 
-    let r = start_with(data_dir, image, 0, true, "density", n + 1).await?;
-    let result = measure(&r, image, n, cpus, host_busy_pct_before).await;
+    if pause_after == Some(0) {
+        anyhow::bail!("--pause-after must be at least 1 second");
+    }
+    let r = start_with(data_dir, image, 0, true, "density", n + 1, pause_after.unwrap_or(0)).await?;
+    let result = measure(&r, image, n, cpus, host_busy_pct_before, pause_after).await;
     let ids = session_ids(&r).await.unwrap_or_default();
     eprintln!("  deleting {} sessions…", ids.len());
     for id in ids {
@@ -84,6 +91,7 @@ async fn measure(
     n: usize,
     cpus: usize,
     host_busy_pct_before: f64,
+    pause_after: Option<u64>,
 ) -> anyhow::Result<DensityBench> {
     // The first session cold-boots and builds the template; the rest are clones of it.
     eprintln!("  session 1/{n} (cold boot, builds the template)…");
@@ -116,8 +124,16 @@ async fn measure(
         };
         ids.push(id);
     }
-    eprintln!("  waiting for {n} VMs to settle (≤ {SETTLED_PCT} % of a CPU each, or steady, over {} s)…", SETTLE_WINDOW.as_secs());
-    let (settle_secs, settled) = settle(r, &ids).await;
+    let (settle_secs, settled) = match pause_after {
+        Some(secs) => {
+            eprintln!("  waiting for {n} sessions to pause (pause_idle_seconds = {secs})…");
+            wait_paused(r, n).await
+        }
+        None => {
+            eprintln!("  waiting for {n} VMs to settle (≤ {SETTLED_PCT} % of a CPU each, or steady, over {} s)…", SETTLE_WINDOW.as_secs());
+            settle(r, &ids).await
+        }
+    };
 
     eprintln!("  measuring {n} idle sessions for {} s…", WINDOW.as_secs());
     let pids = qemu_pids(r, &ids);
@@ -138,6 +154,18 @@ async fn measure(
     let sum: f64 = per_vm.iter().sum();
     let mem: Vec<(f64, f64)> = pids.iter().map(|p| rss_pss_mib(*p)).collect();
 
+    let exec_on_paused = match pause_after {
+        Some(_) => {
+            let sample: Vec<&String> = ids.iter().skip(1).take(EXECS).collect();
+            eprintln!("  exec `true` on {} paused sessions (resume included)…", sample.len());
+            let mut times = Vec::new();
+            for id in sample {
+                times.push(exec_once(r, id).await?);
+            }
+            Some(summarize(&times))
+        }
+        None => None,
+    };
     eprintln!("  exec `true` × {EXECS} with {n} idle sessions…");
     let many = exec_true(r, &first).await?;
     let ratio = if one.p50_ms > 0.0 { many.p50_ms / one.p50_ms } else { 0.0 };
@@ -164,6 +192,8 @@ async fn measure(
         exec_true_one_session: one,
         exec_true_n_sessions: many,
         exec_p50_ratio: round2(ratio),
+        paused: pause_after.is_some(),
+        exec_on_paused,
         create_failures,
     })
 }
@@ -172,7 +202,7 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-async fn create(r: &Running) -> anyhow::Result<String> {
+pub(super) async fn create(r: &Running) -> anyhow::Result<String> {
     let resp = r
         .http
         .post(format!("{}/api/v1/sessions", r.base))
@@ -185,7 +215,7 @@ async fn create(r: &Running) -> anyhow::Result<String> {
     s["id"].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("create answered no id: {s}"))
 }
 
-async fn wait_ready(r: &Running, id: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(r: &Running, id: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let s: Value = r.http.get(format!("{}/api/v1/sessions/{id}", r.base)).send().await?.json().await?;
@@ -246,18 +276,44 @@ fn steady(prev: f64, now: f64) -> bool {
 }
 
 async fn exec_true(r: &Running, id: &str) -> anyhow::Result<Summary> {
-    let url = format!("{}/api/v1/sessions/{id}/exec", r.base);
     let mut samples = Vec::new();
     for _ in 0..EXECS {
-        let t = Instant::now();
-        let resp =
-            r.http.post(&url).header("content-type", "application/json").body(r#"{"cmd":["true"]}"#).send().await?;
-        anyhow::ensure!(resp.status().is_success(), "exec: {}", resp.text().await?);
-        let out: Value = resp.json().await?;
-        anyhow::ensure!(out["exit_code"] == 0, "exec true: {out}");
-        samples.push(t.elapsed());
+        samples.push(exec_once(r, id).await?);
     }
     Ok(summarize(&samples))
+}
+
+/// One exec `true`, timed from request to answer.
+async fn exec_once(r: &Running, id: &str) -> anyhow::Result<Duration> {
+    let url = format!("{}/api/v1/sessions/{id}/exec", r.base);
+    let t = Instant::now();
+    let resp = r.http.post(&url).header("content-type", "application/json").body(r#"{"cmd":["true"]}"#).send().await?;
+    anyhow::ensure!(resp.status().is_success(), "exec: {}", resp.text().await?);
+    let out: Value = resp.json().await?;
+    anyhow::ensure!(out["exit_code"] == 0, "exec true: {out}");
+    Ok(t.elapsed())
+}
+
+/// Waits until `n` sessions report `paused`; returns (seconds waited, all paused). Gives up after
+/// [`SETTLE_LIMIT`] and measures anyway.
+async fn wait_paused(r: &Running, n: usize) -> (f64, bool) {
+    let t0 = Instant::now();
+    loop {
+        let paused = match r.http.get(format!("{}/api/v1/sessions", r.base)).send().await {
+            Ok(resp) => resp.json::<Value>().await.ok().and_then(|v| {
+                v.as_array().map(|a| a.iter().filter(|s| s["paused"] == true).count())
+            }),
+            Err(_) => None,
+        };
+        if paused.is_some_and(|p| p >= n) {
+            return (t0.elapsed().as_secs_f64(), true);
+        }
+        if t0.elapsed() >= SETTLE_LIMIT {
+            eprintln!("    {} of {n} paused after {} s; measuring anyway", paused.unwrap_or(0), SETTLE_LIMIT.as_secs());
+            return (t0.elapsed().as_secs_f64(), false);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 impl std::fmt::Display for DensityBench {
@@ -265,8 +321,11 @@ impl std::fmt::Display for DensityBench {
         let n = self.sessions;
         writeln!(
             f,
-            "Density ({n} idle {} sessions, {} host CPUs, {} s window):",
-            self.image, self.host_cpus, self.window_secs
+            "Density ({n} idle {} sessions{}, {} host CPUs, {} s window):",
+            self.image,
+            if self.paused { ", paused" } else { "" },
+            self.host_cpus,
+            self.window_secs
         )?;
         writeln!(
             f,
@@ -298,6 +357,9 @@ impl std::fmt::Display for DensityBench {
         writeln!(f, "  exec `true`, 1 session        {}", self.exec_true_one_session)?;
         writeln!(f, "  exec `true`, {n} idle sessions {}", self.exec_true_n_sessions)?;
         writeln!(f, "  exec p50 ratio N/1            {:.2}×", self.exec_p50_ratio)?;
+        if let Some(s) = &self.exec_on_paused {
+            writeln!(f, "  exec `true` on a paused one   {s} (resume included)")?;
+        }
         write!(f, "  failed creates (retried)      {}", self.create_failures)
     }
 }

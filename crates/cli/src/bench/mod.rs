@@ -5,6 +5,7 @@ mod density;
 mod procstat;
 mod session;
 pub mod stats;
+mod throughput;
 mod vm;
 
 use clap::Args;
@@ -44,6 +45,21 @@ pub struct BenchOpts {
     /// per session, exec `true` with N idle sessions vs one. Needs memory for N VMs (≈ PSS each).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "8", conflicts_with_all = ["vm_only", "sessions_only"])]
     density: Option<usize>,
+    /// With --density: let idle sessions pause after this many seconds (`pause_idle_seconds`),
+    /// wait until all are paused, then measure them paused, and time an exec on paused sessions
+    /// (the resume included).
+    #[arg(long, value_name = "SECONDS", requires = "density")]
+    pause_after: Option<u64>,
+    /// Only the throughput benchmark: bulk downloads through the preview proxy and the files API
+    /// (and uploads) against the same download inside the guest over loopback.
+    #[arg(long, conflicts_with_all = ["vm_only", "sessions_only", "density"])]
+    throughput: bool,
+    /// Size of the throughput benchmark's file, MiB.
+    #[arg(long, default_value_t = 64)]
+    throughput_mib: u64,
+    /// Transfers timed per throughput figure.
+    #[arg(long, default_value_t = 3)]
+    throughput_runs: usize,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -77,24 +93,45 @@ pub async fn run(opts: BenchOpts, data_dir: &Path) -> anyhow::Result<ExitCode> {
     });
     if let Some(n) = opts.density {
         eprintln!("measuring {n} idle sessions…");
-        let d = density::run(data_dir, &opts.image, n).await?;
+        let d = density::run(data_dir, &opts.image, n, opts.pause_after).await?;
         println!("{d}");
         json["density"] = serde_json::to_value(&d)?;
     }
-    if !opts.sessions_only && opts.density.is_none() {
+    let only_throughput = opts.throughput;
+    if !opts.sessions_only && opts.density.is_none() && !only_throughput {
         eprintln!("measuring the VM layer ({} cold boots, {} clones)…", opts.boots, opts.clones);
         let vm = vm::run(&backend, base, &image.key, opts.boots, opts.clones).await?;
         println!("{vm}");
         json["vm"] = serde_json::to_value(&vm)?;
     }
-    if !opts.vm_only && opts.density.is_none() {
+    if !opts.vm_only && opts.density.is_none() && !only_throughput {
         eprintln!("measuring sessions ({} runs per mode, {} cold)…", opts.runs, opts.cold_runs);
         let s = session::run(data_dir, &opts.image, opts.runs, opts.cold_runs, opts.budget_mib).await?;
         println!("{s}");
         json["sessions"] = serde_json::to_value(&s)?;
     }
+    if !opts.vm_only && opts.density.is_none() {
+        eprintln!("measuring throughput ({} MiB, {} runs per figure)…", opts.throughput_mib, opts.throughput_runs);
+        let t = throughput_bench(data_dir, &opts.image, opts.throughput_mib, opts.throughput_runs).await?;
+        println!("{t}");
+        json["throughput"] = serde_json::to_value(&t)?;
+    }
     std::fs::write(&opts.out, serde_json::to_vec_pretty(&json)?)?;
     println!("wrote {}", opts.out.display());
     let _ = std::fs::remove_dir_all(&state);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The throughput benchmark on a server and session of its own.
+async fn throughput_bench(data_dir: &Path, image: &str, mib: u64, runs: usize) -> anyhow::Result<throughput::ThroughputBench> {
+    anyhow::ensure!(mib >= 1 && runs >= 1, "--throughput-mib and --throughput-runs must be at least 1");
+    let r = session::start(data_dir, image, 0, true, "throughput").await?;
+    let result = async {
+        let id = density::create(&r).await?;
+        density::wait_ready(&r, &id).await?;
+        throughput::run(&r, &id, mib, runs).await
+    }
+    .await;
+    r.stop().await;
+    result
 }

@@ -46,7 +46,7 @@ pub(super) struct Running {
 }
 
 pub(super) async fn start(data_dir: &Path, image: &str, pool: usize, templates: bool, tag: &str) -> anyhow::Result<Running> {
-    start_with(data_dir, image, pool, templates, tag, 32).await
+    start_with(data_dir, image, pool, templates, tag, 32, 0).await
 }
 
 /// A server in this process; `max_sessions` must allow every session the benchmark holds at once.
@@ -57,6 +57,7 @@ pub(super) async fn start_with(
     templates: bool,
     tag: &str,
     max_sessions: usize,
+    pause_idle_seconds: u64,
 ) -> anyhow::Result<Running> {
     let data = data_dir.join(format!("bench-server-{tag}"));
     let _ = std::fs::remove_dir_all(&data);
@@ -70,8 +71,8 @@ pub(super) async fn start_with(
     cfg.max_sessions = max_sessions;
     // The benchmark's sessions end with its server (its data dir is scratch).
     cfg.on_shutdown = mayfly_server::config::OnShutdown::End;
-    // Measured sessions must not pause under the benchmark (its waits are not activity).
-    cfg.pause_idle_seconds = 0;
+    // Measured sessions pause only where the benchmark asks for it (its waits are not activity).
+    cfg.pause_idle_seconds = pause_idle_seconds;
     let server = Server::bind(cfg).await?;
     let addr = server.local_addr();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -85,6 +86,16 @@ pub(super) async fn start_with(
 }
 
 impl Running {
+    /// The server's address.
+    pub(super) fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        Ok(self.base.trim_start_matches("http://").parse()?)
+    }
+
+    /// The server token the benchmark's clients send.
+    pub(super) fn token(&self) -> &'static str {
+        TOKEN
+    }
+
     async fn pool_ready(&self, image: &str) -> anyhow::Result<(u64, bool)> {
         let v: Value = self.http.get(format!("{}/api/v1/pool", self.base)).send().await?.json().await?;
         let p = v.as_array().and_then(|a| a.iter().find(|p| p["image"] == image)).cloned().unwrap_or(Value::Null);
