@@ -21,19 +21,23 @@ const QUEUE: usize = 16;
 pub(crate) struct AgentForwards(Mutex<HashMap<String, (String, mpsc::Sender<Stream>)>>);
 
 impl AgentForwards {
-    /// Hands an `agent_connect` stream of session `session` to its listener; the error to
-    /// answer with otherwise.
-    pub(crate) fn deliver(&self, session: &str, id: &str, stream: Stream) -> Result<(), (Stream, Ctrl)> {
+    /// Hands an `agent_connect` stream of session `session` to its listener, or answers it
+    /// with an error.
+    pub(crate) async fn deliver(&self, session: &str, id: &str, stream: Stream) {
         let tx = match self.0.lock().expect("agent forwards lock").get(id) {
-            Some((s, tx)) if s == session => tx.clone(),
-            _ => return Err((stream, Ctrl::error(ErrorKind::NotFound, "no forwarded agent here (the SSH connection ended)"))),
+            Some((s, tx)) if s == session => Some(tx.clone()),
+            _ => None,
         };
-        tx.try_send(stream).map_err(|e| {
+        let Some(tx) = tx else {
+            let reply = Ctrl::error(ErrorKind::NotFound, "no forwarded agent here (the SSH connection ended)");
+            return super::answer(&stream, reply).await;
+        };
+        if let Err(e) = tx.try_send(stream) {
             let stream = match e {
                 mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
             };
-            (stream, Ctrl::error(ErrorKind::Io, "the forwarded agent is busy"))
-        })
+            super::answer(&stream, Ctrl::error(ErrorKind::Io, "the forwarded agent is busy")).await;
+        }
     }
 }
 

@@ -33,11 +33,7 @@ impl SessionManager {
                     OpenRequest::Credential { protocol, host, .. } => {
                         credential(&id, &session, &tokens, &protocol, &host, &stream).await
                     }
-                    OpenRequest::AgentConnect { id: agent } => {
-                        if let Err((stream, reply)) = agents.deliver(&id, &agent, stream) {
-                            answer(&stream, reply).await
-                        }
-                    }
+                    OpenRequest::AgentConnect { id: agent } => agents.deliver(&id, &agent, stream).await,
                     other => {
                         tracing::warn!(session = %id, ?other, "guest opened an unexpected stream");
                         answer(&stream, Ctrl::error(ErrorKind::Protocol, "only egress, credential and agent_connect streams may be opened by the guest")).await
