@@ -7,7 +7,8 @@
 //! * `session` channels — shell (with `pty-req`, `window-change`, `env`, signals, the exit
 //!   status), `exec`, the `sftp` subsystem (the guest's own `sftp-server`) ([`session_channel`]);
 //! * `direct-tcpip` to a port on the VM's loopback ([`tunnel`]);
-//! * keep-alives; a cap on channels per connection and on connections.
+//! * keep-alives; a cap on channels per connection and on connections;
+//! * an open channel counts as session activity (no pause, no idle timeout while it is open).
 //!
 //! A connection ends when its session ends (with a message), and all of them when the server
 //! stops. This crate uses mayfly-server's public interface only; the server knows nothing of it.
@@ -42,6 +43,18 @@ const LOGIN_GRACE: Duration = Duration::from_secs(60);
 const KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long connections get to close at a stop.
 const DRAIN: Duration = Duration::from_secs(5);
+/// An open channel marks its session active this often, traffic or not.
+const ACTIVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Marks the session active every [`ACTIVE_EVERY`] for as long as it is polled: an open SSH
+/// channel (a quiet shell, a forward VS Code keeps) counts as use, like a connected IDE page.
+/// Dead clients are found by keep-alives; the session's maximum lifetime still applies.
+pub(crate) async fn keep_active(activity: &mayfly_server::manager::Activity) {
+    loop {
+        tokio::time::sleep(ACTIVE_EVERY).await;
+        activity.touch();
+    }
+}
 
 /// What every connection shares.
 pub struct Shared {

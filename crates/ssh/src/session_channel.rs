@@ -220,6 +220,7 @@ async fn relay(mut rd: ChannelReadHalf, wr: ChannelWriteHalf<Msg>, stream: mayfl
     tokio::select! {
         () = inbound => {}
         () = outbound => {}
+        () = crate::keep_active(&activity) => {}
     }
 }
 

@@ -58,6 +58,7 @@ pub async fn relay(channel: Channel<Msg>, stream: Stream, activity: Activity) {
     tokio::select! {
         () = inbound => {}
         () = outbound => {}
+        () = crate::keep_active(&activity) => {}
     }
     let _ = wr.close().await;
 }

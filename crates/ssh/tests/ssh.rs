@@ -107,7 +107,7 @@ impl Fixture {
         std::fs::create_dir(&keys).unwrap();
         let (alice_key, bob_key, carol_key, stranger) =
             (keygen(&keys, "alice"), keygen(&keys, "bob"), keygen(&keys, "carol"), keygen(&keys, "stranger"));
-        let (alice, bob, carol, session) = rt().block_on(async {
+        let setup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt().block_on(async {
             let alice = make_user(&http, &base, "alice@example.test", "member", alice_key).await;
             let bob = make_user(&http, &base, "bob@example.test", "member", bob_key).await;
             let carol = make_user(&http, &base, "carol@example.test", "admin", carol_key).await;
@@ -122,7 +122,16 @@ impl Fixture {
             let s: Value = r.json().await.unwrap();
             assert_eq!(s["state"], "ready", "{s}");
             (alice, bob, carol, s["id"].as_str().unwrap().to_string())
-        });
+        })));
+        let (alice, bob, carol, session) = match setup {
+            Ok(v) => v,
+            Err(panic) => {
+                // Never leave a server (and its VM) behind.
+                let _ = nix_term(&mut child);
+                eprintln!("server log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                std::panic::resume_unwind(panic);
+            }
+        };
         Fixture { dir, child, base, ssh_port, http, session, alice, bob, carol, stranger }
     }
 
@@ -272,6 +281,52 @@ fn refusals(f: &Fixture) {
         let entries = audit["entries"].as_array().cloned().unwrap_or_default();
         (entries.len() >= 3 && entries.iter().any(|e| e["detail"]["reason"] == "unknown key")).then_some(())
     });
+}
+
+fn keys_belong_to_their_user(f: &Fixture) {
+    rt().block_on(async {
+        let list = |token: &str| {
+            let req = f.http.get(format!("{}/api/v1/me/ssh-keys", f.base)).bearer_auth(token.to_string());
+            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let alices = list(&f.alice.token).await;
+        assert_eq!(alices.as_array().unwrap().len(), 1, "{alices}");
+        let key_id = alices[0]["id"].as_str().unwrap().to_string();
+        assert!(alices[0]["last_used_at"].is_string(), "sign-ins record the key's use: {alices}");
+        let del = f.http.delete(format!("{}/api/v1/me/ssh-keys/{key_id}", f.base)).bearer_auth(&f.bob.token).send().await.unwrap();
+        assert_eq!(del.status().as_u16(), 404, "bob cannot remove alice's key");
+        let public = std::fs::read_to_string(f.alice.key.with_extension("pub")).unwrap();
+        let dup = f.http.post(format!("{}/api/v1/me/ssh-keys", f.base)).bearer_auth(&f.bob.token).json(&json!({"public_key": public})).send().await.unwrap();
+        assert_eq!(dup.status().as_u16(), 409, "a key signs in one user only");
+        let bad = f.http.post(format!("{}/api/v1/me/ssh-keys", f.base)).bearer_auth(&f.bob.token).json(&json!({"public_key": "ssh-ed25519 nope"})).send().await.unwrap();
+        assert_eq!(bad.status().as_u16(), 400);
+        let server = f.http.post(format!("{}/api/v1/me/ssh-keys", f.base)).json(&json!({"public_key": public})).send().await.unwrap();
+        assert_eq!(server.status().as_u16(), 400, "the server token has no keys");
+        assert_eq!(list(&f.alice.token).await.as_array().unwrap().len(), 1);
+        let me: Value = f.http.get(format!("{}/api/v1/me", f.base)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(me["ssh_port"], f.ssh_port, "clients learn the gateway's port: {me}");
+    });
+}
+
+fn cli_ssh_config(f: &Fixture) {
+    let config = f.dir.path().join("ssh_config");
+    std::fs::write(&config, "Host unrelated\n  User someone\n").unwrap();
+    let out = Command::new(mayfly_binary())
+        .args(["ssh-config", "--file"])
+        .arg(&config)
+        .env("MAYFLY_URL", &f.base)
+        .env("MAYFLY_TOKEN", &f.alice.token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.starts_with("Host unrelated\n  User someone\n"), "the rest is kept: {written}");
+    assert!(written.contains(&format!("Host {}.mayfly", f.session)), "{written}");
+    let mut c = Command::new("ssh");
+    c.args(["-F"]).arg(&config).args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"]).arg(&f.alice.key);
+    c.args([&format!("{}.mayfly", f.session), "echo via-config"]);
+    let out = run(c, b"");
+    assert_eq!(text(&out.stdout), "via-config\n", "ssh <id>.mayfly works: {}", text(&out.stderr));
 }
 
 fn exec_binary_and_exit_codes(f: &Fixture) {
@@ -504,6 +559,8 @@ fn ssh_door_end_to_end() {
         ("refusals", refusals),
         ("exec_binary_and_exit_codes", exec_binary_and_exit_codes),
         ("admin_reaches_any_session", admin_reaches_any_session),
+        ("keys_belong_to_their_user", keys_belong_to_their_user),
+        ("cli_ssh_config", cli_ssh_config),
         ("interactive_shell", interactive_shell),
         ("sftp_batch", sftp_batch),
         ("scp_both_ways", scp_both_ways),
