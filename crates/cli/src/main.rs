@@ -131,7 +131,8 @@ enum Cmd {
     /// Your SSH public keys: they sign you in at the server's SSH gateway.
     #[command(subcommand)]
     SshKey(ssh_cmd::SshKeyCmd),
-    /// SSH into a session with the system's ssh (arguments after `--` go to ssh).
+    /// SSH into a session with the system's ssh. After `--`: ssh options, then a command
+    /// (`mayfly ssh <id> -- -A -L 3000:localhost:3000 make dev`).
     Ssh {
         id: String,
         #[command(flatten)]

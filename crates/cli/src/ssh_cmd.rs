@@ -101,12 +101,36 @@ async fn endpoint(client: &Client, gw: &Gateway) -> anyhow::Result<(String, u16)
     Ok((host, port))
 }
 
-/// Runs the system `ssh` into session `id` (replacing this process).
+/// `args` split into ssh options (before the destination) and the remote command (after it).
+pub fn split_ssh_args(args: &[String]) -> (&[String], &[String]) {
+    // ssh's options that take a value (ssh(1) SYNOPSIS).
+    const WITH_VALUE: &str = "BbcDEeFIiJLlmOoPpRSWw";
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        if a == "--" {
+            return (&args[..i], &args[i + 1..]);
+        }
+        let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) else { break };
+        i += 1;
+        // `-L 8080:…` takes the next word; `-L8080:…` and `-tt` do not.
+        if let Some(pos) = flags.find(|c| WITH_VALUE.contains(c)) {
+            if pos == flags.len() - 1 {
+                i += 1;
+            }
+        }
+    }
+    let i = i.min(args.len());
+    (&args[..i], &args[i..])
+}
+
+/// Runs the system `ssh` into session `id` (replacing this process): `args` are ssh options,
+/// then the remote command, if any.
 pub async fn ssh(client: &Client, gw: &Gateway, id: &str, args: &[String]) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     let (host, port) = endpoint(client, gw).await?;
+    let (opts, command) = split_ssh_args(args);
     let mut cmd = std::process::Command::new("ssh");
-    cmd.args(["-p", &port.to_string(), "-o", &format!("HostKeyAlias={}", alias(&host, port))]).arg(format!("{id}@{host}")).args(args);
+    cmd.args(["-p", &port.to_string(), "-o", &format!("HostKeyAlias={}", alias(&host, port))]).args(opts).arg(format!("{id}@{host}")).args(command);
     let err = cmd.exec();
     Err(anyhow::anyhow!("cannot run ssh: {err} (install the OpenSSH client)"))
 }
@@ -173,6 +197,24 @@ pub async fn config(client: &Client, gw: &Gateway, file: Option<PathBuf>, dry_ru
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_options_go_before_the_destination() {
+        let v = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let cases = [
+            ("-L 8080:localhost:3000 -N", "-L 8080:localhost:3000 -N", ""),
+            ("-tt -i key ls -la", "-tt -i key", "ls -la"),
+            ("-L8080:localhost:3000 make test", "-L8080:localhost:3000", "make test"),
+            ("uname -a", "", "uname -a"),
+            ("-A -- -weird-command", "-A", "-weird-command"),
+            ("-p", "-p", ""),
+        ];
+        for (args, opts, cmd) in cases {
+            let all = v(args);
+            let (o, c) = split_ssh_args(&all);
+            assert_eq!((o.to_vec(), c.to_vec()), (v(opts), v(cmd)), "{args}");
+        }
+    }
 
     #[test]
     fn the_block_is_replaced_in_place_and_the_rest_kept() {

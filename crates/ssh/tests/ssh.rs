@@ -329,6 +329,30 @@ fn cli_ssh_config(f: &Fixture) {
     assert_eq!(text(&out.stdout), "via-config\n", "ssh <id>.mayfly works: {}", text(&out.stderr));
 }
 
+fn cli_ssh(f: &Fixture) {
+    let key = f.alice.key.display().to_string();
+    let out = Command::new(mayfly_binary())
+        .args(["ssh", &f.session, "--", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", &key, "echo", "via-cli", "$((1+1))"])
+        .env("MAYFLY_URL", &f.base)
+        .env("MAYFLY_TOKEN", &f.alice.token)
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "via-cli 2\n", "mayfly ssh: {}", text(&out.stderr));
+}
+
+fn garbage_is_dropped(f: &Fixture) {
+    use std::net::TcpStream;
+    let mut s = TcpStream::connect(("127.0.0.1", f.ssh_port)).unwrap();
+    s.set_read_timeout(Some(SLOW)).unwrap();
+    let _ = s.write_all(b"SSH-2.0-junk\r\n\x00\x00\x00\x0c\x0a\x14garbage-packet-that-is-not-ssh\xff\xff\xff\xff");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(text(&buf).starts_with("SSH-2.0-mayfly"), "{}", text(&buf));
+    let out = run(f.ssh(&f.alice.key, &f.session, &[], &["echo still-up"]), b"");
+    assert_eq!(text(&out.stdout), "still-up\n", "the gateway goes on");
+}
+
 fn exec_binary_and_exit_codes(f: &Fixture) {
     let input = random_bytes(1 << 20);
     let out = run(f.ssh(&f.alice.key, &f.session, &[], &["cat; echo to-stderr >&2; exit 3"]), &input);
@@ -386,15 +410,6 @@ impl Pane {
             .unwrap();
         assert!(st.success());
     }
-    /// The exit status once the pane's program ended.
-    fn wait_exit(&self) -> i32 {
-        wait_for("the ssh client to exit", || {
-            let out = Command::new("tmux").args(["display-message", "-p", "-t", &self.0, "#{pane_dead} #{pane_dead_status}"]).output().ok()?;
-            let s = text(&out.stdout);
-            let mut it = s.split_whitespace();
-            (it.next() == Some("1")).then(|| it.next().and_then(|c| c.parse().ok()).unwrap_or(-1))
-        })
-    }
 }
 
 impl Drop for Pane {
@@ -404,7 +419,14 @@ impl Drop for Pane {
 }
 
 fn interactive_shell(f: &Fixture) {
-    let cmd = format!("ssh -tt {} -p {} {}@127.0.0.1", f.ssh_opts(&f.alice.key).join(" "), f.ssh_port, f.session);
+    let status_file = f.dir.path().join("tty-exit");
+    let cmd = format!(
+        "ssh -tt {} -p {} {}@127.0.0.1; echo $? > {}",
+        f.ssh_opts(&f.alice.key).join(" "),
+        f.ssh_port,
+        f.session,
+        status_file.display()
+    );
     let pane = Pane::start(&format!("mayfly-ssh-{}", std::process::id()), 100, 30, &cmd);
     pane.keys("echo typed-$((40+2))");
     pane.wait_screen("typed-42");
@@ -418,7 +440,8 @@ fn interactive_shell(f: &Fixture) {
         Some(()).filter(|()| pane.screen().contains("40 120"))
     });
     pane.keys("exit 5");
-    assert_eq!(pane.wait_exit(), 5, "the shell's exit status is ssh's: {}", pane.screen());
+    let status = wait_for("the ssh client to exit", || std::fs::read_to_string(&status_file).ok().filter(|s| s.ends_with('\n')));
+    assert_eq!(status.trim(), "5", "the shell's exit status is ssh's: {}", pane.screen());
 }
 
 fn sftp_batch(f: &Fixture) {
@@ -516,6 +539,17 @@ fn agent_forwarding(f: &Fixture) {
     assert_eq!(text(&out.stdout), "sock=\n", "no agent without -A");
 }
 
+fn closed_port_forward(f: &Fixture) {
+    // `ssh -W` is a direct-tcpip channel on stdio: a closed port fails that channel only.
+    for target in ["localhost:1", "example.com:80"] {
+        let out = run(f.ssh(&f.alice.key, &f.session, &["-W", target], &[]), b"");
+        assert_eq!(out.status.code(), Some(255), "{target}");
+        assert!(text(&out.stderr).contains("forwarding failed"), "{target}: {}", text(&out.stderr));
+    }
+    let out = run(f.ssh(&f.alice.key, &f.session, &[], &["echo fine"]), b"");
+    assert_eq!(text(&out.stdout), "fine\n", "a failed forward harms nothing else");
+}
+
 fn many_channels_and_session_end(f: &Fixture) {
     // Many channels on one connection: a master connection and 20 commands multiplexed on it.
     let ctl = f.dir.path().join("ctl");
@@ -537,6 +571,37 @@ fn many_channels_and_session_end(f: &Fixture) {
         let out = h.join().unwrap();
         assert_eq!(text(&out.stdout), format!("ch-{i}\n"), "{}", text(&out.stderr));
     }
+    // A client that keeps opening channels hits the cap (64); the connection goes on. Each TCP
+    // connection to a local forward is a channel; the VM's listener never answers, so they stay.
+    let out = run(
+        f.ssh(&f.alice.key, &f.session, &[], &["(setsid python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 8766)); s.listen(256); time.sleep(900)' >/dev/null 2>&1 &)"]),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let fwd = Command::new("ssh")
+        .args(["-S", &ctl.display().to_string(), "-O", "forward", "-L", &format!("{port}:localhost:8766"), "x"])
+        .output()
+        .unwrap();
+    assert!(fwd.status.success(), "{}", text(&fwd.stderr));
+    std::thread::sleep(Duration::from_secs(2)); // the VM's listener starts
+    let conns: Vec<std::net::TcpStream> = (0..72).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let refused = wait_for("channels beyond the cap to be refused", || {
+        let closed = conns
+            .iter()
+            .filter(|c| {
+                c.set_nonblocking(true).unwrap();
+                matches!((&**c).read(&mut [0u8; 1]), Ok(0))
+            })
+            .count();
+        (closed >= 8).then_some(closed)
+    });
+    assert_eq!(refused, 8, "64 channels stay open, the rest are refused");
+    drop(conns);
+    wait_for("channels to be usable again", || {
+        let out = run(f.ssh(&f.alice.key, &f.session, &["-S", &ctl.display().to_string()], &["echo again"]), b"");
+        (text(&out.stdout) == "again\n").then_some(())
+    });
     // Ending the session closes its connections, with a message.
     let status = rt().block_on(async {
         f.http.delete(format!("{}/api/v1/sessions/{}", f.base, f.session)).timeout(SLOW).send().await.unwrap().status().as_u16()
@@ -561,11 +626,14 @@ fn ssh_door_end_to_end() {
         ("admin_reaches_any_session", admin_reaches_any_session),
         ("keys_belong_to_their_user", keys_belong_to_their_user),
         ("cli_ssh_config", cli_ssh_config),
+        ("cli_ssh", cli_ssh),
+        ("garbage_is_dropped", garbage_is_dropped),
         ("interactive_shell", interactive_shell),
         ("sftp_batch", sftp_batch),
         ("scp_both_ways", scp_both_ways),
         ("local_forward", local_forward),
         ("agent_forwarding", agent_forwarding),
+        ("closed_port_forward", closed_port_forward),
         // Last: it ends the session.
         ("many_channels_and_session_end", many_channels_and_session_end),
     ];
