@@ -75,6 +75,9 @@ impl Fixture {
             .env("MAYFLY_TOKEN", TOKEN)
             .env("MAYFLY_IMAGE_DATA_DIR", image_data_dir())
             .env("MAYFLY_DEFAULT_IMAGE", "minimal")
+            // Idle sessions pause quickly: the activity step checks an open channel prevents it.
+            .env("MAYFLY_PAUSE_IDLE_SECONDS", "3")
+            .env("MAYFLY_REAPER_INTERVAL_SECONDS", "1")
             .env("MAYFLY_LOG", std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -339,6 +342,49 @@ fn cli_ssh(f: &Fixture) {
         .output()
         .unwrap();
     assert_eq!(text(&out.stdout), "via-cli 2\n", "mayfly ssh: {}", text(&out.stderr));
+}
+
+fn cli_ssh_key(f: &Fixture) {
+    let key = keygen(&f.dir.path().join("keys"), "cli-key");
+    let mayfly = |args: &[&str]| {
+        let out = Command::new(mayfly_binary()).args(args).env("MAYFLY_URL", &f.base).env("MAYFLY_TOKEN", &f.alice.token).output().unwrap();
+        assert!(out.status.success(), "mayfly {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let added = mayfly(&["ssh-key", "add", &key.with_extension("pub").display().to_string(), "--name", "from the cli"]);
+    let id = added.split_whitespace().nth(3).unwrap().to_string();
+    assert!(mayfly(&["ssh-key", "ls"]).contains("from the cli"));
+    let out = run(f.ssh(&key, &f.session, &[], &["echo cli-key-works"]), b"");
+    assert_eq!(text(&out.stdout), "cli-key-works\n", "{}", text(&out.stderr));
+    mayfly(&["ssh-key", "rm", &id]);
+    assert!(!mayfly(&["ssh-key", "ls"]).contains("from the cli"));
+    let out = run(f.ssh(&key, &f.session, &[], &["true"]), b"");
+    assert_eq!(out.status.code(), Some(255), "a removed key no longer signs in");
+}
+
+/// The session as listed (the list, unlike `GET /sessions/{id}`, does not count as activity).
+fn session_json(f: &Fixture) -> Value {
+    let all: Value = rt().block_on(async { f.http.get(format!("{}/api/v1/sessions", f.base)).send().await.unwrap().json().await.unwrap() });
+    all.as_array().unwrap().iter().find(|s| s["id"] == f.session.as_str()).cloned().unwrap_or(Value::Null)
+}
+
+fn ssh_counts_as_activity(f: &Fixture) {
+    // With nothing open the idle session pauses (pause_idle_seconds = 3)...
+    wait_for("the idle session to pause", || (session_json(f)["paused"] == true).then_some(()));
+    // ...an SSH command resumes it, and while its channel is open it does not pause again.
+    let mut quiet = f.ssh(&f.alice.key, &f.session, &[], &["sleep 25; echo done"]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    wait_for("the session to resume", || (session_json(f)["paused"] == false).then_some(()));
+    let mut samples = 0;
+    while quiet.try_wait().unwrap().is_none() {
+        let s = session_json(f);
+        assert_eq!(s["paused"], false, "paused under an open SSH channel: {s}");
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut out = String::new();
+    quiet.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(out, "done\n");
+    assert!(samples >= 10, "the channel stayed open for a while ({samples} samples)");
 }
 
 fn garbage_is_dropped(f: &Fixture) {
@@ -627,6 +673,7 @@ fn ssh_door_end_to_end() {
         ("keys_belong_to_their_user", keys_belong_to_their_user),
         ("cli_ssh_config", cli_ssh_config),
         ("cli_ssh", cli_ssh),
+        ("cli_ssh_key", cli_ssh_key),
         ("garbage_is_dropped", garbage_is_dropped),
         ("interactive_shell", interactive_shell),
         ("sftp_batch", sftp_batch),
@@ -634,6 +681,7 @@ fn ssh_door_end_to_end() {
         ("local_forward", local_forward),
         ("agent_forwarding", agent_forwarding),
         ("closed_port_forward", closed_port_forward),
+        ("ssh_counts_as_activity", ssh_counts_as_activity),
         // Last: it ends the session.
         ("many_channels_and_session_end", many_channels_and_session_end),
     ];
