@@ -114,6 +114,30 @@ test('a member makes an API token, copies it once, uses it, and revokes it', SLO
   assert.equal((await apiCall('GET', '/api/v1/me', { auth: copied })).status, 401);
 });
 
+test('a member adds an SSH key on the account page, sees its fingerprint, and removes it', SLOW, async () => {
+  const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILECrozYiomYf/UgrsSDB/VVYfqsVyTmHZNScEr+R4WZ mia@laptop';
+  await member.goto(`${srv.base}/account#ssh`);
+  await member.fill('#ssh-key', 'not a key');
+  await member.click('#ssh-add');
+  await member.waitForSelector('#ssh-error:not(:empty)');
+  assert.match(await member.textContent('#ssh-error'), /not an OpenSSH public key/);
+  await member.fill('#ssh-key', key);
+  await member.click('#ssh-add');
+  await member.waitForSelector('#ssh-keys [data-key] >> text=mia@laptop');
+  assert.match(await member.textContent('#ssh-keys'), /SHA256:l4oqtJ1zhgJ\/KsaCwxJmXDmbfJd3M\+VnZIJHksZyzKc/);
+  await screenshot(member, 'ssh-keys');
+  const listed = await apiCall('GET', '/api/v1/me/ssh-keys', { auth: { cookie: await cookieHeader(member) } });
+  assert.equal(listed.body.length, 1);
+  await member.click('button[aria-label="Remove mia@laptop"]');
+  await member.click('.modal button:has-text("Remove")');
+  await member.waitForSelector('#ssh-keys [data-key]', { state: 'detached' });
+});
+
+/** The page's cookies as a Cookie header. */
+async function cookieHeader(page) {
+  return (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+}
+
 test('a wrong password and a provider error show on the sign-in page', SLOW, async () => {
   await admin.goto(`${srv.base}/login?error=${encodeURIComponent('The identity provider refused: access_denied')}`);
   await admin.waitForSelector('#provider-error >> text=access_denied');

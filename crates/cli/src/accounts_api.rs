@@ -1,9 +1,10 @@
-//! Typed calls of the account routes: who am I, API tokens, users, the audit log, saved git tokens.
+//! Typed calls of the account routes: who am I, API tokens, users, the audit log, saved git tokens,
+//! SSH keys.
 
 use crate::client::Client;
 use mayfly_proto::accounts::{
-    ApiToken, AuditPage, CreateToken, CreateUser, CreatedToken, Me, SaveGitCredential, SavedGitCredential, UpdateUser,
-    User,
+    AddSshKey, ApiToken, AuditPage, CreateToken, CreateUser, CreatedToken, Me, SaveGitCredential, SavedGitCredential, UpdateUser,
+    SshKey, User,
 };
 use reqwest::Method;
 
@@ -77,6 +78,18 @@ impl Client {
         }
         let resp = self.send_query(Method::GET, "/api/v1/audit", &query, None).await?;
         Ok(resp.json().await?)
+    }
+
+    pub async fn ssh_keys(&self) -> anyhow::Result<Vec<SshKey>> {
+        self.json(Method::GET, "/api/v1/me/ssh-keys", None).await
+    }
+
+    pub async fn add_ssh_key(&self, req: &AddSshKey) -> anyhow::Result<SshKey> {
+        self.json(Method::POST, "/api/v1/me/ssh-keys", Some(serde_json::to_value(req)?)).await
+    }
+
+    pub async fn remove_ssh_key(&self, id: &str) -> anyhow::Result<()> {
+        self.send(Method::DELETE, &format!("/api/v1/me/ssh-keys/{}", segment(id)), None).await.map(drop)
     }
 
     pub async fn git_credentials(&self) -> anyhow::Result<Vec<SavedGitCredential>> {

@@ -13,6 +13,7 @@ mod image_cmd;
 mod paths;
 mod secret;
 mod session_cmd;
+mod ssh_cmd;
 mod terminal;
 mod token_cmd;
 mod user_cmd;
@@ -127,6 +128,30 @@ enum Cmd {
     /// Git tokens saved on the server and given to your sessions' git.
     #[command(subcommand)]
     GitToken(git_token_cmd::GitTokenCmd),
+    /// Your SSH public keys: they sign you in at the server's SSH gateway.
+    #[command(subcommand)]
+    SshKey(ssh_cmd::SshKeyCmd),
+    /// SSH into a session with the system's ssh. After `--`: ssh options, then a command
+    /// (`mayfly ssh <id> -- -A -L 3000:localhost:3000 make dev`).
+    Ssh {
+        id: String,
+        #[command(flatten)]
+        gateway: ssh_cmd::Gateway,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Write `Host <id>.mayfly` entries for your ready sessions into ~/.ssh/config (a managed
+    /// block, rewritten each time), so `ssh <id>.mayfly` and VS Code Remote-SSH reach them.
+    SshConfig {
+        #[command(flatten)]
+        gateway: ssh_cmd::Gateway,
+        /// The ssh config file (default: ~/.ssh/config).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print the block instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Developer VMs without a server: boot, run, destroy.
     #[command(subcommand)]
     Vm(vm_cmd::VmCmd),
@@ -192,6 +217,9 @@ fn main() -> ExitCode {
             Cmd::User(c) => user_cmd::run(&client()?, c).await,
             Cmd::Audit(a) => audit_cmd::run(&client()?, a).await,
             Cmd::GitToken(c) => git_token_cmd::run(&client()?, c).await,
+            Cmd::SshKey(c) => ssh_cmd::key(&client()?, c).await,
+            Cmd::Ssh { id, gateway, args } => ssh_cmd::ssh(&client()?, &gateway, &id, &args).await,
+            Cmd::SshConfig { gateway, file, dry_run } => ssh_cmd::config(&client()?, &gateway, file, dry_run).await,
         }
     });
     match result {
@@ -220,6 +248,29 @@ async fn serve(config: Option<PathBuf>, bind: Option<String>, data_dir: &std::pa
         }
         tracing::info!("shutdown requested");
     };
-    mayfly_server::run(cfg, shutdown).await?;
+    let token_path = cfg.token_path();
+    let (ssh_listen, host_key) = (cfg.ssh_listen, cfg.ssh_host_key_path());
+    let server = mayfly_server::Server::bind(cfg).await?;
+    println!("mayfly listening on http://{}", server.local_addr());
+    if server.token_generated() {
+        println!("mayfly token: {} (saved in {})", server.token(), token_path.display());
+    }
+    // The SSH door starts once the server is bound and reconciled, and stops first at shutdown
+    // (its clients are told the server is stopping, before their sessions end).
+    let gateway = match ssh_listen {
+        Some(addr) => {
+            let g = mayfly_ssh::Gateway::start(server.state().manager.clone(), addr, &host_key).await?;
+            println!("mayfly ssh listening on {} (host key {})", g.local_addr(), g.fingerprint());
+            Some(g)
+        }
+        None => None,
+    };
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(g) = gateway {
+            g.stop().await;
+        }
+    };
+    server.serve(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@
 //! port watcher when to look closely.
 
 pub mod activity;
+pub mod agent;
 pub mod boot;
 pub mod credential;
 pub mod egress;

@@ -95,8 +95,9 @@ pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
         OpenRequest::Tunnel { port } => tunnel::serve(port, stream).await,
         OpenRequest::Info => info::serve(stream).await,
         OpenRequest::Identity(id) => identity::serve(id, stream).await,
-        OpenRequest::Egress { .. } | OpenRequest::Credential { .. } => {
-            let reply = Ctrl::error(mayfly_proto::msg::ErrorKind::Protocol, "egress and credential streams are opened by the guest");
+        OpenRequest::AgentListen { id } => crate::agent::serve(&id, stream, daemon.host.subscribe()).await,
+        OpenRequest::Egress { .. } | OpenRequest::Credential { .. } | OpenRequest::AgentConnect { .. } => {
+            let reply = Ctrl::error(mayfly_proto::msg::ErrorKind::Protocol, "egress, credential and agent_connect streams are opened by the guest");
             finish(&stream.split().0, &reply).await
         }
     }

@@ -9,8 +9,7 @@ use mayfly_proto::msg::{Ctrl, ErrorKind};
 use mayfly_proto::mux::{Event, Stream, StreamReceiver, StreamSender};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CHUNK: usize = 256 * 1024;
@@ -44,9 +43,10 @@ pub async fn serve(port: u16, stream: Stream) {
     relay(sock, &tx, &mut rx).await;
 }
 
-/// Bytes both ways between `sock` and the stream until both directions finished (or a reset).
-pub(crate) async fn relay(sock: TcpStream, tx: &StreamSender, rx: &mut StreamReceiver) {
-    let (sr, sw) = sock.into_split();
+/// Bytes both ways between `sock` (TCP, or the agent's Unix socket) and the stream until both
+/// directions finished (or a reset).
+pub(crate) async fn relay<S: AsyncRead + AsyncWrite + Send>(sock: S, tx: &StreamSender, rx: &mut StreamReceiver) {
+    let (sr, sw) = tokio::io::split(sock);
     let up = host_to_socket(rx, sw);
     let down = socket_to_host(sr, tx);
     tokio::pin!(up, down);
@@ -65,7 +65,8 @@ pub(crate) async fn relay(sock: TcpStream, tx: &StreamSender, rx: &mut StreamRec
 }
 
 /// Host → socket. Returns true when the stream was reset (stop everything).
-async fn host_to_socket(rx: &mut StreamReceiver, mut sw: OwnedWriteHalf) -> bool {
+async fn host_to_socket<W: AsyncWrite>(rx: &mut StreamReceiver, sw: W) -> bool {
+    tokio::pin!(sw);
     loop {
         match rx.recv().await {
             Event::Data { data, .. } => {
@@ -95,7 +96,8 @@ async fn drain_until_end(rx: &mut StreamReceiver) -> bool {
 }
 
 /// Socket → host, then EOF. A read error ends the host's direction the same way.
-async fn socket_to_host(mut sr: OwnedReadHalf, tx: &StreamSender) {
+async fn socket_to_host<R: AsyncRead>(sr: R, tx: &StreamSender) {
+    tokio::pin!(sr);
     // Read into owned buffers the frames share: no copy between the socket and the port.
     let mut buf = bytes::BytesMut::new();
     loop {

@@ -96,6 +96,10 @@ pub struct Me {
     /// Effective quotas (role defaults with the user's own values on top).
     pub quotas: Quotas,
     pub usage: QuotaUsage,
+    /// The port of the server's SSH gateway (`ssh <session-id>@<server host> -p PORT`), when
+    /// one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
 }
 
 /// `POST /api/v1/users` (admin).
@@ -165,6 +169,34 @@ pub struct ApiToken {
     pub expires_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<String>,
+}
+
+/// A public key that signs its user in over SSH (`GET /api/v1/me/ssh-keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKey {
+    pub id: String,
+    pub name: String,
+    /// `ssh-ed25519`, `ssh-rsa`, `ecdsa-sha2-nistp256`…
+    pub algorithm: String,
+    /// `SHA256:<base64>`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// The key as registered (`<algorithm> <base64>`, no comment).
+    pub public_key: String,
+    /// RFC 3339.
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+}
+
+/// `POST /api/v1/me/ssh-keys`: one line of an OpenSSH public key file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddSshKey {
+    /// `<algorithm> <base64> [comment]`, e.g. the content of `~/.ssh/id_ed25519.pub`.
+    pub public_key: String,
+    /// Default: the key's comment, else its algorithm.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `POST /api/v1/tokens`.

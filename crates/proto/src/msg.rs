@@ -12,6 +12,8 @@
 //! | `watch_ports` | — | CTRL `ports` (full set) on every change |
 //! | `watch_files` | — | CTRL `ok` once watching, then CTRL `file_events` batches (~100 ms apart) |
 //! | `tunnel` | DATA, EOF | CTRL `connected`, DATA, EOF |
+//! | `agent_listen` | (EOF or reset ends it) | CTRL `ok` once the socket listens; guest opens `agent_connect` per client |
+//! | `agent_connect` (guest → host) | CTRL `connected`, DATA, EOF | DATA, EOF |
 //!
 //! `list` may answer with several CTRL `list` messages before its EOF (a frame carries at most
 //! 64 KiB); the host concatenates their entries.
@@ -108,6 +110,24 @@ pub enum OpenRequest {
         #[serde(default)]
         path: Option<String>,
     },
+    /// SSH agent forwarding: listen on the Unix socket [`agent_socket_path`]`(id)` (in a
+    /// directory only root can enter) while this stream lives; each client of it becomes an
+    /// `agent_connect` stream to the host. The socket is removed when the stream ends.
+    AgentListen { id: String },
+    /// Guest → host: a program connected to the agent socket of `agent_listen` `id`. The host
+    /// answers `connected` and relays bytes to the SSH client's agent, or `error`. The agent's
+    /// keys never enter the VM: only its requests and signatures pass.
+    AgentConnect { id: String },
+}
+
+/// True for an `agent_listen` id (a path component): 1 to 32 of `[a-z0-9]`.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Where the guest listens for `agent_listen` `id` (what `SSH_AUTH_SOCK` is set to).
+pub fn agent_socket_path(id: &str) -> String {
+    format!("/run/mayfly/agent/{id}/agent.sock")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Preview URLs are `http://<port>-<session>.<preview_domain>[:<port>]/`.
     pub preview_domain: String,
+    /// Address of the SSH gateway (`mayfly-ssh`); `None` (default): no SSH.
+    pub ssh_listen: Option<SocketAddr>,
     /// Origin users reach this server at; default `http://<bound address>`.
     pub public_url: Option<String>,
     pub accel: AccelSetting,
@@ -192,6 +194,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             max_upload_bytes: 1 << 30,
             preview_domain: "localhost".into(),
+            ssh_listen: None,
             public_url: None,
             accel: AccelSetting::Auto,
             vm_memory_mib: None,
@@ -259,6 +262,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("max_body_bytes", Kind::Int),
     ("max_upload_bytes", Kind::Int),
     ("preview_domain", Kind::Str),
+    ("ssh_listen", Kind::Str),
     ("public_url", Kind::Str),
     ("accel", Kind::Str),
     ("vm_memory_mib", Kind::Int),
@@ -445,6 +449,10 @@ impl ServerConfig {
     }
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("token")
+    }
+    /// The SSH gateway's host key (ed25519, OpenSSH format, mode 0600).
+    pub fn ssh_host_key_path(&self) -> PathBuf {
+        self.data_dir.join("ssh_host_ed25519_key")
     }
     /// The OpenID Connect provider, when `oidc_issuer` is set.
     pub fn oidc_settings(&self) -> Option<crate::users::oidc::OidcSettings> {

@@ -1,4 +1,4 @@
-// The account page (`/account`): a section per hash — `#tokens`, `#git`, `#quotas`, and for
+// The account page (`/account`): a section per hash — `#tokens`, `#ssh`, `#git`, `#quotas`, and for
 // admins `#users` and `#audit` — with the quotas block and the user menu always in view.
 
 import '../lib/theme.css';
@@ -10,6 +10,7 @@ import { loadMe, userMenu } from '../lib/usermenu';
 import { auditSection } from './audit';
 import { gitSection } from './git';
 import { quotasBlock } from './quotas';
+import { sshSection } from './ssh';
 import { tokensSection } from './tokens';
 import { usersSection } from './users';
 
@@ -17,6 +18,7 @@ type Section = { id: string; title: string; icon: string; admin?: boolean; user?
 
 const SECTIONS: Section[] = [
   { id: 'tokens', title: 'API tokens', icon: 'key', user: true, draw: tokensSection },
+  { id: 'ssh', title: 'SSH keys', icon: 'terminal', user: true, draw: sshSection },
   { id: 'git', title: 'Git tokens', icon: 'source-control', user: true, draw: gitSection },
   { id: 'quotas', title: 'Quotas and usage', icon: 'dashboard', draw: async (el) => render(el, quotasBlock(await api.me())) },
   { id: 'users', title: 'Users', icon: 'organization', admin: true, draw: usersSection },

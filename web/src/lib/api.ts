@@ -102,6 +102,8 @@ export interface Me {
   bootstrap: boolean;
   quotas: Quotas;
   usage: QuotaUsage;
+  /** Port of the server's SSH gateway, when one runs. */
+  ssh_port?: number;
 }
 
 export interface AuthProviders {
@@ -120,6 +122,17 @@ export interface ApiToken {
 /** Only at creation: the secret. */
 export interface CreatedToken extends ApiToken {
   token: string;
+}
+
+export interface SshKey {
+  id: string;
+  name: string;
+  algorithm: string;
+  /** `SHA256:…`, as `ssh-keygen -lf` prints it. */
+  fingerprint: string;
+  public_key: string;
+  created_at: string;
+  last_used_at?: string;
 }
 
 export interface SavedGitCredential {
@@ -274,6 +287,9 @@ export const api = {
   saveGitCredential: (host: string, token: string, username?: string) =>
     json<SavedGitCredential>('PUT', `/api/v1/me/git-credentials/${enc(host)}`, { body: { token, username } }),
   deleteGitCredential: (host: string) => call('DELETE', `/api/v1/me/git-credentials/${enc(host)}`),
+  sshKeys: () => json<SshKey[]>('GET', '/api/v1/me/ssh-keys'),
+  addSshKey: (public_key: string, name?: string) => json<SshKey>('POST', '/api/v1/me/ssh-keys', { body: { public_key, name } }),
+  removeSshKey: (id: string) => call('DELETE', `/api/v1/me/ssh-keys/${enc(id)}`),
   users: () => json<User[]>('GET', '/api/v1/users'),
   createUser: (body: CreateUser) => json<User>('POST', '/api/v1/users', { body }),
   updateUser: (id: string, body: UpdateUser) => json<User>('PATCH', `/api/v1/users/${enc(id)}`, { body }),

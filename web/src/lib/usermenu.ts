@@ -31,7 +31,7 @@ export async function signOut(): Promise<void> {
 
 function links(me: Me): [string, string, string][] {
   const out: [string, string, string][] = [];
-  if (me.user) out.push(['key', 'API tokens', '/account#tokens'], ['source-control', 'Git tokens', '/account#git']);
+  if (me.user) out.push(['key', 'API tokens', '/account#tokens'], ['terminal', 'SSH keys', '/account#ssh'], ['source-control', 'Git tokens', '/account#git']);
   else out.push(['dashboard', 'Quotas and usage', '/account#quotas']);
   if (me.role === 'admin') out.push(['organization', 'Users', '/account#users'], ['history', 'Audit log', '/account#audit']);
   return out;

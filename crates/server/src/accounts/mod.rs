@@ -11,12 +11,14 @@
 //! * [`tokens`] — API tokens and browser sign-ins.
 //! * [`audit`] — the audit log.
 //! * [`git`] — saved git tokens.
+//! * [`ssh_keys`] — SSH public keys (the SSH door signs users in with them).
 
 pub mod audit;
 pub mod git;
 pub mod limiter;
 pub mod password;
 pub mod secret;
+pub mod ssh_keys;
 pub mod store;
 pub mod tokens;
 pub mod users;

@@ -58,6 +58,22 @@ pub struct GitCredentialRecord {
     pub updated_at: OffsetDateTime,
 }
 
+/// A user's SSH public key. `fingerprint` (SHA-256 of the key blob) is unique: one key signs in
+/// one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKeyRecord {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub algorithm: String,
+    /// `SHA256:<base64, no padding>`.
+    pub fingerprint: String,
+    /// `<algorithm> <base64>`.
+    pub public_key: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
 /// One audit entry before it is stored (`seq` is the store's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
@@ -94,7 +110,7 @@ pub trait AccountStore: Send + Sync {
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
     /// Replaces name, role, password hash, quotas and last sign-in of a live user.
     async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError>;
-    /// Marks the user deleted and removes their tokens, sign-ins and git tokens, atomically.
+    /// Marks the user deleted and removes their tokens, sign-ins, git tokens and SSH keys, atomically.
     /// False when there was no such live user.
     async fn delete_user(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
     /// Email of a user, deleted ones too (for showing owners and audit actors).
@@ -116,6 +132,14 @@ pub trait AccountStore: Send + Sync {
     async fn put_git_credential(&self, c: &GitCredentialRecord) -> Result<(), StoreError>;
     async fn git_credentials(&self, user_id: &str) -> Result<Vec<GitCredentialRecord>, StoreError>;
     async fn delete_git_credential(&self, user_id: &str, host: &str) -> Result<bool, StoreError>;
+
+    /// Fails with [`StoreError::Duplicate`] when the key (its fingerprint) is registered already.
+    async fn insert_ssh_key(&self, key: &SshKeyRecord) -> Result<(), StoreError>;
+    async fn ssh_keys_of(&self, user_id: &str) -> Result<Vec<SshKeyRecord>, StoreError>;
+    async fn ssh_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<SshKeyRecord>, StoreError>;
+    /// False when the user has no such key.
+    async fn delete_ssh_key(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
+    async fn touch_ssh_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     async fn append_audit(&self, entry: &AuditRecord) -> Result<i64, StoreError>;
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<(i64, AuditRecord)>, StoreError>;

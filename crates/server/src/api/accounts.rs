@@ -1,4 +1,4 @@
-//! Account routes: who am I, my API tokens, my saved git tokens; for admins, users (with their
+//! Account routes: who am I, my API tokens, my saved git tokens, my SSH keys; for admins, users (with their
 //! quotas) and the audit log.
 //!
 //! | route | who |
@@ -6,6 +6,7 @@
 //! | `GET /api/v1/me` | anyone signed in |
 //! | `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` | a user (their own tokens) |
 //! | `GET /api/v1/me/git-credentials`, `PUT/DELETE /api/v1/me/git-credentials/{host}` | a user |
+//! | `GET/POST /api/v1/me/ssh-keys`, `DELETE /api/v1/me/ssh-keys/{id}` | a user (their own keys) |
 //! | `GET/POST /api/v1/users`, `GET/PATCH/DELETE /api/v1/users/{id}` | admins |
 //! | `GET /api/v1/audit` | admins |
 
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mayfly_proto::accounts::{
     ApiToken, AuditPage, CreateToken, CreateUser, CreatedToken, Me, QuotaUsage, SaveGitCredential, SavedGitCredential,
-    UpdateUser, User,
+    UpdateUser, User, AddSshKey, SshKey,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -34,6 +35,9 @@ pub fn routes() -> Routes {
         .get("/api/v1/me/git-credentials", list_git)
         .put("/api/v1/me/git-credentials/{host}", save_git)
         .delete("/api/v1/me/git-credentials/{host}", delete_git)
+        .get("/api/v1/me/ssh-keys", list_ssh_keys)
+        .post("/api/v1/me/ssh-keys", add_ssh_key)
+        .delete("/api/v1/me/ssh-keys/{id}", remove_ssh_key)
         .get("/api/v1/users", list_users)
         .post("/api/v1/users", create_user)
         .get("/api/v1/users/{id}", get_user)
@@ -59,6 +63,7 @@ async fn me(State(st): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiE
         bootstrap: caller.who == Principal::ServerToken,
         quotas,
         usage,
+        ssh_port: st.manager.ssh_port(),
     }))
 }
 
@@ -103,6 +108,20 @@ async fn save_git(
 
 async fn delete_git(State(st): State<AppState>, caller: Caller, ApiPath(host): ApiPath<String>) -> Result<StatusCode, ApiError> {
     st.manager.accounts().delete_git_credential(&caller, &host).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_ssh_keys(State(st): State<AppState>, caller: Caller) -> Result<Json<Vec<SshKey>>, ApiError> {
+    Ok(Json(st.manager.accounts().ssh_keys(&caller).await?))
+}
+
+async fn add_ssh_key(State(st): State<AppState>, caller: Caller, ApiJson(req): ApiJson<AddSshKey>) -> Result<Response, ApiError> {
+    let key = st.manager.accounts().add_ssh_key(&caller, req).await?;
+    Ok((StatusCode::CREATED, Json(key)).into_response())
+}
+
+async fn remove_ssh_key(State(st): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
+    st.manager.accounts().remove_ssh_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

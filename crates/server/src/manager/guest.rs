@@ -44,7 +44,7 @@ pub struct PtyAttach {
     pub activity: Activity,
 }
 
-fn channel_error(id: &str, what: &'static str, e: ChannelError) -> SessionError {
+pub(super) fn channel_error(id: &str, what: &'static str, e: ChannelError) -> SessionError {
     match e {
         ChannelError::Guest { kind, message } => SessionError::Guest { kind, message },
         other => SessionError::Vm { id: id.to_string(), what, source: Box::new(other) },

@@ -1,5 +1,6 @@
 //! Streams a session's guest opens towards the host: `egress` (a program's outbound
-//! connection, decided by [`crate::egress`]) and `credential` (git asking for a token).
+//! connection, decided by [`crate::egress`]), `credential` (git asking for a token) and
+//! `agent_connect` (a program using a forwarded SSH agent, handed to its door).
 //! Anything else is a protocol error. The acceptor holds the session weakly: once the session
 //! is gone, its tokens are gone and every request is refused.
 
@@ -17,8 +18,10 @@ impl SessionManager {
         let tokens = Tokens { accounts: self.accounts.clone(), operator: Arc::new(self.cfg.git_credentials.clone()) };
         let session = Arc::downgrade(s);
         let id: Arc<str> = s.id.as_str().into();
+        let agents = self.agent_forwards.clone();
         Arc::new(move |req, stream| {
             let (egress, session, id, tokens) = (egress.clone(), session.clone(), id.clone(), tokens.clone());
+            let agents = agents.clone();
             tokio::spawn(async move {
                 match req {
                     OpenRequest::Egress { host, port } => {
@@ -30,9 +33,10 @@ impl SessionManager {
                     OpenRequest::Credential { protocol, host, .. } => {
                         credential(&id, &session, &tokens, &protocol, &host, &stream).await
                     }
+                    OpenRequest::AgentConnect { id: agent } => agents.deliver(&id, &agent, stream).await,
                     other => {
                         tracing::warn!(session = %id, ?other, "guest opened an unexpected stream");
-                        answer(&stream, Ctrl::error(ErrorKind::Protocol, "only egress and credential streams may be opened by the guest")).await
+                        answer(&stream, Ctrl::error(ErrorKind::Protocol, "only egress, credential and agent_connect streams may be opened by the guest")).await
                     }
                 }
             });

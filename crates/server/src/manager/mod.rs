@@ -9,12 +9,15 @@
 //! * [`events`] — per-session event streams (history replayed, then live).
 //! * [`repo`] — the session's repository clone; [`repo_push`] — its push at session end.
 //! * [`reaper`] — idle timeout and maximum lifetime.
+//! * `streams`, `agent_forward` — raw guest streams (commands, terminals, forwarded SSH agents)
+//!   for doors that relay bytes themselves (the SSH gateway).
 //!
 //! Not owned here: HTTP (the `api` module parses requests and calls these methods), the VM
 //! command line (the `vm` crate), image building (the `image` crate).
 
 mod adopt;
 pub mod capacity;
+mod agent_forward;
 mod events;
 pub mod file_watch;
 mod fork;
@@ -27,6 +30,7 @@ mod quota;
 mod repo;
 pub mod size;
 mod repo_push;
+mod streams;
 mod ports;
 pub mod reaper;
 pub mod state;
@@ -49,6 +53,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use agent_forward::AgentListener;
 pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
 pub use repo::validate_credentials;
 pub(crate) use guest_streams::answer;
@@ -270,6 +275,10 @@ pub struct SessionManager {
     secrets: crate::secrets::Secrets,
     /// Users: quotas, saved git tokens, the audit log.
     accounts: Arc<crate::accounts::Accounts>,
+    /// Forwarded SSH agents' sockets in guests, and where their connections go.
+    agent_forwards: Arc<agent_forward::AgentForwards>,
+    /// The SSH gateway's port once it listens (0: no gateway), shown by `GET /api/v1/me`.
+    ssh_port: std::sync::atomic::AtomicU16,
 }
 
 /// RFC 3339 with second precision (what the API shows).
@@ -326,7 +335,19 @@ impl SessionManager {
             shutdown: CancellationToken::new(),
             epoch: Instant::now(),
             accounts,
+            agent_forwards: Default::default(),
+            ssh_port: Default::default(),
         })
+    }
+
+    /// Records where the SSH gateway (`mayfly-ssh`) listens, for clients to find it.
+    pub fn set_ssh_port(&self, port: u16) {
+        self.ssh_port.store(port, Ordering::Relaxed);
+    }
+
+    /// The SSH gateway's port, when one runs.
+    pub fn ssh_port(&self) -> Option<u16> {
+        Some(self.ssh_port.load(Ordering::Relaxed)).filter(|p| *p != 0)
     }
 
     pub fn accounts(&self) -> &Arc<crate::accounts::Accounts> {

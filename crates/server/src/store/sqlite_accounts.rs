@@ -5,7 +5,7 @@
 use super::sqlite::{backend, from_ms, ms, SqliteStore};
 use super::StoreError;
 use crate::accounts::store::{
-    AccountStore, AuditFilter, AuditRecord, GitCredentialRecord, TokenRecord, UserRecord, WebSessionRecord,
+    AccountStore, AuditFilter, AuditRecord, GitCredentialRecord, SshKeyRecord, TokenRecord, UserRecord, WebSessionRecord,
 };
 use async_trait::async_trait;
 use mayfly_proto::accounts::{Quotas, Role};
@@ -67,7 +67,34 @@ pub(super) const SCHEMA: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log(user_id, seq)",
     "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at)",
+    "CREATE TABLE IF NOT EXISTS ssh_keys (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ssh_keys_fingerprint ON ssh_keys(fingerprint)",
+    "CREATE INDEX IF NOT EXISTS ssh_keys_user ON ssh_keys(user_id)",
 ];
+
+const SSH_KEY_COLUMNS: &str = "id, user_id, name, algorithm, fingerprint, public_key, created_at, last_used_at";
+
+fn ssh_key(row: &SqliteRow) -> Result<SshKeyRecord, StoreError> {
+    Ok(SshKeyRecord {
+        id: row.get("id"),
+        user_id: row.get("user_id"),
+        name: row.get("name"),
+        algorithm: row.get("algorithm"),
+        fingerprint: row.get("fingerprint"),
+        public_key: row.get("public_key"),
+        created_at: from_ms(row.get("created_at"))?,
+        last_used_at: row.get::<Option<i64>, _>("last_used_at").map(from_ms).transpose()?,
+    })
+}
 
 const USER_COLUMNS: &str =
     "id, email, name, role, password_hash, oidc_issuer, oidc_subject, quotas, created_at, last_sign_in_at";
@@ -209,7 +236,7 @@ impl AccountStore for SqliteStore {
         if res.rows_affected() == 0 {
             return Ok(false);
         }
-        for table in ["api_tokens", "web_sessions", "user_git_credentials"] {
+        for table in ["api_tokens", "web_sessions", "user_git_credentials", "ssh_keys"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                 .bind(id)
                 .execute(&mut *tx)
@@ -271,6 +298,62 @@ impl AccountStore for SqliteStore {
             .await
             .map_err(backend("revoking a token"))?;
         Ok(res.rows_affected() > 0)
+    }
+
+    async fn insert_ssh_key(&self, k: &SshKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ssh_keys (id, user_id, name, algorithm, fingerprint, public_key, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&k.id)
+        .bind(&k.user_id)
+        .bind(&k.name)
+        .bind(&k.algorithm)
+        .bind(&k.fingerprint)
+        .bind(&k.public_key)
+        .bind(ms(k.created_at))
+        .bind(k.last_used_at.map(ms))
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or(format!("SSH key {}", k.fingerprint), "inserting an SSH key"))?;
+        Ok(())
+    }
+
+    async fn ssh_keys_of(&self, user_id: &str) -> Result<Vec<SshKeyRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {SSH_KEY_COLUMNS} FROM ssh_keys WHERE user_id = $1 ORDER BY created_at, id"))
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("listing SSH keys"))?;
+        rows.iter().map(ssh_key).collect()
+    }
+
+    async fn ssh_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<SshKeyRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {SSH_KEY_COLUMNS} FROM ssh_keys WHERE fingerprint = $1"))
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading an SSH key"))?;
+        row.as_ref().map(ssh_key).transpose()
+    }
+
+    async fn delete_ssh_key(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("removing an SSH key"))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn touch_ssh_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE ssh_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("recording an SSH key's use"))?;
+        Ok(())
     }
 
     async fn touch_token(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
