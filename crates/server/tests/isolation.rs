@@ -39,11 +39,8 @@ fn status_field(pid: u32, field: &str) -> String {
 /// Runs `script` with `sh` as `uid:uid` without supplementary groups; (success, stderr).
 fn sh_as(uid: u32, script: &str, args: &[&str]) -> (bool, String) {
     let mut cmd = std::process::Command::new("sh");
+    // std drops the supplementary groups when root sets a uid.
     cmd.arg("-c").arg(script).arg("sh").args(args).uid(uid).gid(uid);
-    // SAFETY: setgroups is async-signal-safe; runs in the child before exec.
-    unsafe {
-        cmd.pre_exec(|| if libc::setgroups(0, std::ptr::null()) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
-    }
     let out = cmd.output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stderr).trim().to_string())
 }
@@ -67,6 +64,20 @@ async fn wait_responsive(server: &TestServer, id: &str) -> Duration {
         }
         assert!(t0.elapsed() < Duration::from_secs(240), "session {id} did not recover: {r:?}");
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until the server has the `minimal` template (built after the first cold boot).
+async fn wait_template(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (_, pools) = server.get("/api/v1/pool").await;
+        let ready = pools.as_array().into_iter().flatten().any(|p| p["image"] == "minimal" && p["template"] == true);
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no template: {pools}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -101,7 +112,9 @@ async fn each_vm_is_its_own_blast_radius() {
     .await;
     let cfg = mayfly_server::ServerConfig::default();
     let range = mayfly_vm::confine::UidRange::parse(&cfg.vm_uid_range).unwrap();
+    // A is a cold boot (it also makes the image's template), B a clone of that template.
     let a = server.ready_session(json!({})).await;
+    wait_template(&server).await;
     let b = server.ready_session(json!({})).await;
     let (pa, pb) = (the_qemu(&a), the_qemu(&b));
 
@@ -150,10 +163,10 @@ async fn each_vm_is_its_own_blast_radius() {
         }
     }
     // The clone's QEMU maps the sealed memfd, and holds no descriptor of the RAM file.
-    let maps = std::fs::read_to_string(format!("/proc/{pa}/maps")).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pb}/maps")).unwrap();
     assert!(maps.contains("/memfd:mayfly-template-ram"), "clone RAM is the sealed memfd");
     let mems: Vec<PathBuf> = dirs.iter().map(|d| d.join("mem")).collect();
-    for fd in std::fs::read_dir(format!("/proc/{pa}/fd")).unwrap().flatten() {
+    for fd in std::fs::read_dir(format!("/proc/{pb}/fd")).unwrap().flatten() {
         let target = std::fs::read_link(fd.path()).unwrap_or_default();
         assert!(!mems.contains(&target), "QEMU holds {}", target.display());
     }
