@@ -159,6 +159,14 @@ async fn reap_removes_the_cgroups_of_a_vm_whose_control_plane_died() {
 
     // A restarted control plane on the same state dir.
     let second = QemuBackend::new(QemuConfig { accel: first.config().accel, ..QemuConfig::new(state.path()) }).unwrap();
+    // It never hands the live VM's uid to a new VM (the run dir's owner is the allocation).
+    if is_root() {
+        let newcomer = second.create(spec("newcomer")).await.unwrap();
+        let (old, new) = (uids(pid)[0], uids(newcomer.pid().unwrap())[0]);
+        assert_ne!(old, new, "a restarted backend reused the live VM's uid {old}");
+        assert_eq!(first.confiner().account_of("orphan").map(|a| a.uid), Some(old));
+        newcomer.stop().await.unwrap();
+    }
     let ids = second.run_dir_ids();
     assert!(ids.contains(&"orphan".to_string()) && ids.contains(&"stray".to_string()), "{ids:?}");
     for id in &ids {
