@@ -242,7 +242,7 @@ async fn each_vm_is_its_own_blast_radius() {
         .lines()
         .last()
         .and_then(|l| l.split(',').nth(2))
-        .and_then(|s| s.trim().split_whitespace().next()?.parse().ok())
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::MAX);
     assert!(secs >= 7.0, "A wrote 200 MiB in {secs} s despite a {DISK_MIB_PER_SECOND} MiB/s cap: {flood_out}");
 
