@@ -4,7 +4,8 @@
 //! * the template's files (RAM, device state, disk) cannot be opened for writing as any VM uid,
 //!   and a clone's QEMU holds no descriptor of the RAM file (it maps a sealed memfd);
 //! * per-VM caps (`pids.max`, disk bandwidth/IOPS) are in the session's size and in its cgroup;
-//! * a guest fork bomb and a guest disk flood leave the host and the other session responsive;
+//! * a guest fork bomb (as an unprivileged guest user, up to the guest's process cap) and a guest
+//!   disk flood leave the host and the other session responsive;
 //!   the other session's disk throughput during the flood is printed;
 //! * afterwards nothing is left (processes, run dirs, cgroups).
 
@@ -193,8 +194,14 @@ async fn each_vm_is_its_own_blast_radius() {
         let (base, id) = (server.base.clone(), a.clone());
         let http = server.http.clone();
         tokio::spawn(async move {
-            // `timeout` kills the bomb's whole process group after 40 s.
-            let body = json!({"cmd": ["sh", "-c", "timeout -s KILL 40 sh -c 'b() { b & b & wait; }; b' 2>/dev/null; echo bomb-over"], "timeout_seconds": 600});
+            // `timeout` kills the bomb's whole process group after 40 s. The bomb runs as
+            // `nobody` with the guest's own cap on its processes (RLIMIT_NPROC 1000), so it
+            // exhausts its cap rather than guest RAM, and the guest's OOM killer never takes
+            // `timeout` (which is shielded from it anyway).
+            let bomb = "echo -1000 > /proc/self/oom_score_adj; \
+                timeout -s KILL 40 prlimit --nproc=1000 setpriv --reuid=65534 --regid=65534 --clear-groups \
+                sh -c 'echo 500 > /proc/self/oom_score_adj; b() { b & b & wait; }; b' 2>/dev/null; echo bomb-over";
+            let body = json!({"cmd": ["sh", "-c", bomb], "timeout_seconds": 600});
             http.post(format!("{base}/api/v1/sessions/{id}/exec")).json(&body).send().await.map(|r| r.status().as_u16())
         })
     };
