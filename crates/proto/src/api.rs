@@ -189,6 +189,15 @@ pub struct Session {
     pub memory_mib: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_gib: Option<u32>,
+    /// Caps of the VM's QEMU besides its size (server-wide settings): tasks (`vm_pids_max`),
+    /// disk bandwidth in MiB/s and disk operations per second (`vm_disk_mib_per_second`,
+    /// `vm_disk_iops`); absent when not capped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_processes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_iops: Option<u32>,
     /// The session this one was forked from (while it is live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<String>,

@@ -72,8 +72,18 @@ pub struct ServerConfig {
     pub max_memory_mib: u32,
     /// Largest `disk_gib` a session may ask for.
     pub max_disk_gib: u32,
-    /// Account QEMU runs as when the server is root (created if missing); empty: the server's.
+    /// Uids QEMU runs under when the server is root, one per VM (`FIRST-LAST`); empty: every
+    /// QEMU shares `qemu_user`.
+    pub vm_uid_range: String,
+    /// Account every QEMU shares when `vm_uid_range` is empty and the server is root (created if
+    /// missing); both empty: QEMU runs as root.
     pub qemu_user: String,
+    /// Tasks (QEMU threads) per VM (`pids.max`); 0: no cap.
+    pub vm_pids_max: u32,
+    /// Disk bandwidth per VM, reads and writes together, in MiB/s; 0: no cap.
+    pub vm_disk_mib_per_second: u32,
+    /// Disk operations per second per VM; 0: no cap.
+    pub vm_disk_iops: u32,
     /// One cgroup per VM with memory and CPU caps (falls back to rlimits where unavailable).
     pub cgroups: bool,
     /// Memory a VM's cgroup allows beyond its guest RAM (QEMU, TCG translation buffer).
@@ -202,7 +212,11 @@ impl Default for ServerConfig {
             max_vcpus: 4,
             max_memory_mib: 4096,
             max_disk_gib: 32,
+            vm_uid_range: mayfly_vm::confine::DEFAULT_UID_RANGE.to_string(),
             qemu_user: "mayfly-qemu".into(),
+            vm_pids_max: mayfly_vm::confine::DEFAULT_PIDS_MAX,
+            vm_disk_mib_per_second: (mayfly_vm::confine::DEFAULT_DISK_BYTES_PER_SECOND >> 20) as u32,
+            vm_disk_iops: mayfly_vm::confine::DEFAULT_DISK_IOPS,
             cgroups: true,
             vm_memory_overhead_mib: 384,
             boot_timeout_seconds: 90,
@@ -270,7 +284,11 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("max_vcpus", Kind::Int),
     ("max_memory_mib", Kind::Int),
     ("max_disk_gib", Kind::Int),
+    ("vm_uid_range", Kind::Str),
     ("qemu_user", Kind::Str),
+    ("vm_pids_max", Kind::Int),
+    ("vm_disk_mib_per_second", Kind::Int),
+    ("vm_disk_iops", Kind::Int),
     ("cgroups", Kind::Bool),
     ("vm_memory_overhead_mib", Kind::Int),
     ("boot_timeout_seconds", Kind::Int),
@@ -401,6 +419,9 @@ impl ServerConfig {
                 return Err(ConfigError::Invalid { field, message: "must be greater than 0".into() });
             }
         }
+        if !self.vm_uid_range.trim().is_empty() {
+            mayfly_vm::confine::UidRange::parse(&self.vm_uid_range).map_err(|message| ConfigError::Invalid { field: "vm_uid_range", message })?;
+        }
         if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
             return Err(ConfigError::Invalid { field: "rate_limit_burst", message: "must be greater than 0 when rate_limit_per_second is set".into() });
         }
@@ -440,6 +461,10 @@ impl ServerConfig {
 
     pub fn image_data_dir(&self) -> PathBuf {
         self.image_data_dir.clone().unwrap_or_else(|| self.data_dir.clone())
+    }
+    /// `vm_uid_range` parsed (validated by [`ServerConfig::validate`]); `None` when empty.
+    pub fn uid_range(&self) -> Option<mayfly_vm::confine::UidRange> {
+        mayfly_vm::confine::UidRange::parse(&self.vm_uid_range).ok()
     }
     pub fn vm_state_dir(&self) -> PathBuf {
         self.data_dir.join("vms")

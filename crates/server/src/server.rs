@@ -55,10 +55,14 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     qemu.accel = config.accel;
     qemu.boot_timeout = Duration::from_secs(config.boot_timeout_seconds);
     qemu.confine = mayfly_vm::confine::ConfineConfig {
+        vm_uid_range: config.uid_range(),
         qemu_user: Some(config.qemu_user.clone()).filter(|u| !u.is_empty()),
         cgroups: config.cgroups,
         memory_overhead_mib: config.vm_memory_overhead_mib,
         must_reach: vec![config.image_data_dir()],
+        pids_max: config.vm_pids_max,
+        disk_bytes_per_second: u64::from(config.vm_disk_mib_per_second) << 20,
+        disk_iops: config.vm_disk_iops,
         ..Default::default()
     };
     let host = QemuBackend::new(qemu).context("cannot start the QEMU backend")?;

@@ -23,6 +23,11 @@ pub trait VmHost: VmBackend {
     /// The template snapshot in `dir` for an image with `image_key`: the existing one if it is
     /// compatible, else a new one made by booting `spec` (under a lock, so concurrent servers
     /// sharing an image dir build it once).
+    /// The `(uid, gid)` VM `id`'s process runs as, when it is not the control plane's own.
+    fn vm_account(&self, id: &str) -> Option<(u32, u32)> {
+        let _ = id;
+        None
+    }
     async fn template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
         let _ = (spec, image_key);
         Err(VmError::Snapshot { dir: dir.display().to_string(), reason: "this backend has no templates".into() })
@@ -36,6 +41,9 @@ impl VmHost for QemuBackend {
     }
     async fn reap(&self, id: &str) {
         QemuBackend::reap(self, id).await
+    }
+    fn vm_account(&self, id: &str) -> Option<(u32, u32)> {
+        self.confiner().account_of(id).map(|a| (a.uid, a.gid))
     }
     async fn adopt(&self, id: &str) -> Result<std::sync::Arc<dyn mayfly_vm::Vm>, VmError> {
         QemuBackend::adopt(self, id).await

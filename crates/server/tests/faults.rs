@@ -87,6 +87,7 @@ async fn a_killed_vm_fails_its_session_and_the_limit_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
     let data = tempfile::Builder::new().prefix("mayfly-e2e-").tempdir().unwrap();
+    open_to_vm_uids(data.path());
     let orphan = "sorphan000001";
     // What a killed server leaves: a live session in the store, its "QEMU" still running, a
     // run dir naming it, and a stray run dir nobody owns.

@@ -36,6 +36,7 @@ struct ChildServer {
 
 /// Starts the server process on `data`, returns once it printed its address.
 fn spawn_server(data: &std::path::Path, image_data: Option<&std::path::Path>) -> ChildServer {
+    open_to_vm_uids(data);
     let had_token = data.join("token").exists();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["child_server_process", "--exact", "--nocapture", "--test-threads=1"])

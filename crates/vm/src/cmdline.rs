@@ -29,6 +29,12 @@ pub struct QemuArgs {
     pub memory: MemoryBacking,
     /// Start paused, waiting for `migrate-incoming` (clones and forks).
     pub incoming: bool,
+    /// What QEMU opens for a clone's RAM instead of the template file: the sealed memfd it
+    /// inherits (`/proc/self/fd/N`), so the template file is never opened by QEMU.
+    pub mem_path: Option<PathBuf>,
+    /// QEMU's own disk throttling (0 = none): bytes/s and operations/s, reads and writes together.
+    pub disk_bytes_per_second: u64,
+    pub disk_iops: u32,
 }
 
 /// Where guest RAM lives (recorded in `vm.json`, so an adopted VM can still be forked).
@@ -53,6 +59,10 @@ pub fn build(a: &QemuArgs, run: &RunDir) -> Vec<OsString> {
         MemoryBacking::Anonymous => push(a.machine.clone()),
         MemoryBacking::TemplateFile(path) | MemoryBacking::CloneOf(path) => {
             let share = if matches!(a.memory, MemoryBacking::TemplateFile(_)) { "on" } else { "off" };
+            let path = match (&a.memory, &a.mem_path) {
+                (MemoryBacking::CloneOf(_), Some(p)) => p,
+                _ => path,
+            };
             push(format!("{},memory-backend=mem", a.machine));
             push("-object".into());
             push(format!(
@@ -86,8 +96,15 @@ pub fn build(a: &QemuArgs, run: &RunDir) -> Vec<OsString> {
     push("-append".into());
     push(a.cmdline.clone());
     push("-drive".into());
+    let mut throttle = String::new();
+    if a.disk_bytes_per_second > 0 {
+        throttle.push_str(&format!(",throttling.bps-total={}", a.disk_bytes_per_second));
+    }
+    if a.disk_iops > 0 {
+        throttle.push_str(&format!(",throttling.iops-total={}", a.disk_iops));
+    }
     push(format!(
-        "file={},if=none,id=root,format=qcow2,discard=unmap,detect-zeroes=unmap",
+        "file={},if=none,id=root,format=qcow2,discard=unmap,detect-zeroes=unmap{throttle}",
         qemu_escape(&run.overlay().display().to_string())
     ));
     push("-device".into());
@@ -144,6 +161,9 @@ mod tests {
             sandbox: true,
             memory: MemoryBacking::Anonymous,
             incoming: false,
+            mem_path: None,
+            disk_bytes_per_second: 0,
+            disk_iops: 0,
         }
     }
 
@@ -201,6 +221,20 @@ mod tests {
         assert!(s.contains("mem-path=/t/mem,share=off"), "{s}");
         assert!(s.contains("-incoming defer"), "{s}");
         assert!(!joined(&args(Accel::Tcg), "/v").contains("memory-backend"));
+        // A clone maps the inherited sealed memfd, never the template file.
+        a.mem_path = Some("/proc/self/fd/7".into());
+        let s = joined(&a, "/v");
+        assert!(s.contains("mem-path=/proc/self/fd/7,share=off"), "{s}");
+    }
+
+    #[test]
+    fn disk_throttling() {
+        let mut a = args(Accel::Tcg);
+        assert!(!joined(&a, "/v").contains("throttling"));
+        a.disk_bytes_per_second = 1000;
+        a.disk_iops = 50;
+        let s = joined(&a, "/v");
+        assert!(s.contains("detect-zeroes=unmap,throttling.bps-total=1000,throttling.iops-total=50 "), "{s}");
     }
 
     #[test]

@@ -25,7 +25,42 @@ use std::time::{Duration, Instant};
 const FORK_BANDWIDTH_BYTES: u64 = 64 << 30;
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A one-connection relay from a socket in the source's run dir to the fork's migration socket;
+/// dropping it stops it and removes the socket.
+struct Relay {
+    path: std::path::PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 impl QemuBackend {
+    fn relay(&self, source: &QemuVm, to: &std::path::Path) -> Result<Relay, VmError> {
+        let io = |step: &'static str| move |source| VmError::Io { vm: "fork".into(), step, source };
+        let path = source.run().dir.join("fork-relay.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).map_err(io("binding the fork relay socket"))?;
+        self.confiner.give(self.confiner.account_of(source.id()), source.id(), &path)?;
+        let to = to.to_path_buf();
+        let task = tokio::spawn(async move {
+            let Ok((mut inbound, _)) = listener.accept().await else { return };
+            match tokio::net::UnixStream::connect(&to).await {
+                Ok(mut outbound) => {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+                        tracing::debug!("fork relay ended: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(to = %to.display(), "fork relay cannot reach the fork: {e}"),
+            }
+        });
+        Ok(Relay { path, task })
+    }
+
     pub(crate) async fn fork_vm(&self, source: &QemuVm, id: &str) -> Result<Arc<dyn Vm>, VmError> {
         if source.exited() {
             return Err(VmError::Snapshot { dir: source.id().to_string(), reason: "the source VM is not running".into() });
@@ -63,11 +98,17 @@ impl QemuBackend {
             qmp_exec(&mut dst, id, "migrate-set-capabilities", Some(caps)).await?;
             let bw = serde_json::json!({ "max-bandwidth": FORK_BANDWIDTH_BYTES });
             qmp_exec(src, source.id(), "migrate-set-parameters", Some(bw)).await?;
-            let uri = format!("unix:{}", launched.run.dir.join("migrate.sock").display());
+            let dst_sock = launched.run.dir.join("migrate.sock");
+            let uri = format!("unix:{}", dst_sock.display());
             qmp_exec(&mut dst, id, "migrate-incoming", Some(serde_json::json!({ "uri": uri }))).await?;
+            // The two QEMUs run under different uids and neither may enter the other's run
+            // dir: the control plane relays the stream through a socket in the source's.
+            let relay = self.relay(source, &dst_sock)?;
+            let uri = format!("unix:{}", relay.path.display());
             qmp_exec(src, source.id(), "migrate", Some(serde_json::json!({ "uri": uri }))).await?;
             wait_migration(src, source.id(), MIGRATION_TIMEOUT).await?;
             wait_migration(&mut dst, id, MIGRATION_TIMEOUT).await?;
+            drop(relay);
             qmp_exec(&mut dst, id, "cont", None).await?;
             Ok::<(), VmError>(())
         };

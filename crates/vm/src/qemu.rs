@@ -208,6 +208,8 @@ pub(crate) struct Launched {
     /// What was launched (a fork repeats it).
     pub spec: VmSpec,
     pub memory: MemoryBacking,
+    /// The account QEMU runs as (`None`: the control plane's).
+    pub account: Option<crate::confine::Account>,
 }
 
 impl QemuBackend {
@@ -239,17 +241,16 @@ impl QemuBackend {
         }
         let dir = run.dir.clone();
         cleanup.push("run directory", move || remove_dir(&dir));
-        // QEMU's account owns the run dir (it creates the console log there) and the overlay;
-        // only the control plane (root) and that account can enter it.
-        self.confiner.give(&spec.id, &run.dir)?;
-        set_mode(&run.dir, 0o700);
+        // The VM's own uid owns the run dir (QEMU creates the console log and sockets there)
+        // and the overlay; only the control plane (root) and that uid can enter it.
+        let account = self.confiner.claim(&spec.id, &run.dir)?;
 
         match mode {
             // The source is paused and its disk flushed: a copy is its disk at this instant
             // (with the same backing chain).
             Launch::Fork { overlay, .. } => {
                 let (from, to) = (overlay.clone(), run.overlay());
-                tokio::task::spawn_blocking(move || std::fs::copy(from, to))
+                tokio::task::spawn_blocking(move || copy_nofollow(&from, &to))
                     .await
                     .map_err(|e| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source: std::io::Error::other(e) })?
                     .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source })?;
@@ -257,16 +258,16 @@ impl QemuBackend {
             Launch::Clone(_) => self.create_overlay(&spec.id, &backing, None, &run).await?,
             _ => self.create_overlay(&spec.id, &backing, spec.disk_size_bytes, &run).await?,
         }
-        self.confiner.give(&spec.id, &run.overlay())?;
+        self.confiner.give(account, &spec.id, &run.overlay())?;
         tracing::debug!(vm = %spec.id, ms = started.elapsed().as_millis() as u64, "overlay created");
         if let Launch::Template { mem } = mode {
             // QEMU creates the RAM file of a template in a directory that is root's: make it
             // here, for QEMU's account.
             std::fs::File::create(mem).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template RAM file", source })?;
             set_mode(mem, 0o600);
-            self.confiner.give(&spec.id, mem)?;
+            self.confiner.give(account, &spec.id, mem)?;
         }
-        let mut confinement = self.confiner.prepare(&spec.id, spec.vcpus, spec.memory_mib)?;
+        let mut confinement = self.confiner.prepare(&spec.id, spec.vcpus, spec.memory_mib, account)?;
         let cgroup_dirs = confinement.cgroup_dirs.clone();
         cleanup.push("cgroup", move || cgroup::remove_vm(&cgroup_dirs));
 
@@ -276,6 +277,17 @@ impl QemuBackend {
             Launch::Clone(t) => MemoryBacking::CloneOf(t.mem()),
             Launch::Fork { memory, .. } => memory.clone(),
         };
+        // A clone (or a fork of one) maps the template's RAM through a sealed memfd: QEMU 7.2
+        // opens the file read-write, and the file must stay unwritable to every VM.
+        let ram_fd = match &memory {
+            MemoryBacking::CloneOf(mem) => Some(self.confiner.template_ram(mem)?),
+            _ => None,
+        };
+        if let Some(fd) = &ram_fd {
+            use std::os::fd::AsRawFd;
+            confinement.inherit.push(fd.as_raw_fd());
+        }
+        let io = self.confiner.io_caps();
         let args = QemuArgs {
             id: spec.id.clone(),
             accel: self.accel,
@@ -289,6 +301,12 @@ impl QemuBackend {
             sandbox: self.cfg.sandbox,
             memory: memory.clone(),
             incoming: matches!(mode, Launch::Clone(_) | Launch::Fork { .. }),
+            mem_path: ram_fd.as_ref().map(|fd| {
+                use std::os::fd::AsRawFd;
+                crate::confine::ram::fd_path(fd.as_raw_fd())
+            }),
+            disk_bytes_per_second: io.disk_bytes_per_second,
+            disk_iops: io.disk_iops,
         };
         let stderr = std::fs::File::create(run.dir.join("qemu.log"))
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating qemu.log", source })?;
@@ -319,6 +337,7 @@ impl QemuBackend {
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "spawning QEMU", source })?;
         let pid = child.id().expect("child has a pid before it is awaited");
         confinement.spawned();
+        drop(ram_fd);
         cleanup.push("QEMU process", move || kill(pid));
 
         let record = VmRecord {
@@ -354,7 +373,7 @@ impl QemuBackend {
         });
         let channel = GuestChannel::new(&spec.id, &run.channel(), self.cfg.boot_timeout);
         let spec = spec.clone();
-        Ok((Launched { pid, run, exit_rx, stop_requested, started, channel, spec, memory }, cleanup))
+        Ok((Launched { pid, run, exit_rx, stop_requested, started, channel, spec, memory, account }, cleanup))
     }
 
     /// Waits for the guest daemon; on failure kills QEMU and returns a boot error with the console.
@@ -593,6 +612,17 @@ pub(crate) fn set_mode(path: &Path, mode: u32) {
     if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
         tracing::warn!(path = %path.display(), "cannot set mode {mode:o}: {e}");
     }
+}
+
+/// Copies `from` (in a directory a VM's uid can write) without following a symlink there.
+fn copy_nofollow(from: &Path, to: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(from)?;
+    if !src.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!("{} is not a regular file", from.display())));
+    }
+    let mut dst = std::fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    std::io::copy(&mut src, &mut dst)
 }
 
 pub(crate) fn remove_dir(dir: &Path) {

@@ -189,7 +189,7 @@ impl QemuBackend {
         let sock = launched.run.dir.join("migrate.sock");
         let listener = tokio::net::UnixListener::bind(&sock)
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "binding the migration socket", source })?;
-        self.confiner.give(&spec.id, &sock)?;
+        self.confiner.give(launched.account, &spec.id, &sock)?;
         let state_path = tmp.join("state");
         let writer = tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await?;
@@ -217,7 +217,7 @@ impl QemuBackend {
         std::fs::rename(launched.run.overlay(), tmp.join("disk.qcow2"))
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "keeping the template disk", source })?;
         drop(cleanup); // removes the run dir
-        for f in ["disk.qcow2", "state"] {
+        for f in ["disk.qcow2", "state", "mem"] {
             // Root's and read-only: QEMU's account (every clone) must not change a frozen disk.
             let _ = std::os::unix::fs::chown(tmp.join(f), Some(nix::unistd::geteuid().as_raw()), Some(nix::unistd::getegid().as_raw()));
             set_readonly(&tmp.join(f));
@@ -252,10 +252,8 @@ impl QemuBackend {
         spec.memory_mib = template.meta.memory_mib;
         spec.vcpus = template.meta.vcpus;
         spec.cmdline = template.meta.cmdline.clone();
-        // QEMU 7.2 opens a memory-backend-file read-write even when it maps it private, so
-        // QEMU's account needs write access to the template's RAM file (templates made before
-        // QEMU ran unprivileged are root's). See docs/SECURITY.md.
-        self.confiner.give(&spec.id, &template.mem())?;
+        // The template's RAM reaches the clone as a sealed memfd (see `confine::ram`): the
+        // file stays root's and read-only.
         let (launched, cleanup) = self.launch(&spec, &Launch::Clone(template)).await?;
         let restore = async {
             let mut q = launched_qmp(&launched).await?;

@@ -76,11 +76,15 @@ async fn qemu_runs_unprivileged_in_its_own_capped_cgroup() {
     let pid = vm.pid().unwrap();
 
     if is_root() {
-        let account = backend.confiner().account().expect("root server: QEMU gets its own account");
+        let account = backend.confiner().account_of("confined").expect("root server: QEMU gets its own account");
+        assert!(mayfly_vm::confine::DEFAULT_UID_RANGE.contains(account.uid), "{account:?}");
         let ids = uids(pid);
         assert!(ids.iter().all(|u| *u == account.uid && *u != 0), "QEMU uids {ids:?}, account {account:?}");
         let overlay = state.path().join("confined/overlay.qcow2");
         assert!(writable_by(account.uid, account.gid, &overlay), "QEMU's account must write its overlay");
+        let groups = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let groups = groups.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        assert_eq!(groups.trim(), "Groups:", "no supplementary groups");
         for ro in [&s.base_disk, &s.kernel, &s.initrd] {
             assert!(!writable_by(account.uid, account.gid, ro), "QEMU's account can write {}", ro.display());
         }
@@ -92,7 +96,7 @@ async fn qemu_runs_unprivileged_in_its_own_capped_cgroup() {
     let dirs = cgroups.vm_dirs("confined");
     let limit = backend.confiner().memory_limit_bytes(384);
     match &cgroups {
-        mayfly_vm::confine::cgroup::Cgroups::V1 { memory, cpu } => {
+        mayfly_vm::confine::cgroup::Cgroups::V1 { memory, cpu, pids, blkio, device } => {
             let mem_cg = v1_cgroup_of(pid, "memory", &v1_mount("memory"));
             let cpu_cg = v1_cgroup_of(pid, "cpu", &v1_mount("cpu"));
             assert_eq!(mem_cg, memory.join("confined"), "QEMU is in its own memory cgroup");
@@ -101,13 +105,23 @@ async fn qemu_runs_unprivileged_in_its_own_capped_cgroup() {
             assert_eq!(read(&cpu_cg.join("cpu.cfs_quota_us")), "200000");
             assert_eq!(read(&cpu_cg.join("cpu.cfs_period_us")), "100000");
             assert!(read(&mem_cg.join("cgroup.procs")).lines().any(|l| l == pid.to_string()));
+            let caps = backend.confiner().io_caps();
+            if let Some(p) = pids {
+                assert_eq!(v1_cgroup_of(pid, "pids", &v1_mount("pids")), p.join("confined"));
+                assert_eq!(read(&p.join("confined/pids.max")), caps.pids_max.to_string());
+            }
+            if let (Some(b), Some(dev)) = (blkio, device) {
+                assert_eq!(v1_cgroup_of(pid, "blkio", &v1_mount("blkio")), b.join("confined"));
+                assert_eq!(read(&b.join("confined/blkio.throttle.write_bps_device")), format!("{dev} {}", caps.disk_bytes_per_second));
+                assert_eq!(read(&b.join("confined/blkio.throttle.read_iops_device")), format!("{dev} {}", caps.disk_iops));
+            }
             println!(
                 "cold boot, 384 MiB guest: peak {} MiB of a {} MiB cap",
                 read(&mem_cg.join("memory.max_usage_in_bytes")).parse::<u64>().unwrap() >> 20,
                 limit >> 20
             );
         }
-        mayfly_vm::confine::cgroup::Cgroups::V2 { parent } => {
+        mayfly_vm::confine::cgroup::Cgroups::V2 { parent, .. } => {
             let d = parent.join("confined");
             assert_eq!(read(&d.join("memory.max")), limit.to_string());
             assert_eq!(read(&d.join("cpu.max")), "200000 100000");
@@ -145,6 +159,14 @@ async fn reap_removes_the_cgroups_of_a_vm_whose_control_plane_died() {
 
     // A restarted control plane on the same state dir.
     let second = QemuBackend::new(QemuConfig { accel: first.config().accel, ..QemuConfig::new(state.path()) }).unwrap();
+    // It never hands the live VM's uid to a new VM (the run dir's owner is the allocation).
+    if is_root() {
+        let newcomer = second.create(spec("newcomer")).await.unwrap();
+        let (old, new) = (uids(pid)[0], uids(newcomer.pid().unwrap())[0]);
+        assert_ne!(old, new, "a restarted backend reused the live VM's uid {old}");
+        assert_eq!(first.confiner().account_of("orphan").map(|a| a.uid), Some(old));
+        newcomer.stop().await.unwrap();
+    }
     let ids = second.run_dir_ids();
     assert!(ids.contains(&"orphan".to_string()) && ids.contains(&"stray".to_string()), "{ids:?}");
     for id in &ids {
@@ -210,4 +232,22 @@ async fn a_vm_that_outgrows_its_memory_cap_is_killed_alone() {
     for d in backend.confiner().vm_cgroup_dirs("greedy") {
         assert!(!d.exists(), "cgroup {} left", d.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_the_vm_uids_cannot_enter_is_refused_not_run_as_root() {
+    if !is_root() {
+        eprintln!("not root: QEMU runs as the test's own user; nothing to refuse");
+        return;
+    }
+    // A closed directory on the way (like /root, or a checkout under a 0700 home).
+    let closed = tempfile::Builder::new().prefix("mayfly-closed-").tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = closed.path().join("vms");
+    let mut cfg = QemuConfig::new(&state);
+    cfg.accel = std::env::var("MAYFLY_ACCEL").ok().and_then(|a| a.parse().ok()).unwrap_or_default();
+    let err = QemuBackend::new(cfg).err().expect("refused").to_string();
+    let dir = closed.path().display().to_string();
+    assert!(err.contains(&dir) && err.contains("chmod o+x") && err.contains("never runs as root"), "{err}");
 }

@@ -5,6 +5,15 @@
 //! page text and every console error, uncaught exception and failed load it saw.
 //!
 //! Chromium never gets the API token or the model key: only the host-only preview cookie.
+//!
+//! Confinement, when the server is root and VMs have their own uids (see docs/SECURITY.md):
+//! * Chromium runs as the session VM's uid (no groups, no capabilities), with **its own sandbox
+//!   on**, and a throw-away profile owned by that uid (0700). A renderer exploit lands in
+//!   Chromium's sandbox; a sandbox escape lands as a uid that can touch only that session's VM.
+//! * Network: every request goes to a dead proxy (a listener of ours that drops each
+//!   connection) except the one preview origin (`host:port` of this server); loopback is not
+//!   exempt (`<-loopback>`). So a page cannot reach the host's other ports, the control plane
+//!   by IP, another session's preview or the internet; `file://` is not reachable from a page.
 
 use chromiumoxide::cdp::browser_protocol::log::{EnableParams as LogEnable, EventEntryAdded, LogEntryLevel};
 use chromiumoxide::cdp::browser_protocol::network::CookieParam;
@@ -29,6 +38,17 @@ pub struct Browser {
     path: PathBuf,
 }
 
+/// One visit: the preview `url` (host `host`, on this server's `port`), the preview cookie, and
+/// the account Chromium runs as (`None`: the server's own, without Chromium's sandbox).
+pub struct Visit<'a> {
+    pub url: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub cookie_name: &'a str,
+    pub cookie: &'a str,
+    pub run_as: Option<(u32, u32)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("browser: {0}")]
 struct BrowserError(String);
@@ -48,35 +68,86 @@ impl Browser {
         Some(Browser { path })
     }
 
-    /// Opens `url` (whose host is `host`, mapped to this machine) with the preview cookie.
-    pub async fn visit(&self, url: &str, host: &str, cookie_name: &str, cookie: &str) -> ToolOutput {
-        let profile = std::env::temp_dir().join(format!("mayfly-browser-{:016x}", rand::random::<u64>()));
-        let r = tokio::time::timeout(VISIT_TIMEOUT, self.capture(url, host, cookie_name, cookie, &profile)).await;
-        let _ = std::fs::remove_dir_all(&profile);
+    /// Opens the visit's URL (its host mapped to this machine) with the preview cookie.
+    pub async fn visit(&self, v: &Visit<'_>) -> ToolOutput {
+        let base = std::env::temp_dir().join(format!("mayfly-browser-{:016x}", rand::random::<u64>()));
+        let r = match self.prepare(&base, v.run_as) {
+            Ok(()) => tokio::time::timeout(VISIT_TIMEOUT, self.capture(v, &base)).await,
+            Err(err) => Ok(Err(err)),
+        };
+        let _ = std::fs::remove_dir_all(&base);
         match r {
             Ok(Ok(out)) => out,
             Ok(Err(err)) => ToolOutput::error(err.to_string()),
-            Err(_) => ToolOutput::error(format!("browser: {url} did not load within {} s", VISIT_TIMEOUT.as_secs())),
+            Err(_) => ToolOutput::error(format!("browser: {} did not load within {} s", v.url, VISIT_TIMEOUT.as_secs())),
         }
     }
 
-    async fn capture(&self, url: &str, host: &str, cookie_name: &str, cookie: &str, profile: &Path) -> Result<ToolOutput, BrowserError> {
-        let config = BrowserConfig::builder()
-            .chrome_executable(&self.path)
+    /// `base` (root's, 0711) holds the launcher script (root's) and the profile, owned by the
+    /// account Chromium runs as (0700).
+    fn prepare(&self, base: &Path, run_as: Option<(u32, u32)>) -> Result<(), BrowserError> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| BrowserError(format!("{what}: {e}"))
+        };
+        std::fs::create_dir(base).map_err(io("creating the browser dir"))?;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711)).map_err(io("chmod the browser dir"))?;
+        let profile = base.join("profile");
+        std::fs::create_dir(&profile).map_err(io("creating the profile"))?;
+        std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod the profile"))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::lchown(&profile, Some(uid), Some(gid)).map_err(io("handing the profile to the VM's uid"))?;
+            // chromiumoxide starts the executable itself: a launcher drops to the account.
+            let launcher = format!(
+                "#!/bin/sh\nexec setpriv --reuid={uid} --regid={gid} --clear-groups --inh-caps=-all -- env HOME={home} {chromium} \"$@\"\n",
+                home = profile.display(),
+                chromium = self.path.display()
+            );
+            let path = base.join("chromium");
+            std::fs::write(&path, launcher).map_err(io("writing the launcher"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod the launcher"))?;
+        }
+        Ok(())
+    }
+
+    async fn capture(&self, v: &Visit<'_>, base: &Path) -> Result<ToolOutput, BrowserError> {
+        // Every connection but the preview's goes here and is dropped at once.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| BrowserError(format!("dead proxy: {e}")))?;
+        let dead_port = dead.local_addr().map_err(|e| BrowserError(format!("dead proxy: {e}")))?.port();
+        let dead_task = tokio::spawn(async move {
+            while let Ok((conn, _)) = dead.accept().await {
+                drop(conn);
+            }
+        });
+        let mut builder = BrowserConfig::builder()
             .new_headless_mode()
-            .no_sandbox()
-            .user_data_dir(profile)
+            .user_data_dir(base.join("profile"))
             .window_size(1280, 800)
             .arg("--disable-gpu")
-            .arg(("host-resolver-rules", format!("MAP {host} 127.0.0.1").as_str()))
-            .build()
-            .map_err(BrowserError)?;
-        let (mut browser, mut handler) = chromiumoxide::Browser::launch(config).await.map_err(e("launch"))?;
+            .arg(("host-resolver-rules", format!("MAP {} 127.0.0.1", v.host).as_str()))
+            .arg(("proxy-server", format!("http://127.0.0.1:{dead_port}").as_str()))
+            .arg(("proxy-bypass-list", format!("<-loopback>;{}:{}", v.host, v.port).as_str()));
+        builder = match v.run_as {
+            Some(_) => builder.chrome_executable(base.join("chromium")),
+            // Chromium refuses its sandbox as root: only when the server has no VM accounts.
+            None => builder.chrome_executable(&self.path).no_sandbox(),
+        };
+        let config = builder.build().map_err(BrowserError)?;
+        let launched = chromiumoxide::Browser::launch(config).await.map_err(e("launch"));
+        let (mut browser, mut handler) = match launched {
+            Ok(b) => b,
+            Err(err) => {
+                dead_task.abort();
+                return Err(err);
+            }
+        };
         let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
-        let result = self.load(&browser, url, cookie_name, cookie).await;
+        let result = self.load(&browser, v.url, v.cookie_name, v.cookie).await;
         let _ = browser.close().await;
         let _ = browser.wait().await;
         pump.abort();
+        dead_task.abort();
         result
     }
 

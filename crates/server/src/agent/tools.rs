@@ -213,7 +213,14 @@ impl VmTools {
         let target = crate::preview::host::Target { session: self.session.clone(), port };
         let expires = crate::preview::access::unix_now() + 600;
         let cookie = signer.sign(crate::preview::access::Kind::Cookie, &target, expires);
-        browser.visit(&url, &name, crate::preview::access::COOKIE, &cookie).await
+        // Chromium runs as the session VM's own uid: whatever a page does to it stays inside
+        // this session's blast radius.
+        let run_as = match self.manager.vm_account(&self.sref()).await {
+            Ok(a) => a,
+            Err(e) => return ToolOutput::error(format!("browser: {e}")),
+        };
+        let visit = crate::agent::browser::Visit { url: &url, host: &name, port: self.local.port(), cookie_name: crate::preview::access::COOKIE, cookie: &cookie, run_as };
+        browser.visit(&visit).await
     }
 }
 

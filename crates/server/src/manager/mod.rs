@@ -496,6 +496,9 @@ impl SessionManager {
             vcpus: r.size.map(|z| z.vcpus),
             memory_mib: r.size.map(|z| z.memory_mib),
             disk_gib: r.size.map(|z| z.disk_gib),
+            max_processes: r.size.and((self.cfg.vm_pids_max > 0).then_some(self.cfg.vm_pids_max)),
+            disk_mib_per_second: r.size.and((self.cfg.vm_disk_mib_per_second > 0).then_some(self.cfg.vm_disk_mib_per_second)),
+            disk_iops: r.size.and((self.cfg.vm_disk_iops > 0).then_some(self.cfg.vm_disk_iops)),
             owner: r.owner.clone(),
             owner_email: None,
         }

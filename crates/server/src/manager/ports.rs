@@ -57,6 +57,13 @@ impl SessionManager {
         Ok(open.into_iter().map(|p| self.port_view(&s, p)).collect())
     }
 
+    /// The `(uid, gid)` of the session's VM (its own, one per VM), for helpers that act for the
+    /// session on the host (the agent's browser) and must not be able to do more than it.
+    pub async fn vm_account(&self, sref: &crate::access::SessionRef) -> Result<Option<(u32, u32)>, SessionError> {
+        let (_, vm) = self.ready_vm(sref.id()).await?;
+        Ok(self.host.vm_account(vm.id()))
+    }
+
     /// Ports of `id` for a new event subscriber (empty unless ready).
     pub(super) fn open_ports(&self, id: &str) -> Vec<Port> {
         let Some(s) = self.live(id) else { return Vec::new() };

@@ -34,6 +34,7 @@ impl ExternalServer {
 
     /// As [`ExternalServer::start`]; `Err((exit status, log))` if it exits before listening.
     pub fn try_start(data: &Path, env: &[(&str, String)], n: u32) -> Result<ExternalServer, (Option<i32>, String)> {
+        super::open_to_vm_uids(data);
         let log = data.join(format!("serve-{n}.log"));
         let mut cmd = Command::new(mayfly_binary());
         cmd.arg("serve")

@@ -31,6 +31,13 @@ pub fn image_data_dir() -> PathBuf {
     dir
 }
 
+/// A temp dir is 0700; QEMU's per-VM uids must be able to enter the data dir (the server
+/// refuses to start otherwise).
+pub fn open_to_vm_uids(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod data dir");
+}
+
 pub struct TestServer {
     pub base: String,
     pub ws_base: String,
@@ -56,6 +63,7 @@ impl TestServer {
 
     pub async fn start_in(data: tempfile::TempDir, tune: impl FnOnce(&mut ServerConfig)) -> TestServer {
         init_logs();
+        open_to_vm_uids(data.path());
         let mut cfg = ServerConfig::with_data_dir(data.path());
         cfg.bind = "127.0.0.1:0".parse().unwrap();
         cfg.token = Some(TOKEN.into());

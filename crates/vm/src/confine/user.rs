@@ -56,9 +56,10 @@ pub fn unreachable_dir(path: &Path, account: Account) -> Option<std::path::PathB
     None
 }
 
-/// Gives `path` to `account` (owner and group), leaving its mode alone.
+/// Gives `path` to `account` (owner and group), leaving its mode alone. A symlink is given
+/// itself, never followed: paths inside a VM's run dir are the VM uid's to replace.
 pub fn give(path: &Path, account: Account) -> std::io::Result<()> {
-    std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid))
+    std::os::unix::fs::lchown(path, Some(account.uid), Some(account.gid))
 }
 
 #[cfg(test)]

@@ -15,8 +15,12 @@ pub fn data_dir() -> PathBuf {
     )
 }
 
+/// A temp state dir that VM uids can enter (a temp dir is 0700; the backend refuses those).
 pub fn state_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("mayfly-vmtest-").tempdir().expect("temp dir")
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new().prefix("mayfly-vmtest-").tempdir().expect("temp dir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod temp dir");
+    d
 }
 
 pub fn backend(state: &std::path::Path) -> QemuBackend {
