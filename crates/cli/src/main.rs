@@ -220,6 +220,43 @@ async fn serve(config: Option<PathBuf>, bind: Option<String>, data_dir: &std::pa
         }
         tracing::info!("shutdown requested");
     };
-    mayfly_server::run(cfg, shutdown).await?;
+    let Some(e2b_addr) = cfg.e2b_listen else {
+        mayfly_server::run(cfg, shutdown).await?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    serve_with_e2b(cfg, e2b_addr, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mayfly serve` with the E2B door on `e2b_addr`: bound after the server (so a failed bind
+/// stops the start), stopped with it.
+async fn serve_with_e2b(
+    cfg: mayfly_server::ServerConfig,
+    e2b_addr: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let token_path = cfg.token_path();
+    let server = mayfly_server::Server::bind(cfg).await?;
+    let listener = tokio::net::TcpListener::bind(e2b_addr).await.map_err(|e| anyhow::anyhow!("cannot listen on e2b_listen {e2b_addr}: {e}"))?;
+    println!("mayfly listening on http://{}", server.local_addr());
+    println!("mayfly e2b api on http://{}", listener.local_addr()?);
+    if server.token_generated() {
+        println!("mayfly token: {} (saved in {})", server.token(), token_path.display());
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let door = tokio::spawn(mayfly_e2b::serve(listener, server.state().clone(), async move {
+        let _ = stopped.await;
+    }));
+    let served = server
+        .serve(async move {
+            shutdown.await;
+            let _ = stop.send(());
+        })
+        .await;
+    match door.await {
+        Ok(Err(e)) => tracing::warn!("the E2B API failed: {e:#}"),
+        Err(e) => tracing::warn!("the E2B API task failed: {e}"),
+        Ok(Ok(())) => {}
+    }
+    served
 }

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub preview_domain: String,
     /// Origin users reach this server at; default `http://<bound address>`.
     pub public_url: Option<String>,
+    /// Where the E2B-compatible API (control plane, envd, sandbox ports) listens; off when unset.
+    pub e2b_listen: Option<SocketAddr>,
     pub accel: AccelSetting,
     /// Overrides the image's memory size.
     pub vm_memory_mib: Option<u32>,
@@ -188,6 +190,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 1 << 30,
             preview_domain: "localhost".into(),
             public_url: None,
+            e2b_listen: None,
             accel: AccelSetting::Auto,
             vm_memory_mib: None,
             vm_vcpus: None,
@@ -254,6 +257,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("max_upload_bytes", Kind::Int),
     ("preview_domain", Kind::Str),
     ("public_url", Kind::Str),
+    ("e2b_listen", Kind::Str),
     ("accel", Kind::Str),
     ("vm_memory_mib", Kind::Int),
     ("vm_vcpus", Kind::Int),

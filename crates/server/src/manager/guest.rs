@@ -36,6 +36,13 @@ pub struct PtyParams {
     pub terminal: Option<String>,
 }
 
+/// A command's stream attached to a session (stdin, signals and output over the guest
+/// protocol); the session does not pause while it is held.
+pub struct ExecAttach {
+    pub stream: mayfly_proto::mux::Stream,
+    pub attached: super::Attached,
+}
+
 /// A terminal stream attached to a session.
 pub struct PtyAttach {
     pub stream: mayfly_proto::mux::Stream,
@@ -97,6 +104,54 @@ impl SessionManager {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             truncated: out.truncated,
         })
+    }
+
+    /// Starts a command and hands back its stream (CTRL `started`, DATA fd 0 stdout / fd 1
+    /// stderr, CTRL `exit`); the caller drives stdin (DATA, EOF) and signals (CTRL `signal`).
+    /// With `pty`, the command runs on a terminal of that size (output as DATA on fd 0).
+    pub async fn open_exec(&self, sref: &crate::access::SessionRef, body: ExecBody, pty: Option<(u16, u16)>) -> Result<ExecAttach, SessionError> {
+        let id = sref.id();
+        if body.cmd.is_empty() {
+            return Err(SessionError::Invalid("cmd must not be empty".into()));
+        }
+        if let Some(cwd) = &body.cwd {
+            if !cwd.starts_with('/') {
+                return Err(SessionError::Invalid(format!("cwd must be an absolute path, got {cwd:?}")));
+            }
+        }
+        let (s, vm) = self.ready_vm(id).await?;
+        let attached = self.attach(id);
+        let mut env = s.env.clone();
+        env.extend(body.env);
+        let req = match pty {
+            None => OpenRequest::Exec(ExecRequest { cmd: body.cmd, env, cwd: body.cwd, timeout_ms: body.timeout_seconds.map(|t| t.saturating_mul(1000)) }),
+            Some((cols, rows)) => OpenRequest::Pty(PtyRequest { terminal: None, cols, rows, cmd: Some(body.cmd), env, cwd: body.cwd }),
+        };
+        let stream = vm.channel().open(&req).await.map_err(|e| channel_error(id, "exec", e))?;
+        self.touch(id);
+        Ok(ExecAttach { stream, attached })
+    }
+
+    /// What `path` is (not following a final symlink).
+    pub async fn stat_path(&self, sref: &crate::access::SessionRef, path: &str) -> Result<FileInfo, SessionError> {
+        let id = sref.id();
+        let (_, vm) = self.ready_vm(id).await?;
+        bounded(id, "stat", CALL_TIMEOUT, vm.channel().stat(path)).await
+    }
+
+    /// A directory's entries, unsorted.
+    pub async fn list_dir(&self, sref: &crate::access::SessionRef, path: &str) -> Result<Vec<FileInfo>, SessionError> {
+        let id = sref.id();
+        let (_, vm) = self.ready_vm(id).await?;
+        bounded(id, "list", CALL_TIMEOUT, vm.channel().list(path)).await
+    }
+
+    /// A stream of file-event batches (CTRL `file_events`) under `path`, recursive; dropping it
+    /// ends the watch.
+    pub async fn watch_path(&self, sref: &crate::access::SessionRef, path: &str) -> Result<mayfly_proto::mux::Stream, SessionError> {
+        let id = sref.id();
+        let (_, vm) = self.ready_vm(id).await?;
+        vm.channel().open(&OpenRequest::WatchFiles { path: path.to_string() }).await.map_err(|e| channel_error(id, "watch", e))
     }
 
     /// A directory's entries, or a file's content.
