@@ -13,6 +13,7 @@ pub mod control;
 pub mod error;
 pub mod files;
 pub mod filesystem;
+pub mod ports;
 pub mod process;
 
 use axum::routing::{get, post};
@@ -54,12 +55,14 @@ pub fn router(door: Shared) -> Router {
         .route("/sandboxes/{id}", get(control::get_one).delete(control::kill))
         .route("/sandboxes/{id}/timeout", post(control::set_timeout))
         .route("/sandboxes/{id}/connect", post(control::connect))
+        .route("/v2/sandboxes/{id}/connect", post(control::connect))
         .route("/sandboxes/{id}/refreshes", post(control::refresh))
         .route("/health", get(files::health))
-        .route("/files", get(files::download).post(files::upload))
+        .route("/files", get(files::download).post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/process.Process/{method}", post(process::rpc))
         .route("/filesystem.Filesystem/{method}", post(filesystem::rpc))
         .fallback(control::not_found)
+        .layer(axum::middleware::from_fn_with_state(door.clone(), ports::route))
         .with_state(door)
 }
 

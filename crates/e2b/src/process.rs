@@ -401,7 +401,14 @@ fn attach(p: &Arc<Proc>, headers: &HeaderMap, start_pid: Option<u32>) -> Respons
                 ev = events.recv() => match ev {
                     Ok(v) => if tx.send(Item::Msg(v)).await.is_err() { return },
                     Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!("e2b: a process stream skipped {n} events"),
-                    Err(broadcast::error::RecvError::Closed) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        // The process is over and forgotten: its end is in `ended`.
+                        let end = ended.borrow().clone();
+                        if let Some(end) = end {
+                            let _ = tx.send(Item::Msg(end)).await;
+                        }
+                        break;
+                    }
                 },
                 end = async { ended.wait_for(|e| e.is_some()).await.ok().and_then(|r| (*r).clone()) } => {
                     // Output sent before the end is still queued: drain it first.
