@@ -6,6 +6,7 @@ token, optional). Each check asserts real outputs; the first failure exits non-z
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 
 from e2b import Sandbox, CommandExitException, SandboxQuery
@@ -158,12 +159,18 @@ def check_ports(sbx):
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
-            req = urllib.request.Request(f"{URL}/index.html", headers={"Host": host})
+            req = urllib.request.Request(f"{URL}/index.html", headers={"Host": host, "X-API-KEY": KEY})
             body = urllib.request.urlopen(req, timeout=10).read().decode()
             break
         except Exception:
             time.sleep(1)
     expect(body == "served-from-sandbox", f"port body {body!r} via {door}")
+    step("port traffic without a key is refused")
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{URL}/index.html", headers={"Host": host}), timeout=10)
+        raise AssertionError("a private port answered without a key")
+    except urllib.error.HTTPError as e:
+        expect(e.code == 404, f"keyless port traffic: {e.code}")
 
 
 def check_lifecycle(sbx):
