@@ -98,4 +98,30 @@ fn python_sdk_drives_mayfly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
     assert!(out.status.success() && stdout.contains("ALL OK"), "the SDK script failed:\n{stdout}\n{stderr}");
+
+    // The npm SDK's smoke test, on the same server.
+    let npm_dir = npm_sdk();
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/js_sdk.mjs");
+    let out = Command::new("node")
+        .arg(&js)
+        .env("E2B_SDK_DIR", &npm_dir)
+        .env("E2B_URL", format!("http://127.0.0.1:{port}"))
+        .env("E2B_KEY", TOKEN)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(out.status.success() && stdout.contains("JS OK"), "the JS SDK smoke test failed:\n{stdout}\n{stderr}");
+}
+
+/// A directory with the npm `e2b` SDK installed, made once in `.tools/e2b-npm`.
+fn npm_sdk() -> PathBuf {
+    let dir = workspace().join(".tools/e2b-npm");
+    if !dir.join("node_modules/e2b/package.json").exists() {
+        std::fs::create_dir_all(&dir).expect("create .tools/e2b-npm");
+        let ok = Command::new("npm").args(["install", "--no-audit", "--no-fund", "e2b"]).current_dir(&dir).status().expect("npm install e2b");
+        assert!(ok.success(), "npm install e2b failed");
+    }
+    dir
 }
