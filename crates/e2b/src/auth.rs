@@ -33,7 +33,7 @@ pub async fn caller(door: &Door, headers: &HeaderMap, peer: Peer) -> Result<Call
     let mut bearer = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| ApiError::unauthorized())?;
     bearer.insert(axum::http::header::AUTHORIZATION, value);
-    match door.app.auth.bearer_principal(&door.app.manager.accounts(), &bearer).await {
+    match door.app.auth.bearer_principal(door.app.manager.accounts(), &bearer).await {
         Ok(Some(who)) => Ok(Caller { who, ip: peer.0.map(|p| p.ip().to_string()) }),
         _ => Err(ApiError::unauthorized()),
     }
