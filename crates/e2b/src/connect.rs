@@ -193,3 +193,37 @@ pub fn client_stream_answer(result: Result<Value, ApiError>) -> Response {
     out.extend_from_slice(&end(err));
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/connect+json")], out).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(flags: u8, body: &[u8]) -> Vec<u8> {
+        envelope(flags, body).to_vec()
+    }
+
+    #[test]
+    fn envelopes_split_only_when_whole() {
+        let mut buf = env(0, br#"{"a":1}"#);
+        buf.extend_from_slice(&env(END_STREAM, b"{}")[..3]);
+        assert_eq!(take_envelope(&mut buf).unwrap(), Some((0, br#"{"a":1}"#.to_vec())));
+        assert_eq!(take_envelope(&mut buf).unwrap(), None, "a partial envelope waits");
+    }
+
+    #[test]
+    fn bad_envelopes_are_refused() {
+        let mut compressed = env(COMPRESSED, b"{}");
+        assert!(take_envelope(&mut compressed).is_err());
+        let mut huge = vec![0, 0xff, 0xff, 0xff, 0xff];
+        assert!(take_envelope(&mut huge).is_err());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/connect+json".parse().unwrap());
+        assert!(request::<Value>(&headers, &[0, 0, 0]).is_err(), "truncated");
+        let mut two = env(0, b"{}");
+        two.extend_from_slice(&env(0, b"{}"));
+        assert!(request::<Value>(&headers, &two).is_err(), "two messages for a server stream");
+        assert!(request::<Value>(&headers, &env(0, b"{nope")).is_err(), "malformed JSON");
+        headers.insert(header::CONTENT_TYPE, "application/proto".parse().unwrap());
+        assert!(check_codec(&headers).is_err(), "binary codec");
+    }
+}
