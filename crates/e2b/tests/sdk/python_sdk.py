@@ -220,8 +220,23 @@ def main():
             import traceback
             traceback.print_exc()
             failures.append(f"{name}: {e!r}")
-    step("kill")
+    step("kill (a running command's stream ends)")
+    import threading
+    h = sbx.commands.run("sleep 600", background=True)
+    ended = []
+    def wait():
+        try:
+            h.wait()
+        except Exception as e:
+            ended.append(repr(e))
+        else:
+            ended.append("ok")
+    t = threading.Thread(target=wait, daemon=True)
+    t.start()
     sbx.kill()
+    t.join(90)
+    if not ended:
+        failures.append("a command's stream outlived its killed sandbox")
     expect(not sbx.is_running(), "killed sandbox still running")
     try:
         Sandbox.connect(sbx.sandbox_id, **OPTS)
