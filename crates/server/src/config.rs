@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub ssh_listen: Option<SocketAddr>,
     /// Origin users reach this server at; default `http://<bound address>`.
     pub public_url: Option<String>,
+    /// Where the E2B-compatible API (control plane, envd, sandbox ports) listens; off when unset.
+    pub e2b_listen: Option<SocketAddr>,
     pub accel: AccelSetting,
     /// Overrides the image's memory size.
     pub vm_memory_mib: Option<u32>,
@@ -206,6 +208,7 @@ impl Default for ServerConfig {
             preview_domain: "localhost".into(),
             ssh_listen: None,
             public_url: None,
+            e2b_listen: None,
             accel: AccelSetting::Auto,
             vm_memory_mib: None,
             vm_vcpus: None,
@@ -278,6 +281,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("preview_domain", Kind::Str),
     ("ssh_listen", Kind::Str),
     ("public_url", Kind::Str),
+    ("e2b_listen", Kind::Str),
     ("accel", Kind::Str),
     ("vm_memory_mib", Kind::Int),
     ("vm_vcpus", Kind::Int),

@@ -109,7 +109,7 @@ pub async fn run(channel: Channel<Msg>, ctx: ChannelCtx) {
     };
     tracing::info!(session = ctx.sref.id(), ?start, pty = setup.pty.is_some(), "ssh channel starts");
     match open(&ctx, &start, setup).await {
-        Ok((stream, activity)) => relay(rd, wr, stream, activity).await,
+        Ok(p) => relay(rd, wr, p.stream, p.activity).await,
         Err(message) => {
             let _ = wr.extended_data_bytes(1, Bytes::from(format!("mayfly: {message}\r\n"))).await;
             let _ = wr.exit_status(127).await;
@@ -120,7 +120,7 @@ pub async fn run(channel: Channel<Msg>, ctx: ChannelCtx) {
 }
 
 /// Starts the guest side of `start`.
-async fn open(ctx: &ChannelCtx, start: &Start, mut setup: Setup) -> Result<(mayfly_proto::mux::Stream, Activity), String> {
+async fn open(ctx: &ChannelCtx, start: &Start, mut setup: Setup) -> Result<mayfly_server::manager::GuestProcess, String> {
     if let Some(sock) = ctx.agent.path() {
         setup.env.insert("SSH_AUTH_SOCK".into(), sock);
     }

@@ -99,6 +99,28 @@ impl SessionManager {
         })
     }
 
+    /// What `path` is (not following a final symlink).
+    pub async fn stat_path(&self, sref: &crate::access::SessionRef, path: &str) -> Result<FileInfo, SessionError> {
+        let id = sref.id();
+        let (_, vm) = self.ready_vm(id).await?;
+        bounded(id, "stat", CALL_TIMEOUT, vm.channel().stat(path)).await
+    }
+
+    /// A directory's entries, unsorted.
+    pub async fn list_dir(&self, sref: &crate::access::SessionRef, path: &str) -> Result<Vec<FileInfo>, SessionError> {
+        let id = sref.id();
+        let (_, vm) = self.ready_vm(id).await?;
+        bounded(id, "list", CALL_TIMEOUT, vm.channel().list(path)).await
+    }
+
+    /// A stream of file-event batches (CTRL `file_events`) under `path`, recursive; dropping it
+    /// ends the watch.
+    pub async fn watch_path(&self, sref: &crate::access::SessionRef, path: &str) -> Result<mayfly_proto::mux::Stream, SessionError> {
+        let id = sref.id();
+        let (_, vm) = self.ready_vm(id).await?;
+        vm.channel().open(&OpenRequest::WatchFiles { path: path.to_string() }).await.map_err(|e| channel_error(id, "watch", e))
+    }
+
     /// A directory's entries, or a file's content.
     pub async fn read_path(&self, sref: &crate::access::SessionRef, path: &str) -> Result<FileEntry, SessionError> {
         let id = sref.id();

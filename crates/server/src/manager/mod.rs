@@ -18,6 +18,7 @@
 mod adopt;
 pub mod capacity;
 mod agent_forward;
+mod deadline;
 mod events;
 pub mod file_watch;
 mod fork;
@@ -55,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use agent_forward::AgentListener;
 pub use guest::{file_body, FileEntry, PtyAttach, PtyParams};
+pub use streams::GuestProcess;
 pub use repo::validate_credentials;
 pub(crate) use guest_streams::answer;
 pub use adopt::RESTARTED;
@@ -150,7 +152,8 @@ pub(crate) struct Setup {
 /// In-memory side of a session that holds (or is acquiring) a VM.
 pub(crate) struct LiveSession {
     id: String,
-    expires_at: OffsetDateTime,
+    /// End of life; moved by [`SessionManager::set_expiry`].
+    expires_at: Mutex<OffsetDateTime>,
     idle_timeout: Duration,
     /// Environment given at creation; applied to every exec and terminal. Never stored.
     env: BTreeMap<String, String>,
@@ -196,7 +199,7 @@ impl LiveSession {
     ) -> Arc<LiveSession> {
         Arc::new(LiveSession {
             id: record.id.clone(),
-            expires_at: record.expires_at,
+            expires_at: Mutex::new(record.expires_at),
             idle_timeout: Duration::from_secs(record.idle_timeout_seconds),
             env: setup.env,
             policy: setup.policy,

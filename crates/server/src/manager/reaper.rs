@@ -14,7 +14,7 @@ fn due(s: &LiveSession, now: OffsetDateTime, idle_for: Duration) -> Option<&'sta
     if s.state() != SessionState::Ready {
         return None;
     }
-    if now >= s.expires_at {
+    if now >= *s.expires_at.lock().expect("expiry lock") {
         Some("max lifetime reached")
     } else if idle_for >= s.idle_timeout {
         Some("idle timeout")

@@ -26,7 +26,7 @@ pub mod host;
 #[cfg(test)]
 mod host_props;
 mod pages;
-mod proxy;
+pub mod proxy;
 pub(crate) mod tunnel;
 
 use crate::access::{PreviewDenied, SessionRef};

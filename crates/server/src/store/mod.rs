@@ -115,6 +115,9 @@ pub trait SessionStore: Send + Sync {
     /// Records the last activity of session `id`.
     async fn set_last_active(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
+    /// Moves a session's end of life (an E2B `set_timeout`).
+    async fn set_expires_at(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
     /// Replaces the runtime part of session `id` (repository progress, for instance).
     async fn set_runtime(&self, id: &str, runtime: &SessionRuntime) -> Result<(), StoreError>;
 

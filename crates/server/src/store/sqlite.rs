@@ -312,6 +312,16 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_expires_at(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("storing a session's end of life"))?;
+        Ok(())
+    }
+
     async fn set_runtime(&self, id: &str, runtime: &super::SessionRuntime) -> Result<(), StoreError> {
         let res = sqlx::query("UPDATE sessions SET runtime = ? WHERE id = ?")
             .bind(serde_json::to_string(runtime).expect("runtime serialises"))
