@@ -22,7 +22,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
