@@ -34,6 +34,8 @@ fn free_port() -> u16 {
 
 struct Server {
     child: Child,
+    /// The main API (`mayfly listening on …`).
+    base: String,
     _data: tempfile::TempDir,
 }
 
@@ -71,27 +73,35 @@ fn start_server(e2b_port: u16) -> Server {
         .expect("start target/release/mayfly (cargo build --release --workspace --bins)");
     let out = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(out).lines();
+    let mut base = String::new();
     loop {
         match lines.next() {
             Some(Ok(l)) if l.starts_with("mayfly e2b api on") => break,
-            Some(Ok(_)) => continue,
+            Some(Ok(l)) => {
+                if let Some(url) = l.strip_prefix("mayfly listening on ") {
+                    base = url.trim().to_string();
+                }
+            }
             _ => panic!("mayfly serve ended before the E2B door listened"),
         }
     }
+    assert!(!base.is_empty(), "mayfly serve printed no main API address");
     std::thread::spawn(move || for _ in lines {});
-    Server { child, _data: data }
+    Server { child, base, _data: data }
 }
 
 #[test]
 fn python_sdk_drives_mayfly() {
     let python = venv_python();
     let port = free_port();
-    let _server = start_server(port);
+    let server = start_server(port);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/python_sdk.py");
     let out = Command::new(python)
         .arg(&script)
         .env("E2B_URL", format!("http://127.0.0.1:{port}"))
         .env("E2B_KEY", TOKEN)
+        // The script makes a second user there, whose key must not reach the first's sandboxes.
+        .env("MAYFLY_URL", &server.base)
         .output()
         .expect("run the SDK script");
     let stdout = String::from_utf8_lossy(&out.stdout);

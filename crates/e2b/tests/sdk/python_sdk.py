@@ -15,6 +15,36 @@ from e2b.exceptions import AuthenticationException, NotFoundException, SandboxEx
 URL = os.environ["E2B_URL"]
 KEY = os.environ["E2B_KEY"]
 OTHER = os.environ.get("E2B_OTHER_KEY")
+
+
+def make_other_key(main_url, admin_token):
+    """A member user on the main API and an API token of theirs (password sign-in, as a browser)."""
+    import http.cookiejar
+    import json
+
+    email, password = "e2b-other@example.test", "other-password-0123456789"
+    req = urllib.request.Request(
+        f"{main_url}/api/v1/users",
+        data=json.dumps({"email": email, "role": "member", "password": password}).encode(),
+        headers={"authorization": f"Bearer {admin_token}", "content-type": "application/json"},
+    )
+    urllib.request.urlopen(req).read()
+    jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    jar.open(urllib.request.Request(
+        f"{main_url}/api/v1/auth/password",
+        data=json.dumps({"email": email, "password": password}).encode(),
+        headers={"content-type": "application/json"},
+    )).read()
+    made = jar.open(urllib.request.Request(
+        f"{main_url}/api/v1/tokens",
+        data=json.dumps({"name": "e2b-other", "expires_in_days": 1}).encode(),
+        headers={"content-type": "application/json", "origin": main_url},
+    )).read()
+    return json.loads(made)["token"]
+
+
+if not OTHER and os.environ.get("MAYFLY_URL"):
+    OTHER = make_other_key(os.environ["MAYFLY_URL"], KEY)
 OPTS = dict(api_url=URL, sandbox_url=URL, api_key=KEY)
 ONLY = set(filter(None, os.environ.get("E2B_CHECKS", "").split(",")))
 
