@@ -39,6 +39,19 @@ pub async fn caller(door: &Door, headers: &HeaderMap, peer: Peer) -> Result<Call
     }
 }
 
+/// The sandbox an envd request is for, opened for `action` as its caller: someone else's or an
+/// unknown sandbox is the same 404.
+pub async fn open_sandbox(
+    door: &Door,
+    headers: &HeaderMap,
+    peer: Peer,
+    action: mayfly_server::access::Action,
+) -> Result<mayfly_server::access::SessionRef, ApiError> {
+    let c = caller(door, headers, peer).await?;
+    let id = sandbox_id(headers)?;
+    door.app.manager.open(&c, &id, action).await.map_err(|_| ApiError::not_found(format!("sandbox \"{id}\" not found")))
+}
+
 /// The sandbox an envd request is for (`E2b-Sandbox-Id`).
 pub fn sandbox_id(headers: &HeaderMap) -> Result<String, ApiError> {
     headers

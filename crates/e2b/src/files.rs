@@ -2,7 +2,7 @@
 //! (upload: `application/octet-stream`, or `multipart/form-data` with one `file` part per file,
 //! streamed into the guest).
 
-use crate::auth::{caller, sandbox_id, Peer};
+use crate::auth::Peer;
 use crate::error::ApiError;
 use crate::Shared;
 use axum::body::Body;
@@ -24,9 +24,7 @@ pub struct FileQuery {
 
 
 async fn open(door: &Shared, headers: &HeaderMap, peer: Peer, action: Action) -> Result<SessionRef, ApiError> {
-    let c = caller(door, headers, peer).await?;
-    let id = sandbox_id(headers)?;
-    door.app.manager.open(&c, &id, action).await.map_err(|_| ApiError::not_found(format!("sandbox \"{id}\" not found")))
+    crate::auth::open_sandbox(door, headers, peer, action).await
 }
 
 fn resolve(p: &str) -> String {

@@ -2,7 +2,7 @@
 //! (with depth), MakeDir, Move, Remove, WatchDir (server stream) and the polling watcher
 //! (CreateWatcher, GetWatcherEvents, RemoveWatcher) over the guest's inotify watcher.
 
-use crate::auth::{caller, sandbox_id, Peer};
+use crate::auth::Peer;
 use crate::connect::{self, Item};
 use crate::error::{connect_error, ApiError};
 use crate::Shared;
@@ -134,9 +134,8 @@ pub async fn rpc(State(door): State<Shared>, peer: Peer, Path(method): Path<Stri
 
 async fn dispatch(door: &Shared, peer: Peer, method: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     connect::check_codec(headers)?;
-    let c = caller(door, headers, peer).await?;
-    let id = sandbox_id(headers)?;
-    let sref = door.app.manager.open(&c, &id, Action::Files).await.map_err(|_| ApiError::not_found(format!("sandbox \"{id}\" not found")))?;
+    let sref = crate::auth::open_sandbox(door, headers, peer, Action::Files).await?;
+    let id = sref.id().to_string();
     let bytes = axum::body::to_bytes(body, connect::MAX_MESSAGE).await.map_err(|e| ApiError::bad_request(format!("cannot read the request: {e}")))?;
     let req: Req = connect::request(headers, &bytes)?;
     let m = &door.app.manager;

@@ -5,7 +5,7 @@
 //! outlives the request that started it (a background command) until it exits, is killed or its
 //! sandbox ends.
 
-use crate::auth::{caller, sandbox_id, Peer};
+use crate::auth::Peer;
 use crate::connect::{self, Incoming, Item};
 use crate::error::{connect_error, ApiError};
 use crate::Shared;
@@ -233,9 +233,8 @@ pub async fn rpc(
 
 async fn dispatch(door: &Shared, peer: Peer, method: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     connect::check_codec(headers)?;
-    let c = caller(door, headers, peer).await?;
-    let id = sandbox_id(headers)?;
-    let sref = door.app.manager.open(&c, &id, Action::Exec).await.map_err(|_| ApiError::not_found(format!("sandbox \"{id}\" not found")))?;
+    let sref = crate::auth::open_sandbox(door, headers, peer, Action::Exec).await?;
+    let id = sref.id().to_string();
     if method == "StreamInput" {
         return Ok(connect::client_stream_answer(stream_input(door, &id, Incoming::new(body)).await));
     }

@@ -15,11 +15,9 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// `Uid:` of a process: real, effective, saved, filesystem.
+/// Real, effective, saved and filesystem uid of `pid`.
 fn uids(pid: u32) -> Vec<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    line.split_whitespace().skip(1).map(|u| u.parse().unwrap()).collect()
+    mayfly_vm::confine::uids::uids_of(std::path::Path::new(&format!("/proc/{pid}"))).expect("the process is alive")
 }
 
 /// True when a shell running as `uid:gid` may write `path` (`test -w`).

@@ -119,12 +119,19 @@ fn process_uids() -> Vec<u32> {
         if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else { continue };
-        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
-            uids.extend(line.split_whitespace().skip(1).filter_map(|u| u.parse::<u32>().ok()));
+        if let Some(of) = uids_of(&e.path()) {
+            uids.extend(of);
         }
     }
     uids
+}
+
+/// The `Uid:` line of `/proc/<pid>/status` (`proc_dir`): real, effective, saved and filesystem
+/// uid; `None` when the process is gone.
+pub fn uids_of(proc_dir: &Path) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    Some(line.split_whitespace().skip(1).filter_map(|u| u.parse::<u32>().ok()).collect())
 }
 
 #[cfg(test)]
