@@ -4,7 +4,7 @@
 
 use crate::auth::caller;
 use crate::error::ApiError;
-use crate::{SandboxMeta, Shared, ENVD_VERSION};
+use crate::{Shared, ENVD_VERSION};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -56,11 +56,11 @@ fn key_of(headers: &HeaderMap) -> String {
 }
 
 /// The sandbox as E2B shows it (a superset of its create, get and list answers).
+/// The sandbox's metadata is the session's labels (stored with it: a restart keeps them); its
+/// template is the session's image.
 fn view(door: &Shared, s: &Session, key: Option<&str>) -> Value {
-    let meta = door.meta.lock().expect("meta lock").get(&s.id).cloned().unwrap_or_default();
-    let template = if meta.template.is_empty() { s.image.clone() } else { meta.template };
     let mut v = json!({
-        "templateID": template,
+        "templateID": s.image,
         "sandboxID": s.id,
         "clientID": "mayfly",
         "alias": s.image,
@@ -71,7 +71,7 @@ fn view(door: &Shared, s: &Session, key: Option<&str>) -> Value {
         "diskSizeMB": u64::from(s.disk_gib.unwrap_or(1)) * 1024,
         "state": "running",
         "envdVersion": ENVD_VERSION,
-        "metadata": meta.metadata,
+        "metadata": s.labels,
         "domain": door.domain,
     });
     if let Some(k) = key {
@@ -85,13 +85,18 @@ pub async fn create(State(door): State<Shared>, peer: Peer, headers: HeaderMap, 
     let req: NewSandbox = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid sandbox request: {e}")))?;
     let image = if DEFAULT_TEMPLATES.contains(&req.template_id.as_str()) { None } else { Some(req.template_id.clone()) };
     let timeout = req.timeout.unwrap_or(DEFAULT_TIMEOUT).max(1);
-    let mut create = CreateSession { image, ttl_seconds: Some(timeout), idle_timeout_seconds: Some(timeout), env: req.env_vars.unwrap_or_default(), ..Default::default() };
+    let mut create = CreateSession {
+        image,
+        ttl_seconds: Some(timeout),
+        idle_timeout_seconds: Some(timeout),
+        env: req.env_vars.unwrap_or_default(),
+        labels: req.metadata.unwrap_or_default().into_iter().collect(),
+        ..Default::default()
+    };
     if req.allow_internet_access == Some(false) {
         create.network = Some(mayfly_proto::api::Network { egress: mayfly_proto::api::EgressMode::None, allow: Vec::new() });
     }
     let session = door.app.manager.create(&c, create, true).await?;
-    let meta = SandboxMeta { template: req.template_id, metadata: req.metadata.unwrap_or_default() };
-    door.meta.lock().expect("meta lock").insert(session.id.clone(), meta);
     tracing::info!(session = %session.id, caller = %c.who.label(), "e2b sandbox created");
     Ok((StatusCode::CREATED, Json(view(&door, &session, Some(&key_of(&headers))))).into_response())
 }
@@ -152,7 +157,6 @@ pub async fn kill(State(door): State<Shared>, peer: Peer, headers: HeaderMap, Pa
     door.processes.end_session(&id);
     door.watchers.end_session(&id);
     door.app.manager.delete(&sref, "killed through the E2B API").await?;
-    door.meta.lock().expect("meta lock").remove(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -170,11 +174,7 @@ pub async fn list(State(door): State<Shared>, peer: Peer, headers: HeaderMap, Qu
     }
     let mut all: Vec<Session> = door.app.manager.list(&c).await?.into_iter().filter(|s| s.state == SessionState::Ready).collect();
     all.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-    let matches = |s: &Session| {
-        let meta = door.meta.lock().expect("meta lock");
-        let m = meta.get(&s.id);
-        wanted.iter().all(|(k, v)| m.and_then(|m| m.metadata.get(k)) == Some(v))
-    };
+    let matches = |s: &Session| wanted.iter().all(|(k, v)| s.labels.get(k) == Some(v));
     let mut rest = all.into_iter().filter(matches);
     if let Some(after) = q.get("nextToken") {
         rest.by_ref().find(|s| &s.id == after);

@@ -19,28 +19,19 @@ pub mod process;
 use axum::routing::{get, post};
 use axum::Router;
 use mayfly_server::AppState;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// The envd version reported to the SDK: high enough for its current paths (octet-stream
 /// uploads, stdin, default user), below features this door does not serve.
 pub const ENVD_VERSION: &str = "0.5.7";
 
-/// What E2B keeps about a sandbox that a Mayfly session has no field for (memory only).
-#[derive(Debug, Clone, Default)]
-pub struct SandboxMeta {
-    pub template: String,
-    pub metadata: HashMap<String, String>,
-}
-
 /// Shared state of the door.
 pub struct Door {
     pub app: AppState,
     /// `get_host(port)` gives `<port>-<id>.<domain>`.
     pub domain: String,
-    pub meta: Mutex<HashMap<String, SandboxMeta>>,
     pub processes: process::Registry,
     pub watchers: filesystem::Watchers,
 }
@@ -72,7 +63,7 @@ pub async fn serve(listener: TcpListener, app: AppState, shutdown: impl Future<O
         a if a.ip().is_loopback() || a.ip().is_unspecified() => format!("localhost:{}", a.port()),
         a => a.to_string(),
     };
-    let door = Arc::new(Door { app, domain, meta: Mutex::default(), processes: process::Registry::default(), watchers: filesystem::Watchers::default() });
+    let door = Arc::new(Door { app, domain, processes: process::Registry::default(), watchers: filesystem::Watchers::default() });
     let routes = router(door.clone());
     mayfly_server::listen::serve(listener, routes, shutdown).await?;
     door.processes.end_all();

@@ -63,6 +63,10 @@ pub struct CreateSession {
     /// Disk size in GiB; default: the image's. At least the image's, at most `max_disk_gib`.
     #[serde(default)]
     pub disk_gib: Option<u32>,
+    /// Free-form key/value labels kept with the session (at most 64; keys 1–64 characters,
+    /// values up to 512); shown in `Session.labels`. The E2B door keeps a sandbox's metadata here.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The size of a session's VM.
@@ -211,6 +215,9 @@ pub struct Session {
     /// The owner's email, shown to admins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_email: Option<String>,
+    /// The labels it was created with (a fork has its source's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `POST /api/v1/sessions/{id}/fork`: the new session's lifetime (defaults as for a create).

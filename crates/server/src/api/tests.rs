@@ -318,6 +318,15 @@ async fn sizes_beyond_the_operator_maxima_are_refused_naming_the_limit() {
         tokio::task::yield_now().await;
     };
     assert_eq!((spec.vcpus, spec.memory_mib, spec.disk_size_bytes), (2, 768, Some(3 << 30)));
+    // Labels: kept with the session and shown in it; bad ones refused.
+    let (s, b) = send(&app, create(r#"{"labels":{"":"x"}}"#)).await;
+    assert!(error(s, &b, StatusCode::BAD_REQUEST, "bad_request").contains("label key"), "{b}");
+    let (s, b) = send(&app, create(r#"{"labels":{"team":"infra","e2b.purpose":"ci run"}}"#)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let want = serde_json::json!({"team": "infra", "e2b.purpose": "ci run"});
+    assert_eq!(b["labels"], want, "{b}");
+    let (_, got) = send(&app, req(Method::GET, &format!("/api/v1/sessions/{}", b["id"].as_str().unwrap()), Some(TOKEN), "")).await;
+    assert_eq!(got["labels"], want, "{got}");
     // Defaults: the image's size.
     let (s, b) = send(&app, create("{}")).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");

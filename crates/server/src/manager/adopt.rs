@@ -55,7 +55,14 @@ impl SessionManager {
                 }
             }
         };
-        SessionRuntime { auto_push: setup.auto_push, forked_from: setup.forked_from.clone(), repo: setup.repo.clone(), sealed, vm: None }
+        SessionRuntime {
+            auto_push: setup.auto_push,
+            forked_from: setup.forked_from.clone(),
+            repo: setup.repo.clone(),
+            sealed,
+            vm: None,
+            labels: setup.labels.clone(),
+        }
     }
 
     /// Stores the live session's runtime again (once its VM is known, after its repository's
@@ -102,6 +109,7 @@ impl SessionManager {
             auto_push: rec.runtime.auto_push,
             forked_from: rec.runtime.forked_from.clone(),
             owner: rec.owner.clone(),
+            labels: rec.runtime.labels.clone(),
         })
     }
 

@@ -55,6 +55,7 @@ impl SessionManager {
             auto_push: source.auto_push,
             forked_from: Some(id.to_string()),
             owner: record.owner.clone(),
+            labels: source.labels.clone(),
         };
         let record = SessionRecord { runtime: self.runtime_of(&record.id, &setup), ..record };
         let session = LiveSession::new(&record, setup, self.now_ms());

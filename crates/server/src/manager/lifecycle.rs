@@ -58,6 +58,7 @@ impl SessionManager {
         let image = self.images.get(req.image.as_deref().unwrap_or(&self.cfg.default_image))?;
         let (ttl, idle) = self.lifetime(req.ttl_seconds, req.idle_timeout_seconds)?;
         validate_env(&req.env)?;
+        validate_labels(&req.labels)?;
         let size = super::size::resolve(&req, &image, &self.cfg)?;
         let network = req.network.unwrap_or_else(|| self.cfg.default_network());
         let policy = crate::egress::Policy::parse(&network).map_err(|e| SessionError::Invalid(e.to_string()))?;
@@ -94,6 +95,7 @@ impl SessionManager {
             auto_push: req.auto_push.unwrap_or(self.cfg.auto_push),
             forked_from: None,
             owner: record.owner.clone(),
+            labels: req.labels,
         };
         let record = SessionRecord { runtime: self.runtime_of(&record.id, &setup), ..record };
         let session = LiveSession::new(&record, setup, self.now_ms());
@@ -384,6 +386,23 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SessionError> {
     for (k, v) in env {
         if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
             return Err(SessionError::Invalid(format!("invalid environment variable {k:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Labels are bounded: at most 64, keys 1–64 characters without control characters, values up
+/// to 512 characters.
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), SessionError> {
+    if labels.len() > 64 {
+        return Err(SessionError::Invalid(format!("at most 64 labels, got {}", labels.len())));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.chars().count() > 64 || k.chars().any(char::is_control) {
+            return Err(SessionError::Invalid(format!("invalid label key {k:?}: 1-64 characters, no control characters")));
+        }
+        if v.chars().count() > 512 || v.contains('\0') {
+            return Err(SessionError::Invalid(format!("label {k:?}: the value is longer than 512 characters or holds a NUL")));
         }
     }
     Ok(())

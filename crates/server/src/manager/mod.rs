@@ -147,6 +147,7 @@ pub(crate) struct Setup {
     pub forked_from: Option<String>,
     /// The user the session belongs to (`None`: the server token).
     pub owner: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// In-memory side of a session that holds (or is acquiring) a VM.
@@ -183,6 +184,8 @@ pub(crate) struct LiveSession {
     visibility: Mutex<HashMap<u16, Visibility>>,
     /// The session this one was forked from.
     forked_from: Option<String>,
+    /// `CreateSession.labels` (a fork copies them).
+    labels: BTreeMap<String, String>,
     /// Paused while idle, and the clients that keep it from pausing.
     pause: pause::PauseState,
     /// The user it belongs to; `None`: the server token.
@@ -217,6 +220,7 @@ impl LiveSession {
             ports: Default::default(),
             visibility: Default::default(),
             forked_from: setup.forked_from,
+            labels: setup.labels,
             pause: Default::default(),
             owner: setup.owner,
             size: record.size,
@@ -495,6 +499,7 @@ impl SessionManager {
             auto_push: live.as_ref().is_some_and(|s| s.auto_push),
             failure: r.failure.clone(),
             forked_from: live.as_ref().and_then(|s| s.forked_from.clone()),
+            labels: r.runtime.labels.clone(),
             paused: live.as_ref().is_some_and(|s| s.pause.paused.load(Ordering::SeqCst)),
             vcpus: r.size.map(|z| z.vcpus),
             memory_mib: r.size.map(|z| z.memory_mib),

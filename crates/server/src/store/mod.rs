@@ -46,6 +46,9 @@ pub struct SessionRuntime {
     pub auto_push: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<String>,
+    /// `CreateSession.labels`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The VM's id when it is not the session's (a pool clone keeps the id it was made with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<String>,
