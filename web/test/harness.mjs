@@ -3,7 +3,7 @@
 // real headless Chromium (Debian's, driven by playwright-core) with a fresh profile.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +36,9 @@ export async function startServer(extraEnv = {}, opts = {}) {
   if (EXTERNAL) return { base: EXTERNAL, log: () => '', stop: async () => {} };
   const { bin, images } = prerequisites();
   const data = opts.data ?? mkdtempSync(join(tmpdir(), 'mayfly-web-e2e-'));
+  // Each VM's QEMU runs under its own uid, which must be able to enter the data dir (mkdtemp
+  // makes it 0700; the server refuses such a dir rather than run QEMU as root).
+  chmodSync(data, 0o711);
   const env = {
     ...process.env,
     MAYFLY_TOKEN: TOKEN,
