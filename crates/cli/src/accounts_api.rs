@@ -111,7 +111,7 @@ impl Client {
 }
 
 /// `s` as one path segment: characters outside the unreserved set (and `:`) percent-encoded.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {

@@ -4,6 +4,7 @@ mod account_cmd;
 mod accounts_api;
 mod agent_cmd;
 mod audit_cmd;
+mod nodes_cmd;
 mod bench;
 mod cells;
 mod client;
@@ -132,6 +133,11 @@ enum Cmd {
     /// Your SSH public keys: they sign you in at the server's SSH gateway.
     #[command(subcommand)]
     SshKey(ssh_cmd::SshKeyCmd),
+    /// The nodes of the deployment (admins): `mayfly nodes [ls | cordon N | drain N | uncordon N]`.
+    Nodes {
+        #[command(subcommand)]
+        cmd: Option<nodes_cmd::NodesCmd>,
+    },
     /// SSH into a session with the system's ssh. After `--`: ssh options, then a command
     /// (`mayfly ssh <id> -- -A -L 3000:localhost:3000 make dev`).
     Ssh {
@@ -219,6 +225,7 @@ fn main() -> ExitCode {
             Cmd::Audit(a) => audit_cmd::run(&client()?, a).await,
             Cmd::GitToken(c) => git_token_cmd::run(&client()?, c).await,
             Cmd::SshKey(c) => ssh_cmd::key(&client()?, c).await,
+            Cmd::Nodes { cmd } => nodes_cmd::run(&client()?, cmd).await,
             Cmd::Ssh { id, gateway, args } => ssh_cmd::ssh(&client()?, &gateway, &id, &args).await,
             Cmd::SshConfig { gateway, file, dry_run } => ssh_cmd::config(&client()?, &gateway, file, dry_run).await,
         }

@@ -12,6 +12,10 @@ pub enum SessionState {
     Stopping,
     Destroyed,
     Failed,
+    /// Its node stopped renewing its lease (crashed, cut off or switched off): the session may
+    /// still run there. The node re-adopts it when it comes back (→ `ready`) or fails it; a
+    /// delete ends it from any node.
+    Lost,
 }
 
 impl SessionState {
@@ -22,6 +26,7 @@ impl SessionState {
             Self::Stopping => "stopping",
             Self::Destroyed => "destroyed",
             Self::Failed => "failed",
+            Self::Lost => "lost",
         }
     }
     /// True once nothing runs for the session any more.
@@ -218,6 +223,9 @@ pub struct Session {
     /// The labels it was created with (a fork has its source's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The node whose VM runs it (absent for sessions stored before nodes were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `POST /api/v1/sessions/{id}/fork`: the new session's lifetime (defaults as for a create).

@@ -11,6 +11,7 @@ pub mod api;
 pub mod frame;
 pub mod msg;
 pub mod mux;
+pub mod nodes;
 
 /// Version of the host↔guest protocol. Bumped on any incompatible change to frames or messages.
 pub const PROTOCOL_VERSION: u32 = 1;

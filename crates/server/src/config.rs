@@ -157,6 +157,15 @@ pub struct ServerConfig {
     pub oidc_admin_groups: Vec<String>,
     /// The claim (ID token or userinfo) that lists a user's groups.
     pub oidc_groups_claim: String,
+    /// This host's name in the node registry; empty: the host name.
+    pub node_name: String,
+    /// Where the other nodes reach this one (`http://host:port`); default: the bound address.
+    pub advertise_url: Option<String>,
+    /// Shared by every node of a deployment (at least 32 characters): signs node-to-node requests
+    /// and derives the preview and sealing keys. Required with a PostgreSQL `database_url`.
+    pub cluster_secret: Option<String>,
+    /// A node that has not renewed its lease in the database for this long is lost.
+    pub node_lease_seconds: u64,
 }
 
 /// Default quotas per role.
@@ -251,6 +260,10 @@ impl Default for ServerConfig {
             oidc_allowed_groups: Vec::new(),
             oidc_admin_groups: Vec::new(),
             oidc_groups_claim: "groups".into(),
+            node_name: String::new(),
+            advertise_url: None,
+            cluster_secret: None,
+            node_lease_seconds: 15,
         }
     }
 }
@@ -320,6 +333,10 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("oidc_allowed_groups", Kind::List),
     ("oidc_admin_groups", Kind::List),
     ("oidc_groups_claim", Kind::Str),
+    ("node_name", Kind::Str),
+    ("advertise_url", Kind::Str),
+    ("cluster_secret", Kind::Str),
+    ("node_lease_seconds", Kind::Int),
 ];
 
 /// Fields of `[agent]` overridable as `MAYFLY_AGENT_<NAME>`.
@@ -454,7 +471,7 @@ impl ServerConfig {
                 return Err(ConfigError::Invalid { field: "public_url", message: "must start with http:// or https://".into() });
             }
         }
-        Ok(())
+        crate::cluster::settings::validate(self)
     }
 
     /// The network policy of sessions that do not ask for one.
@@ -512,6 +529,15 @@ impl ServerConfig {
     }
     pub fn reaper_interval(&self) -> Duration {
         Duration::from_secs(self.reaper_interval_seconds)
+    }
+
+    /// `advertise_url` without a trailing slash; `bound` fills it in when unset.
+    pub fn resolved_advertise_url(&self, bound: SocketAddr) -> String {
+        match &self.advertise_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
+            None => format!("http://{bound}"),
+        }
     }
 
     /// `public_url` without a trailing slash; `bound` fills it in when unset.

@@ -18,6 +18,7 @@ pub mod access;
 pub mod accounts;
 pub mod agent;
 pub mod api;
+pub mod cluster;
 mod auth;
 pub mod egress;
 pub mod config;

@@ -30,11 +30,20 @@ pub enum SecretError {
 pub struct Secrets {
     path: PathBuf,
     cipher: OnceLock<XChaCha20Poly1305>,
+    /// A cluster's key, derived from `cluster_secret`: seals, and opens first.
+    shared: Option<XChaCha20Poly1305>,
 }
 
 impl Secrets {
     pub fn new(data_dir: &Path) -> Self {
-        Self { path: data_dir.join("secret.key"), cipher: OnceLock::new() }
+        Self { path: data_dir.join("secret.key"), cipher: OnceLock::new(), shared: None }
+    }
+
+    /// Seals with `key` (every node of a cluster derives the same one from the cluster secret,
+    /// so any node opens what another sealed); still opens what the data dir's own key sealed
+    /// before the node joined a cluster.
+    pub fn shared(key: [u8; 32], data_dir: &Path) -> Self {
+        Self { shared: Some(XChaCha20Poly1305::new((&key).into())), ..Self::new(data_dir) }
     }
 
     fn cipher(&self) -> Result<&XChaCha20Poly1305, SecretError> {
@@ -46,7 +55,10 @@ impl Secrets {
     }
 
     pub fn seal(&self, plain: &[u8]) -> Result<String, SecretError> {
-        let cipher = self.cipher()?;
+        let cipher = match &self.shared {
+            Some(c) => c,
+            None => self.cipher()?,
+        };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = cipher.encrypt(&nonce, plain).map_err(|_| SecretError::Open)?;
         let mut out = nonce.to_vec();
@@ -55,13 +67,19 @@ impl Secrets {
     }
 
     pub fn open(&self, sealed: &str) -> Result<Vec<u8>, SecretError> {
-        let cipher = self.cipher()?;
         let raw = base64::engine::general_purpose::STANDARD.decode(sealed).map_err(|_| SecretError::Open)?;
         if raw.len() < 24 {
             return Err(SecretError::Open);
         }
         let (nonce, body) = raw.split_at(24);
-        cipher.decrypt(XNonce::from_slice(nonce), body).map_err(|_| SecretError::Open)
+        if let Some(opened) = self.shared.as_ref().and_then(|c| c.decrypt(XNonce::from_slice(nonce), body).ok()) {
+            return Ok(opened);
+        }
+        if self.shared.is_some() && !self.path.exists() {
+            // A cluster node that never had a key of its own: nothing else to try.
+            return Err(SecretError::Open);
+        }
+        self.cipher()?.decrypt(XNonce::from_slice(nonce), body).map_err(|_| SecretError::Open)
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     let accounts = crate::accounts::Accounts::new(
         store.clone(),
         config.account_settings(),
-        Arc::new(crate::secrets::Secrets::new(&config.data_dir)),
+        Arc::new(crate::cluster::keys::secrets_for(&config)),
     );
     let mut qemu = QemuConfig::new(config.vm_state_dir());
     qemu.accel = config.accel;

@@ -154,6 +154,8 @@ function ide(initial: Session) {
     if (s.state === 'ready') start();
     else if (s.state === 'failed') end('This session failed.', s.failure ?? 'Its VM stopped unexpectedly.');
     else if (s.state === 'stopping' || s.state === 'destroyed') end('This session has ended.', 'Its VM was stopped and its files are gone.');
+    // `lost`: its node is unreachable; the status bar says so, and the session comes back
+    // (a `ready` event) if the node returns.
     status();
   };
   /** Asks the server whether the session still exists (after a connection could not be made). */

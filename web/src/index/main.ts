@@ -49,7 +49,7 @@ function row(s: Session) {
     },
     h('div', { class: 'cell id' }, icon('vm'), h('span', { class: 'mono' }, s.id)),
     admin ? h('div', { class: 'cell owner', title: s.owner ?? 'server token' }, s.owner_email ?? (s.owner ? s.owner : 'server token')) : null,
-    h('div', { class: 'cell' }, s.image),
+    h('div', { class: 'cell', title: s.node ? `on node ${s.node}` : '' }, s.image),
     h('div', { class: 'cell' }, stateBadge(s)),
     h('div', { class: 'cell muted', title: new Date(s.created_at).toLocaleString() }, ago(s.created_at)),
     h(

@@ -1,7 +1,8 @@
 // The REST API as the pages use it: same-origin fetch with the login cookie, JSON errors as
 // `ApiError`, and a 401 anywhere sends the browser to the login page.
 
-export type SessionState = 'creating' | 'ready' | 'stopping' | 'destroyed' | 'failed';
+/** `lost`: its node stopped renewing its lease; it comes back (`ready`) when the node returns. */
+export type SessionState = 'creating' | 'ready' | 'stopping' | 'destroyed' | 'failed' | 'lost';
 
 export interface Session {
   id: string;
@@ -22,6 +23,8 @@ export interface Session {
   owner?: string;
   /** The owner's email (admins only). */
   owner_email?: string;
+  /** The node whose VM runs it. */
+  node?: string;
 }
 
 export interface ExecBody {

@@ -10,6 +10,7 @@ mod agent;
 mod events;
 mod exec;
 mod files;
+mod nodes;
 pub mod oidc;
 #[cfg(test)]
 mod hostile_tests;
@@ -123,6 +124,7 @@ pub(crate) fn protected_routes() -> Routes {
         .merge(events::routes())
         .merge(agent::routes())
         .merge(accounts::routes())
+        .merge(nodes::routes())
         .post("/api/v1/logout", signin::logout)
         .get("/api/v1/images", images)
         .get("/api/v1/pool", pool)

@@ -117,7 +117,9 @@ impl SessionManager {
     /// then reaps every VM no session owns.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), SessionError> {
         let started = Instant::now();
-        let records = self.store.list(&[Creating, Ready, Stopping]).await?;
+        // Only this node's rows: on a shared database the others belong to other nodes.
+        let records: Vec<SessionRecord> =
+            self.store.list(&[Creating, Ready, Stopping, Lost]).await?.into_iter().filter(|r| self.is_mine(r)).collect();
         let total = records.len();
         let outcomes: Vec<Result<bool, SessionError>> = futures::stream::iter(records)
             .map(|rec| async move { self.reconcile_one(rec).await })
@@ -152,6 +154,30 @@ impl SessionManager {
                     self.record_transition(&rec.id, Ready, Failed, Some(&format!("{RESTARTED}: {why}"))).await?;
                 }
             },
+            // Marked lost by another node while this one was away: back if its VM still runs.
+            Lost => {
+                let back = SessionRecord { state: Ready, ..rec.clone() };
+                match self.adopt(&back).await {
+                    Ok(()) => {
+                        let reason = format!("node {} is back and re-adopted it", self.node);
+                        if let Err(e) = self.record_transition(&rec.id, Lost, Ready, Some(&reason)).await {
+                            // Deleted from another node meanwhile: the VM goes.
+                            tracing::warn!(session = %rec.id, error = %e, "a re-adopted lost session changed meanwhile; stopping it");
+                            if let Some(s) = self.live(&rec.id) {
+                                self.release(&s).await;
+                            }
+                            self.forget(&rec.id);
+                            return Ok(false);
+                        }
+                        return Ok(true);
+                    }
+                    Err(why) => {
+                        tracing::warn!(session = %rec.id, "cannot re-adopt the lost session: {why}");
+                        self.host.reap(vm_id(&rec)).await;
+                        self.record_transition(&rec.id, Lost, Failed, Some(&format!("{RESTARTED} after its node was lost: {why}"))).await?;
+                    }
+                }
+            }
             Creating => {
                 self.host.reap(&rec.id).await;
                 self.record_transition(&rec.id, Creating, Failed, Some(&format!("{RESTARTED} while the session was being created"))).await?;
@@ -218,6 +244,36 @@ impl SessionManager {
             self.forget(&s.id);
         });
         futures::future::join_all(each).await;
+    }
+}
+
+impl SessionManager {
+    /// True for this node's rows (and for rows older than nodes, which only one node wrote).
+    pub(crate) fn is_mine(&self, rec: &SessionRecord) -> bool {
+        rec.node.as_deref().is_none_or(|n| n == self.node)
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// After this node was cut off from the database long enough for another node to mark its
+    /// sessions lost: takes back those it still runs (`lost → ready`). Returns how many.
+    pub async fn reclaim_lost(&self) -> Result<usize, SessionError> {
+        let lost = self.store.list(&[Lost]).await?;
+        let mut back = 0;
+        for rec in lost.iter().filter(|r| self.is_mine(r)) {
+            let Some(s) = self.live(&rec.id) else { continue };
+            if s.state() != Ready {
+                continue;
+            }
+            let reason = format!("node {} renewed its lease again", self.node);
+            match self.record_transition(&rec.id, Lost, Ready, Some(&reason)).await {
+                Ok(_) => back += 1,
+                Err(e) => tracing::warn!(session = %rec.id, error = %e, "cannot take back a lost session"),
+            }
+        }
+        Ok(back)
     }
 }
 

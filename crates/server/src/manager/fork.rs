@@ -40,6 +40,7 @@ impl SessionManager {
             runtime: Default::default(),
             last_active_at: None,
             owner: sref.caller().who.user_id().map(str::to_string),
+            node: Some(self.node.clone()),
         };
         let mut repo = source.repo.lock().expect("repo lock").clone();
         if let Some(r) = repo.as_mut().filter(|r| r.state == RepoState::Cloning) {

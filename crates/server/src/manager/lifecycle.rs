@@ -86,6 +86,7 @@ impl SessionManager {
             runtime: Default::default(),
             last_active_at: None,
             owner: caller.who.user_id().map(str::to_string),
+            node: Some(self.node.clone()),
         };
         let setup = super::Setup {
             env: req.env,
@@ -266,7 +267,7 @@ impl SessionManager {
     }
 
     /// Stops the session's VM (which deletes its run dir) and makes sure nothing is left.
-    async fn release(&self, s: &LiveSession) -> Option<String> {
+    pub(super) async fn release(&self, s: &LiveSession) -> Option<String> {
         // Revoked: the guest's credential helper gets nothing from here on.
         s.git_credentials.lock().expect("credentials lock").clear();
         let vm = s.vm.lock().expect("vm lock").take();
@@ -288,8 +289,11 @@ impl SessionManager {
         let Some(s) = self.live(id) else {
             // Not live: a failed session is dismissed; anything else is unknown.
             let rec = self.record(id).await?;
-            if rec.state == Failed {
-                self.record_transition(id, Failed, Destroyed, Some(reason)).await.map_err(|e| match e {
+            // A lost session is ended from any node: its own node, if it comes back, finds the
+            // row destroyed and reaps the VM.
+            if matches!(rec.state, Failed | Lost) {
+                let reason = if rec.state == Lost { format!("{reason} (while its node was lost)") } else { reason.to_string() };
+                self.record_transition(id, rec.state, Destroyed, Some(&reason)).await.map_err(|e| match e {
                     SessionError::Store(crate::store::StoreError::StateMismatch { .. }) => SessionError::NotFound(id.into()),
                     e => e,
                 })?;
@@ -307,8 +311,9 @@ impl SessionManager {
                     self.forget(id);
                     return Ok(());
                 }
-                // Stopping only happens under the lifecycle lock, which we hold.
-                Stopping | Destroyed => return Err(SessionError::NotFound(id.to_string())),
+                // Stopping only happens under the lifecycle lock, which we hold; a live session is
+                // never lost in memory (only in the store, while its node is cut off).
+                Stopping | Destroyed | Lost => return Err(SessionError::NotFound(id.to_string())),
             };
             match r {
                 Ok(()) => break,

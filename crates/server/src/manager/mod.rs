@@ -25,6 +25,7 @@ mod fork;
 mod guest;
 mod guest_streams;
 mod lifecycle;
+mod node_report;
 mod pause;
 mod pool;
 mod quota;
@@ -286,6 +287,11 @@ pub struct SessionManager {
     agent_forwards: Arc<agent_forward::AgentForwards>,
     /// The SSH gateway's port once it listens (0: no gateway), shown by `GET /api/v1/me`.
     ssh_port: std::sync::atomic::AtomicU16,
+    /// This node's name: stored with every session it creates; start-up reconciliation touches
+    /// only this node's rows.
+    node: String,
+    /// The node registry, once this node has claimed its name.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::node::Cluster>>,
 }
 
 /// RFC 3339 with second precision (what the API shows).
@@ -328,7 +334,9 @@ impl SessionManager {
             Vec::new()
         });
         Arc::new(Self {
-            secrets: crate::secrets::Secrets::new(&cfg.data_dir),
+            secrets: crate::cluster::keys::secrets_for(&cfg),
+            node: crate::cluster::settings::node_name(&cfg),
+            cluster: Default::default(),
             provisioner,
             egress: Arc::new(crate::egress::Egress::new(private_allow)),
             cfg,
@@ -345,6 +353,15 @@ impl SessionManager {
             agent_forwards: Default::default(),
             ssh_port: Default::default(),
         })
+    }
+
+    /// The node registry this node belongs to (set once at start).
+    pub fn set_cluster(&self, c: Arc<crate::cluster::node::Cluster>) {
+        let _ = self.cluster.set(c);
+    }
+
+    pub fn cluster(&self) -> Option<Arc<crate::cluster::node::Cluster>> {
+        self.cluster.get().cloned()
     }
 
     /// Records where the SSH gateway (`mayfly-ssh`) listens, for clients to find it.
@@ -508,6 +525,7 @@ impl SessionManager {
             disk_mib_per_second: r.size.and((self.cfg.vm_disk_mib_per_second > 0).then_some(self.cfg.vm_disk_mib_per_second)),
             disk_iops: r.size.and((self.cfg.vm_disk_iops > 0).then_some(self.cfg.vm_disk_iops)),
             owner: r.owner.clone(),
+            node: r.node.clone(),
             owner_email: None,
         }
     }
@@ -531,7 +549,7 @@ impl SessionManager {
     /// until deleted): a member's own, or all for an admin.
     pub async fn list(&self, caller: &crate::accounts::Caller) -> Result<Vec<Session>, SessionError> {
         use SessionState::*;
-        let recs = self.store.list(&[Creating, Ready, Stopping, Failed]).await?;
+        let recs = self.store.list(&[Creating, Ready, Stopping, Lost, Failed]).await?;
         let admin = caller.who.is_admin();
         Ok(recs
             .iter()

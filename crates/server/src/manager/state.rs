@@ -5,8 +5,13 @@
 //!    │  └────────────────────▲  │          ▲
 //!    │ (DELETE while booting)   │          │ (DELETE dismisses a failed session)
 //!    └──────▶ failed ◀──────────┴── from creating, ready or stopping
+//!
+//!   ready ──▶ lost ──▶ ready | failed | destroyed
 //! ```
-//! `destroyed` is final. `failed` only moves on to `destroyed`, when a user deletes it.
+//! `destroyed` is final. `failed` only moves on to `destroyed`, when a user deletes it. `lost`
+//! is written by another node when the session's node stops renewing its lease
+//! ([`crate::cluster::sweep`]); the node takes it back (`ready`) or fails it when it returns, and
+//! a delete from any node ends it.
 
 use mayfly_proto::api::SessionState;
 
@@ -30,6 +35,10 @@ pub fn transition(from: SessionState, to: SessionState) -> Result<(), IllegalTra
             | (Stopping, Destroyed)
             | (Stopping, Failed)
             | (Failed, Destroyed)
+            | (Ready, Lost)
+            | (Lost, Ready)
+            | (Lost, Failed)
+            | (Lost, Destroyed)
     );
     if legal {
         Ok(())
@@ -39,8 +48,9 @@ pub fn transition(from: SessionState, to: SessionState) -> Result<(), IllegalTra
 }
 
 /// States in which a session holds (or is acquiring) a VM; these count against `max_sessions`.
+/// A lost session may still run on its node, so it counts there too.
 pub fn is_live(state: SessionState) -> bool {
-    matches!(state, SessionState::Creating | SessionState::Ready | SessionState::Stopping)
+    matches!(state, SessionState::Creating | SessionState::Ready | SessionState::Stopping | SessionState::Lost)
 }
 
 #[cfg(test)]
@@ -78,6 +88,17 @@ mod tests {
             (Failed, Stopping, false),
             (Failed, Destroyed, true),
             (Failed, Failed, false),
+            (Creating, Lost, false),
+            (Ready, Lost, true),
+            (Stopping, Lost, false),
+            (Destroyed, Lost, false),
+            (Failed, Lost, false),
+            (Lost, Creating, false),
+            (Lost, Ready, true),
+            (Lost, Stopping, false),
+            (Lost, Destroyed, true),
+            (Lost, Failed, true),
+            (Lost, Lost, false),
         ];
         assert_eq!(table.len(), ALL_STATES.len() * ALL_STATES.len());
         for (from, to, legal) in table {

@@ -63,9 +63,13 @@ pub struct Preview {
 }
 
 impl Preview {
-    /// Loads (or creates) the signing key in `data_dir`.
+    /// Loads (or creates) the signing key in `data_dir`; a cluster's nodes derive theirs from
+    /// `cluster_secret`, so a cookie one node minted opens the preview through any other.
     pub fn new(manager: Arc<SessionManager>, auth: Arc<Auth>, data_dir: &Path, control_port: u16) -> Result<Self, access::KeyError> {
-        let signer = Signer::load_or_generate(&data_dir.join("preview.key"))?;
+        let signer = match &manager.config().cluster_secret {
+            Some(secret) => Signer::new(crate::cluster::keys::derive(secret.as_bytes(), crate::cluster::keys::Purpose::PreviewSigning)),
+            None => Signer::load_or_generate(&data_dir.join("preview.key"))?,
+        };
         let domain = manager.config().preview_domain.clone();
         Ok(Self { manager, auth, signer, domain, control_port })
     }

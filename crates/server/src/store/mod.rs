@@ -37,6 +37,8 @@ pub struct SessionRecord {
     pub last_active_at: Option<OffsetDateTime>,
     /// The user who created it; `None`: the server token (or a row older than users).
     pub owner: Option<String>,
+    /// The node whose VM runs it; `None`: a row older than nodes (the one node there was).
+    pub node: Option<String>,
 }
 
 /// The rest of a live session's set-up (column `runtime`, JSON). Secrets only sealed.
@@ -129,12 +131,13 @@ pub trait SessionStore: Send + Sync {
     async fn set_port_visibility(&self, id: &str, port: u16, visibility: Visibility) -> Result<(), StoreError>;
 }
 
-pub const ALL_STATES: [SessionState; 5] = [
+pub const ALL_STATES: [SessionState; 6] = [
     SessionState::Creating,
     SessionState::Ready,
     SessionState::Stopping,
     SessionState::Destroyed,
     SessionState::Failed,
+    SessionState::Lost,
 ];
 
 pub fn parse_state(s: &str) -> Result<SessionState, StoreError> {

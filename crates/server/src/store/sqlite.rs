@@ -147,6 +147,7 @@ fn record(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         },
         last_active_at: row.get::<Option<i64>, _>("last_active_at").map(from_ms).transpose()?,
         owner: row.get("owner"),
+        node: None,
     })
 }
 
