@@ -1,6 +1,7 @@
 //! `mayfly bench` — measures what users feel and prints it, and writes JSON.
 //! Speed is measured here, never asserted in tests.
 
+mod cluster;
 mod density;
 mod procstat;
 mod session;
@@ -60,6 +61,11 @@ pub struct BenchOpts {
     /// Transfers timed per throughput figure.
     #[arg(long, default_value_t = 3)]
     throughput_runs: usize,
+    /// Only the cluster benchmark, against the running nodes at these URLs (comma-separated, as
+    /// they advertise themselves; the token from MAYFLY_TOKEN): creates, GETs and execs through
+    /// the owner node vs through another node. `scripts/bench-cluster` sets up PostgreSQL and two nodes.
+    #[arg(long, value_name = "URLS", value_delimiter = ',', conflicts_with_all = ["vm_only", "sessions_only", "density", "throughput"])]
+    cluster: Option<Vec<String>>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -68,6 +74,14 @@ pub struct BenchOpts {
 }
 
 pub async fn run(opts: BenchOpts, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    if let Some(urls) = &opts.cluster {
+        eprintln!("measuring forwarding between {} nodes ({} creates)…", urls.len(), opts.runs);
+        let c = cluster::run(urls, &opts.image, opts.runs).await?;
+        println!("{c}");
+        std::fs::write(&opts.out, serde_json::to_vec_pretty(&serde_json::json!({ "cluster": c }))?)?;
+        println!("wrote {}", opts.out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let image = mayfly_image::ImageStore::new(data_dir).get(&opts.image)?;
     let state = data_dir.join("bench-vms");
     let mut cfg = QemuConfig::new(&state);
