@@ -1,5 +1,6 @@
-//! Agent runs and the conversation of each session, in their own SQLite file
-//! (`<data_dir>/agent.db`), apart from the session store so the two evolve separately.
+//! Agent runs and the conversation of each session: on one host in their own SQLite file
+//! (`<data_dir>/agent.db`), apart from the session store so the two evolve separately; with
+//! PostgreSQL in the shared database (tables of their own, migrations of their own).
 //!
 //! ```text
 //! agent_runs(id PK, session_id, status, prompt, summary, reason, created_at, finished_at,
@@ -10,7 +11,10 @@
 
 use mayfly_agent::Message;
 use mayfly_proto::api::{AgentRun, AgentRunStatus};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use crate::store::migrations::{self, Migration};
+use crate::store::Dialect;
+use sqlx::any::AnyRow;
+use sqlx::AnyPool;
 use sqlx::Row;
 use std::path::Path;
 use time::OffsetDateTime;
@@ -36,45 +40,55 @@ fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> AgentStoreError {
 const RUN_COLUMNS: &str =
     "id, session_id, status, prompt, summary, reason, created_at, finished_at, steps, input_tokens, output_tokens, user_id";
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS agent_runs (
-        id TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        summary TEXT,
-        reason TEXT,
-        created_at INTEGER NOT NULL,
-        finished_at INTEGER,
-        steps INTEGER NOT NULL DEFAULT 0,
-        input_tokens INTEGER NOT NULL DEFAULT 0,
-        output_tokens INTEGER NOT NULL DEFAULT 0,
-        user_id TEXT
-    )",
-    "CREATE INDEX IF NOT EXISTS agent_runs_session ON agent_runs(session_id, created_at)",
-    "CREATE TABLE IF NOT EXISTS agent_messages (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        body TEXT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS agent_messages_session ON agent_messages(session_id, seq)",
-];
+/// The agent store's schema, oldest first (table `agent_schema_migrations`).
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "agent runs and messages",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS agent_runs (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            summary TEXT,
+            reason TEXT,
+            created_at BIGINT NOT NULL,
+            finished_at BIGINT,
+            steps BIGINT NOT NULL DEFAULT 0,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            user_id TEXT
+        )",
+        "CREATE INDEX IF NOT EXISTS agent_runs_session ON agent_runs(session_id, created_at)",
+        "CREATE TABLE IF NOT EXISTS agent_messages (
+            seq {serial},
+            session_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            body TEXT NOT NULL
+        )",
+        "CREATE INDEX IF NOT EXISTS agent_messages_session ON agent_messages(session_id, seq)",
+    ],
+}];
 
-/// Creates the tables, and adds what later versions added to an older database.
-async fn create_schema(pool: &SqlitePool) -> Result<(), AgentStoreError> {
-    for stmt in SCHEMA {
-        sqlx::query(stmt).execute(pool).await.map_err(backend("create schema"))?;
-    }
-    // Added with users: who started the run (for `agent_runs_per_day`).
-    let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('agent_runs') WHERE name = 'user_id'")
-        .fetch_one(pool)
+/// An agent.db from before versioned migrations: `user_id` (added with users) added in place.
+fn adopt_legacy_sqlite(conn: &mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('agent_runs') WHERE name = 'user_id'")
+            .fetch_one(&mut *conn)
+            .await?;
+        if have == 0 {
+            sqlx::query("ALTER TABLE agent_runs ADD COLUMN user_id TEXT").execute(&mut *conn).await?;
+        }
+        Ok(())
+    })
+}
+
+async fn create_schema(pool: &AnyPool, dialect: Dialect) -> Result<(), AgentStoreError> {
+    let legacy: &(dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync) =
+        &adopt_legacy_sqlite;
+    migrations::apply(pool, dialect, "agent_schema_migrations", MIGRATIONS, (dialect == Dialect::Sqlite).then_some(legacy))
         .await
-        .map_err(backend("read schema"))?;
-    if have == 0 {
-        sqlx::query("ALTER TABLE agent_runs ADD COLUMN user_id TEXT").execute(pool).await.map_err(backend("migrate schema"))?;
-    }
-    Ok(())
+        .map_err(|e| AgentStoreError::Backend { op: "migrate schema", source: Box::new(e) })
 }
 
 /// How a run ended.
@@ -88,7 +102,7 @@ pub struct RunEnd {
 }
 
 pub struct AgentStore {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 fn ms(t: OffsetDateTime) -> i64 {
@@ -107,7 +121,7 @@ fn parse_status(s: &str) -> Result<AgentRunStatus, AgentStoreError> {
         .ok_or_else(|| AgentStoreError::Corrupt { what: "run status", value: s.to_string() })
 }
 
-fn run_of(r: &SqliteRow) -> Result<AgentRun, AgentStoreError> {
+fn run_of(r: &AnyRow) -> Result<AgentRun, AgentStoreError> {
     Ok(AgentRun {
         id: r.get("id"),
         session: r.get("session_id"),
@@ -124,26 +138,52 @@ fn run_of(r: &SqliteRow) -> Result<AgentRun, AgentStoreError> {
 }
 
 impl AgentStore {
+    /// The SQLite file at `path` (one host).
     pub async fn open(path: &Path) -> Result<Self, AgentStoreError> {
-        let pool = crate::store::sqlite::file_pool(path).await.map_err(backend("open"))?;
-        create_schema(&pool).await?;
-        sqlx::query("UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = ? WHERE status = 'running'")
-            .bind(ms(OffsetDateTime::now_utc()))
-            .execute(&pool)
-            .await
-            .map_err(backend("close interrupted runs"))?;
+        let pool = crate::store::pool::sqlite_file(path).await.map_err(|e| AgentStoreError::Backend { op: "open", source: Box::new(e) })?;
+        Self::init(pool, Dialect::Sqlite, true).await
+    }
+
+    /// The shared database of a cluster (the session store's pool). Runs left `running` belong
+    /// to whichever node runs their session, so none is closed here: each node's agent service
+    /// closes its own at start ([`AgentStore::interrupt_runs_of`]).
+    pub async fn shared(pool: AnyPool, dialect: Dialect) -> Result<Self, AgentStoreError> {
+        Self::init(pool, dialect, false).await
+    }
+
+    async fn init(pool: AnyPool, dialect: Dialect, close_running: bool) -> Result<Self, AgentStoreError> {
+        create_schema(&pool, dialect).await?;
+        if close_running {
+            sqlx::query("UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = $1 WHERE status = 'running'")
+                .bind(ms(OffsetDateTime::now_utc()))
+                .execute(&pool)
+                .await
+                .map_err(backend("close interrupted runs"))?;
+        }
         Ok(Self { pool })
+    }
+
+    /// Marks the runs of `sessions` left `running` by a previous process `interrupted`.
+    pub async fn interrupt_runs_of(&self, sessions: &[String]) -> Result<(), AgentStoreError> {
+        for id in sessions {
+            sqlx::query("UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = $1 WHERE status = 'running' AND session_id = $2")
+                .bind(ms(OffsetDateTime::now_utc()))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(backend("close interrupted runs"))?;
+        }
+        Ok(())
     }
 
     /// A private in-memory store (tests).
     pub async fn in_memory() -> Result<Self, AgentStoreError> {
-        let pool = crate::store::sqlite::memory_pool().await.map_err(backend("open"))?;
-        create_schema(&pool).await?;
-        Ok(Self { pool })
+        let pool = crate::store::pool::sqlite_memory().await.map_err(|e| AgentStoreError::Backend { op: "open", source: Box::new(e) })?;
+        Self::init(pool, Dialect::Sqlite, false).await
     }
 
     pub async fn insert_run(&self, id: &str, session: &str, user: Option<&str>, prompt: &str) -> Result<AgentRun, AgentStoreError> {
-        sqlx::query("INSERT INTO agent_runs (id, session_id, status, prompt, created_at, user_id) VALUES (?, ?, 'running', ?, ?, ?)")
+        sqlx::query("INSERT INTO agent_runs (id, session_id, status, prompt, created_at, user_id) VALUES ($1, $2, 'running', $3, $4, $5)")
             .bind(id)
             .bind(session)
             .bind(prompt)
@@ -158,8 +198,8 @@ impl AgentStore {
     /// Moves a running run to its final status; a run that already ended is left alone.
     pub async fn finish_run(&self, id: &str, end: &RunEnd) -> Result<(), AgentStoreError> {
         sqlx::query(
-            "UPDATE agent_runs SET status = ?, summary = ?, reason = ?, steps = ?, input_tokens = ?, output_tokens = ?, finished_at = ?
-             WHERE id = ? AND status = 'running'",
+            "UPDATE agent_runs SET status = $1, summary = $2, reason = $3, steps = $4, input_tokens = $5, output_tokens = $6, finished_at = $7
+             WHERE id = $8 AND status = 'running'",
         )
         .bind(end.status.as_str())
         .bind(&end.summary)
@@ -176,7 +216,7 @@ impl AgentStore {
     }
 
     pub async fn run(&self, session: &str, id: &str) -> Result<Option<AgentRun>, AgentStoreError> {
-        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = ? AND session_id = ?"))
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1 AND session_id = $2"))
             .bind(id)
             .bind(session)
             .fetch_optional(&self.pool)
@@ -188,7 +228,7 @@ impl AgentStore {
     /// The runs of `session`, oldest first.
     /// Runs `user` started since `since`.
     pub async fn runs_since(&self, user: &str, since: OffsetDateTime) -> Result<u32, AgentStoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_runs WHERE user_id = ? AND created_at >= ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_runs WHERE user_id = $1 AND created_at >= $2")
             .bind(user)
             .bind(ms(since))
             .fetch_one(&self.pool)
@@ -198,7 +238,7 @@ impl AgentStore {
     }
 
     pub async fn runs(&self, session: &str) -> Result<Vec<AgentRun>, AgentStoreError> {
-        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE session_id = ? ORDER BY created_at, rowid"))
+        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE session_id = $1 ORDER BY created_at, id"))
             .bind(session)
             .fetch_all(&self.pool)
             .await
@@ -208,7 +248,7 @@ impl AgentStore {
 
     pub async fn append_message(&self, session: &str, run: &str, m: &Message) -> Result<(), AgentStoreError> {
         let body = serde_json::to_string(m).map_err(|e| AgentStoreError::Backend { op: "encode message", source: Box::new(e) })?;
-        sqlx::query("INSERT INTO agent_messages (session_id, run_id, body) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO agent_messages (session_id, run_id, body) VALUES ($1, $2, $3)")
             .bind(session)
             .bind(run)
             .bind(body)
@@ -220,7 +260,7 @@ impl AgentStore {
 
     /// The conversation of `session`, oldest first.
     pub async fn messages(&self, session: &str) -> Result<Vec<Message>, AgentStoreError> {
-        let rows = sqlx::query("SELECT body FROM agent_messages WHERE session_id = ? ORDER BY seq")
+        let rows = sqlx::query("SELECT body FROM agent_messages WHERE session_id = $1 ORDER BY seq")
             .bind(session)
             .fetch_all(&self.pool)
             .await

@@ -3,18 +3,24 @@
 //!
 //! The store only records; it does not decide which transitions are legal (that is
 //! [`crate::manager::state`]) beyond refusing an update whose `from` state is stale, which makes
-//! concurrent transitions of one session safe. SQLite ([`sqlite::SqliteStore`]) is the embedded
-//! implementation; a PostgreSQL one fits the same trait.
+//! concurrent transitions of one session safe. [`sql::SqlStore`] implements it (and the account
+//! and node stores) for both the embedded SQLite file and PostgreSQL, with one query text.
 
-pub mod sqlite;
-pub mod sqlite_accounts;
+pub mod migrations;
+mod nodes;
+pub mod pool;
+pub mod sql;
+pub mod sql_accounts;
+#[doc(hidden)]
+pub mod suite;
 
 use async_trait::async_trait;
 use mayfly_proto::api::{Network, SessionSize, SessionState, Visibility};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
-pub use sqlite::SqliteStore;
+pub use pool::Dialect;
+pub use sql::{SqlStore, SqliteStore};
 
 /// One session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

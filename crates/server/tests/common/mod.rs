@@ -6,6 +6,7 @@
 pub mod external;
 pub mod users;
 pub mod leaks;
+pub mod postgres;
 
 use futures::{SinkExt, StreamExt};
 use mayfly_server::{Server, ServerConfig};

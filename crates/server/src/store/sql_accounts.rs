@@ -1,89 +1,22 @@
-//! SQLite implementation of [`AccountStore`], in the sessions database. Queries use numbered
+//! The SQL implementation of [`AccountStore`] (SQLite or PostgreSQL), in the sessions database. Queries use numbered
 //! parameters (`$1`), which PostgreSQL reads the same way, and name their columns (never `*`,
 //! which breaks pooled connections across a migration that adds one).
 
-use super::sqlite::{backend, from_ms, ms, SqliteStore};
+use super::sql::{backend, from_ms, ms, SqlStore};
 use super::StoreError;
 use crate::accounts::store::{
     AccountStore, AuditFilter, AuditRecord, GitCredentialRecord, SshKeyRecord, TokenRecord, UserRecord, WebSessionRecord,
 };
 use async_trait::async_trait;
 use mayfly_proto::accounts::{Quotas, Role};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-pub(super) const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS users (
-        id TEXT PRIMARY KEY,
-        email TEXT NOT NULL,
-        name TEXT NOT NULL,
-        role TEXT NOT NULL,
-        password_hash TEXT,
-        oidc_issuer TEXT,
-        oidc_subject TEXT,
-        quotas TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        last_sign_in_at INTEGER,
-        deleted_at INTEGER
-    )",
-    "CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email) WHERE deleted_at IS NULL",
-    "CREATE UNIQUE INDEX IF NOT EXISTS users_oidc ON users(oidc_issuer, oidc_subject) WHERE deleted_at IS NULL AND oidc_subject IS NOT NULL",
-    "CREATE TABLE IF NOT EXISTS api_tokens (
-        id TEXT PRIMARY KEY,
-        user_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER,
-        last_used_at INTEGER
-    )",
-    "CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user_id)",
-    "CREATE TABLE IF NOT EXISTS web_sessions (
-        id TEXT PRIMARY KEY,
-        user_id TEXT,
-        hash TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS web_sessions_user ON web_sessions(user_id)",
-    "CREATE TABLE IF NOT EXISTS user_git_credentials (
-        user_id TEXT NOT NULL,
-        host TEXT NOT NULL,
-        username TEXT,
-        sealed_token TEXT NOT NULL,
-        updated_at INTEGER NOT NULL,
-        PRIMARY KEY (user_id, host)
-    )",
-    "CREATE TABLE IF NOT EXISTS audit_log (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at INTEGER NOT NULL,
-        user_id TEXT,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        session_id TEXT,
-        detail TEXT NOT NULL,
-        ip TEXT
-    )",
-    "CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log(user_id, seq)",
-    "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at)",
-    "CREATE TABLE IF NOT EXISTS ssh_keys (
-        id TEXT PRIMARY KEY,
-        user_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        algorithm TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        public_key TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        last_used_at INTEGER
-    )",
-    "CREATE UNIQUE INDEX IF NOT EXISTS ssh_keys_fingerprint ON ssh_keys(fingerprint)",
-    "CREATE INDEX IF NOT EXISTS ssh_keys_user ON ssh_keys(user_id)",
-];
 
 const SSH_KEY_COLUMNS: &str = "id, user_id, name, algorithm, fingerprint, public_key, created_at, last_used_at";
 
-fn ssh_key(row: &SqliteRow) -> Result<SshKeyRecord, StoreError> {
+fn ssh_key(row: &AnyRow) -> Result<SshKeyRecord, StoreError> {
     Ok(SshKeyRecord {
         id: row.get("id"),
         user_id: row.get("user_id"),
@@ -99,7 +32,7 @@ fn ssh_key(row: &SqliteRow) -> Result<SshKeyRecord, StoreError> {
 const USER_COLUMNS: &str =
     "id, email, name, role, password_hash, oidc_issuer, oidc_subject, quotas, created_at, last_sign_in_at";
 
-fn user(row: &SqliteRow) -> Result<UserRecord, StoreError> {
+fn user(row: &AnyRow) -> Result<UserRecord, StoreError> {
     let role: &str = row.get("role");
     let quotas: &str = row.get("quotas");
     let oidc = match (row.get::<Option<String>, _>("oidc_issuer"), row.get::<Option<String>, _>("oidc_subject")) {
@@ -120,7 +53,7 @@ fn user(row: &SqliteRow) -> Result<UserRecord, StoreError> {
     })
 }
 
-fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+fn token(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         id: row.get("id"),
         user_id: row.get("user_id"),
@@ -144,7 +77,7 @@ fn quotas_json(q: &Quotas) -> String {
 }
 
 #[async_trait]
-impl AccountStore for SqliteStore {
+impl AccountStore for SqlStore {
     async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO users (id, email, name, role, password_hash, oidc_issuer, oidc_subject, quotas, created_at, last_sign_in_at)
@@ -160,7 +93,7 @@ impl AccountStore for SqliteStore {
         .bind(quotas_json(&u.quotas))
         .bind(ms(u.created_at))
         .bind(u.last_sign_in_at.map(ms))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(duplicate_or(format!("a user with email {}", u.email), "inserting a user"))?;
         Ok(())
@@ -169,7 +102,7 @@ impl AccountStore for SqliteStore {
     async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(backend("reading a user"))?;
         row.as_ref().map(user).transpose()
@@ -178,7 +111,7 @@ impl AccountStore for SqliteStore {
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL"))
             .bind(email)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(backend("reading a user"))?;
         row.as_ref().map(user).transpose()
@@ -190,7 +123,7 @@ impl AccountStore for SqliteStore {
         ))
         .bind(issuer)
         .bind(subject)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(backend("reading a user"))?;
         row.as_ref().map(user).transpose()
@@ -198,7 +131,7 @@ impl AccountStore for SqliteStore {
 
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE deleted_at IS NULL ORDER BY created_at, id"))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(backend("listing users"))?;
         rows.iter().map(user).collect()
@@ -216,7 +149,7 @@ impl AccountStore for SqliteStore {
         .bind(u.last_sign_in_at.map(ms))
         .bind(&u.email)
         .bind(&u.id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(duplicate_or(format!("a user with email {}", u.email), "updating a user"))?;
         if res.rows_affected() == 0 {
@@ -226,7 +159,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn delete_user(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend("begin"))?;
+        let mut tx = self.pool().begin().await.map_err(backend("begin"))?;
         let res = sqlx::query("UPDATE users SET deleted_at = $1, password_hash = NULL WHERE id = $2 AND deleted_at IS NULL")
             .bind(ms(at))
             .bind(id)
@@ -250,7 +183,7 @@ impl AccountStore for SqliteStore {
     async fn email_of(&self, id: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(backend("reading a user"))
     }
@@ -266,7 +199,7 @@ impl AccountStore for SqliteStore {
         .bind(ms(t.created_at))
         .bind(t.expires_at.map(ms))
         .bind(t.last_used_at.map(ms))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(duplicate_or(format!("token {}", t.id), "inserting a token"))?;
         Ok(())
@@ -275,7 +208,7 @@ impl AccountStore for SqliteStore {
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         let row = sqlx::query("SELECT id, user_id, name, hash, created_at, expires_at, last_used_at FROM api_tokens WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(backend("reading a token"))?;
         row.as_ref().map(token).transpose()
@@ -284,7 +217,7 @@ impl AccountStore for SqliteStore {
     async fn tokens_of(&self, user_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
         let rows = sqlx::query("SELECT id, user_id, name, hash, created_at, expires_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(backend("listing tokens"))?;
         rows.iter().map(token).collect()
@@ -294,7 +227,7 @@ impl AccountStore for SqliteStore {
         let res = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(backend("revoking a token"))?;
         Ok(res.rows_affected() > 0)
@@ -312,7 +245,7 @@ impl AccountStore for SqliteStore {
         .bind(&k.public_key)
         .bind(ms(k.created_at))
         .bind(k.last_used_at.map(ms))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(duplicate_or(format!("SSH key {}", k.fingerprint), "inserting an SSH key"))?;
         Ok(())
@@ -321,7 +254,7 @@ impl AccountStore for SqliteStore {
     async fn ssh_keys_of(&self, user_id: &str) -> Result<Vec<SshKeyRecord>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {SSH_KEY_COLUMNS} FROM ssh_keys WHERE user_id = $1 ORDER BY created_at, id"))
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(backend("listing SSH keys"))?;
         rows.iter().map(ssh_key).collect()
@@ -330,7 +263,7 @@ impl AccountStore for SqliteStore {
     async fn ssh_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<SshKeyRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {SSH_KEY_COLUMNS} FROM ssh_keys WHERE fingerprint = $1"))
             .bind(fingerprint)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(backend("reading an SSH key"))?;
         row.as_ref().map(ssh_key).transpose()
@@ -340,7 +273,7 @@ impl AccountStore for SqliteStore {
         let res = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(backend("removing an SSH key"))?;
         Ok(res.rows_affected() > 0)
@@ -350,7 +283,7 @@ impl AccountStore for SqliteStore {
         sqlx::query("UPDATE ssh_keys SET last_used_at = $1 WHERE id = $2")
             .bind(ms(at))
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(backend("recording an SSH key's use"))?;
         Ok(())
@@ -360,7 +293,7 @@ impl AccountStore for SqliteStore {
         sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(ms(at))
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(backend("recording a token's use"))?;
         Ok(())
@@ -373,7 +306,7 @@ impl AccountStore for SqliteStore {
             .bind(&s.hash)
             .bind(ms(s.created_at))
             .bind(ms(s.expires_at))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(duplicate_or(format!("sign-in {}", s.id), "recording a sign-in"))?;
         Ok(())
@@ -382,7 +315,7 @@ impl AccountStore for SqliteStore {
     async fn web_session(&self, id: &str) -> Result<Option<WebSessionRecord>, StoreError> {
         let row = sqlx::query("SELECT id, user_id, hash, created_at, expires_at FROM web_sessions WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(backend("reading a sign-in"))?;
         row.map(|r| {
@@ -400,7 +333,7 @@ impl AccountStore for SqliteStore {
     async fn delete_web_session(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM web_sessions WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(backend("ending a sign-in"))?;
         Ok(())
@@ -409,7 +342,7 @@ impl AccountStore for SqliteStore {
     async fn purge_web_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let res = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
             .bind(ms(now))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(backend("purging sign-ins"))?;
         Ok(res.rows_affected())
@@ -426,7 +359,7 @@ impl AccountStore for SqliteStore {
         .bind(&c.username)
         .bind(&c.sealed_token)
         .bind(ms(c.updated_at))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(backend("saving a git token"))?;
         Ok(())
@@ -435,7 +368,7 @@ impl AccountStore for SqliteStore {
     async fn git_credentials(&self, user_id: &str) -> Result<Vec<GitCredentialRecord>, StoreError> {
         let rows = sqlx::query("SELECT user_id, host, username, sealed_token, updated_at FROM user_git_credentials WHERE user_id = $1 ORDER BY host")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(backend("reading git tokens"))?;
         rows.iter()
@@ -455,15 +388,15 @@ impl AccountStore for SqliteStore {
         let res = sqlx::query("DELETE FROM user_git_credentials WHERE user_id = $1 AND host = $2")
             .bind(user_id)
             .bind(host)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(backend("deleting a git token"))?;
         Ok(res.rows_affected() > 0)
     }
 
     async fn append_audit(&self, e: &AuditRecord) -> Result<i64, StoreError> {
-        let res = sqlx::query(
-            "INSERT INTO audit_log (at, user_id, actor, action, session_id, detail, ip) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, user_id, actor, action, session_id, detail, ip) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
         )
         .bind(ms(e.at))
         .bind(&e.user_id)
@@ -472,10 +405,10 @@ impl AccountStore for SqliteStore {
         .bind(&e.session)
         .bind(e.detail.to_string())
         .bind(&e.ip)
-        .execute(&self.pool)
+        .fetch_one(self.pool())
         .await
         .map_err(backend("appending to the audit log"))?;
-        Ok(res.last_insert_rowid())
+        Ok(seq)
     }
 
     async fn audit(&self, f: &AuditFilter) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
@@ -493,7 +426,7 @@ impl AccountStore for SqliteStore {
         .bind(f.until.map(ms))
         .bind(f.before)
         .bind(f.limit.clamp(1, 1000) as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(backend("reading the audit log"))?;
         rows.iter()
