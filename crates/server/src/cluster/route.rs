@@ -86,7 +86,13 @@ pub async fn route(State(r): State<Arc<Router>>, req: Request, next: Next) -> Re
         Subject::Other => next.run(req).await,
         Subject::Session(id) => {
             let Some(owner) = r.cluster.remote_owner(&id).await else { return next.run(req).await };
-            match r.cluster.peer(&owner).await {
+            let mut peer = r.cluster.peer(&owner).await;
+            if !peer.as_ref().is_some_and(|p| p.live) {
+                // Not live as last read: it may have come back since.
+                r.cluster.refresh().await;
+                peer = r.cluster.peer(&owner).await;
+            }
+            match peer {
                 Some(peer) if peer.live => {
                     let ip = client_ip(&req);
                     let resp = r.forwarder.forward(req, &NodeTarget { name: peer.name, base_url: peer.address }, ip).await;
