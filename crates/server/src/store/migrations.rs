@@ -13,6 +13,9 @@
 use super::pool::Dialect;
 use sqlx::AnyPool;
 
+/// Adopts a database made before versioned migrations (in the first migration's transaction).
+pub type AdoptLegacy = dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync;
+
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
@@ -49,7 +52,7 @@ pub async fn apply(
     d: Dialect,
     table: &'static str,
     list: &[Migration],
-    adopt_legacy: Option<&(dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync)>,
+    adopt_legacy: Option<&AdoptLegacy>,
 ) -> Result<(), MigrateError> {
     let err = |what: String| move |source| MigrateError::Backend { what, source };
     let mut tx = pool.begin().await.map_err(err("begin".into()))?;

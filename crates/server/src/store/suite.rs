@@ -223,18 +223,19 @@ pub async fn nodes(store: &SqlStore) {
 
     // Placement: the emptiest node; held slots count; full nodes are passed over.
     store.insert(&session("s1", Some("a"))).await.unwrap();
-    let p1 = store.place("minimal", 60_000).await.unwrap().unwrap();
+    let p1 = store.place("minimal", 60_000, &[]).await.unwrap().unwrap();
     assert_eq!(p1.node.name, "b", "b has more free slots");
-    let p2 = store.place("minimal", 60_000).await.unwrap().unwrap();
-    let p3 = store.place("minimal", 60_000).await.unwrap().unwrap();
+    let p2 = store.place("minimal", 60_000, &[]).await.unwrap().unwrap();
+    let p3 = store.place("minimal", 60_000, &[]).await.unwrap().unwrap();
     let mut chosen = [p2.node.name.clone(), p3.node.name.clone()];
     chosen.sort();
     assert_eq!(chosen, ["a", "b"]);
-    let full = store.place("minimal", 60_000).await.unwrap().unwrap_err();
+    let full = store.place("minimal", 60_000, &[]).await.unwrap().unwrap_err();
     assert_eq!(full, ["a: it is full (2 of 2 sessions)", "b: it is full (2 of 2 sessions)"]);
     store.release_placement(&p1.token).await.unwrap();
-    assert_eq!(store.place("minimal", 60_000).await.unwrap().unwrap().node.name, "b");
-    assert!(store.place("dev", 60_000).await.unwrap().unwrap_err().iter().all(|w| w.contains("no image")));
+    assert_eq!(store.place("minimal", 60_000, &[]).await.unwrap().unwrap().node.name, "b");
+    assert_eq!(store.place("minimal", 60_000, &["b".to_string()]).await.unwrap().unwrap_err(), ["a: it is full (2 of 2 sessions)"]);
+    assert!(store.place("dev", 60_000, &[]).await.unwrap().unwrap_err().iter().all(|w| w.contains("no image")));
     assert!(store.set_node_mode("b", NodeMode::Cordoned).await.unwrap());
     assert!(!store.set_node_mode("zz", NodeMode::Cordoned).await.unwrap());
     assert_eq!(store.session_node("s1").await.unwrap(), Some(Some("a".into())));
