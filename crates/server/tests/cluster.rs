@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdef-0123";
 /// Short, so that the loss of a node shows quickly; the test waits on conditions, not on it.
-const LEASE_SECONDS: u64 = 4;
+const LEASE_SECONDS: u64 = 8;
 
 fn node_env(db: &str, name: &str, n: u32) -> Vec<(&'static str, String)> {
     vec![
@@ -64,6 +64,29 @@ async fn node_list(via: &ExternalServer) -> Vec<Value> {
 
 fn live_names(nodes: &[Value]) -> Vec<String> {
     nodes.iter().filter(|n| n["live"] == true).map(|n| n["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// A member with `quotas`, made through `via`, signed in by password there; returns an API token.
+async fn member_token(via: &ExternalServer, email: &str, quotas: Value) -> String {
+    let password = format!("pw-{email}-0123456789");
+    let body = json!({"email": email, "role": "member", "password": password, "quotas": quotas});
+    let r = via.http.post(via.url("/api/v1/users")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let browser = users::browser();
+    let r = browser.post(via.url("/api/v1/auth/password")).json(&json!({"email": email, "password": password})).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = browser.post(via.url("/api/v1/tokens")).header("origin", &via.base).json(&json!({"name": "t", "expires_in_days": 1})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
+async fn as_token(via: &ExternalServer, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = reqwest::Client::new().request(method, via.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 async fn state_via(via: &ExternalServer, id: &str) -> String {
@@ -174,8 +197,32 @@ async fn two_nodes_share_postgres_and_serve_each_others_sessions() {
     for s in &placed {
         let id = s["id"].as_str().unwrap();
         let r = a.http.delete(a.url(&format!("/api/v1/sessions/{id}"))).send().await.unwrap();
-        assert_eq!(r.status(), 204, "delete {id} through node a");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 204, "delete {id} ({s}) through node a: {body}\nnode a:\n{}\nnode b:\n{}", a.log_text(), b.log_text());
     }
+
+    // 5b. Users and ownership across nodes: a member's token (checked by whichever node owns the
+    //     session) works through both nodes; another member gets "not found" through both; the
+    //     quota counts the member's sessions on every node.
+    use reqwest::Method;
+    let alice = member_token(&a, "alice@example.test", json!({"max_sessions": 1})).await;
+    let bob = member_token(&b, "bob@example.test", json!({})).await;
+    let (status, mine) = as_token(&b, Method::POST, "/api/v1/sessions", &alice, Some(json!({}))).await;
+    assert_eq!(status, 201, "{mine}");
+    let mine_id = mine["id"].as_str().unwrap().to_string();
+    for via in [&a, &b] {
+        let (status, s) = as_token(via, Method::GET, &format!("/api/v1/sessions/{mine_id}"), &alice, None).await;
+        assert_eq!((status, s["id"].as_str()), (200, Some(mine_id.as_str())), "{s}");
+        let (status, e) = as_token(via, Method::GET, &format!("/api/v1/sessions/{mine_id}"), &bob, None).await;
+        assert_eq!((status, e["error"]["code"].as_str()), (404, Some("not_found")), "{e}");
+        let (status, e) = as_token(via, Method::POST, &format!("/api/v1/sessions/{mine_id}/exec"), &bob, Some(json!({"cmd": ["true"]}))).await;
+        assert_eq!(status, 404, "{e}");
+        let (status, e) = as_token(via, Method::POST, "/api/v1/sessions", &alice, Some(json!({}))).await;
+        assert_eq!((status, e["error"]["code"].as_str()), (403, Some("quota_exceeded")), "the quota counts every node: {e}");
+    }
+    let (status, _) = as_token(&a, Method::DELETE, &format!("/api/v1/sessions/{mine_id}"), &alice, None).await;
+    assert_eq!(status, 204);
 
     // 6. The database restarts under the nodes: they reconnect and go on.
     pg.restart().await;

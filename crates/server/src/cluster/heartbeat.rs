@@ -15,12 +15,15 @@ impl Cluster {
         let every = self.lease() / 3;
         let mut mode = None;
         let mut failures = 0u32;
+        // The lease as last renewed (database ms): a renewal that finds it run out means this node
+        // was seen lost meanwhile, even if no renewal failed (a long stall).
+        let mut lease_until = i64::MAX;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.cancelled() => break,
             }
-            self.beat(&manager, &mut mode, &mut failures).await;
+            self.beat(&manager, &mut mode, &mut failures, &mut lease_until).await;
             self.sweep().await;
         }
         if let Err(e) = self.store().release_node(self.name(), self.incarnation()).await {
@@ -28,19 +31,24 @@ impl Cluster {
         }
     }
 
-    async fn beat(&self, manager: &Arc<SessionManager>, mode: &mut Option<mayfly_proto::nodes::NodeMode>, failures: &mut u32) {
+    async fn beat(&self, manager: &Arc<SessionManager>, mode: &mut Option<mayfly_proto::nodes::NodeMode>, failures: &mut u32, lease_until: &mut i64) {
         if self.lease_state() == LeaseState::Superseded {
             return;
         }
         let capacity = manager.node_capacity();
         match self.store().renew_node(self.name(), self.incarnation(), self.lease_ms(), now_ms(), &capacity).await {
-            Ok(Renewal::Renewed { node_mode, .. }) => {
+            Ok(Renewal::Renewed { node_mode, db_now, lease_until: until }) => {
                 if *failures > 0 {
                     tracing::info!(node = %self.name(), failed_renewals = *failures, "the database answers again; lease renewed");
                 }
                 *failures = 0;
+                let ran_out = db_now >= *lease_until;
+                if ran_out {
+                    tracing::warn!(node = %self.name(), late_ms = db_now - *lease_until, "this node's lease had run out before it was renewed (a stall?)");
+                }
+                *lease_until = until;
                 let before = self.set_lease_state(LeaseState::Holding);
-                if before == LeaseState::Lapsing {
+                if before == LeaseState::Lapsing || ran_out {
                     match manager.reclaim_lost().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(node = %self.name(), sessions = n, "took back sessions marked lost while cut off"),

@@ -119,9 +119,10 @@ pub trait NodeStore: Send + Sync {
     /// The slot of a placement is no longer needed (the session row counts now, or it failed).
     async fn release_placement(&self, token: &str) -> Result<(), StoreError>;
 
-    /// Sessions of nodes whose lease ran out before the database's now: `ready` → `lost`,
-    /// `creating` → `failed`, `stopping` → `destroyed` (their node reaps the VM if it returns).
-    /// Returns the recorded changes. Safe to run on every node at once.
+    /// Ready sessions of nodes whose lease ran out before the database's now → `lost` (with the
+    /// reason). Sessions being created or deleted are left to their node (it finishes them when
+    /// it returns, as after a restart) or to a delete from any node. Returns the recorded
+    /// changes. Safe to run on every node at once.
     async fn mark_lost(&self) -> Result<Vec<StoredEvent>, StoreError>;
 }
 

@@ -122,6 +122,18 @@ impl SessionManager {
             origin.discard();
             return Err(e);
         }
+        // On a shared database the owner's sessions on other nodes count against the quota too
+        // (read before the lock; the node's own are counted under it).
+        let elsewhere: Vec<Option<mayfly_proto::api::SessionSize>> = match (&quotas, self.cluster().is_some_and(|c| c.shared())) {
+            (Some(_), true) => match self.store.list(&[Creating, Ready, Stopping, Lost]).await {
+                Ok(recs) => recs.iter().filter(|r| r.owner == session.owner && !self.is_mine(r)).map(|r| r.size).collect(),
+                Err(e) => {
+                    origin.discard();
+                    return Err(e.into());
+                }
+            },
+            _ => Vec::new(),
+        };
         {
             // Limits and quotas are counted and the session registered under one lock, so two
             // creates never both take the last slot.
@@ -132,7 +144,7 @@ impl SessionManager {
             }
             if let Some(q) = quotas {
                 let mine = live.values().filter(|s| s.owner == session.owner && super::state::is_live(s.state()));
-                if let Err(e) = super::quota::check(&q, mine.map(|s| s.size), session.size) {
+                if let Err(e) = super::quota::check(&q, mine.map(|s| s.size).chain(elsewhere), session.size) {
                     origin.discard();
                     return Err(e);
                 }
@@ -230,6 +242,10 @@ impl SessionManager {
                         if let Some(vm) = vm {
                             let _ = vm.stop().await;
                         }
+                        // Ended in the store by another node (no deleter here will finish it).
+                        if matches!(e, SessionError::Store(_)) {
+                            self.forget(&s.id);
+                        }
                     }
                 }
             }
@@ -289,6 +305,17 @@ impl SessionManager {
         let Some(s) = self.live(id) else {
             // Not live: a failed session is dismissed; anything else is unknown.
             let rec = self.record(id).await?;
+            // Another node's session that reached this one: its node is not answering (the
+            // router forwards otherwise). A session it was creating or deleting ends here; its
+            // node, if it comes back, finds the row ended and reaps the VM.
+            if !self.is_mine(&rec) && matches!(rec.state, Creating | Stopping) {
+                if rec.state == Creating {
+                    self.record_transition(id, Creating, Failed, Some("its node stopped answering while the session was being created")).await?;
+                }
+                let from = if rec.state == Creating { Failed } else { Stopping };
+                self.record_transition(id, from, Destroyed, Some(&format!("{reason} (while its node was not answering)"))).await?;
+                return Ok(());
+            }
             // A lost session is ended from any node: its own node, if it comes back, finds the
             // row destroyed and reaps the VM.
             if matches!(rec.state, Failed | Lost) {

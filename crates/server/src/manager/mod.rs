@@ -450,7 +450,18 @@ impl SessionManager {
         if actual != from {
             return Err(SessionError::StateChanged { id: s.id.clone(), actual });
         }
-        self.record_transition(&s.id, from, to, reason).await?;
+        match self.record_transition(&s.id, from, to, reason).await {
+            // Another node marked it lost while this node's lease lapsed (a stall, the database
+            // away): this node still runs it, so it is ready again first.
+            Err(SessionError::Store(crate::store::StoreError::StateMismatch { actual: SessionState::Lost, .. })) if from == SessionState::Ready => {
+                let back = format!("node {} still runs it", self.node);
+                self.record_transition(&s.id, SessionState::Lost, SessionState::Ready, Some(&back)).await?;
+                self.record_transition(&s.id, from, to, reason).await?;
+            }
+            r => {
+                r?;
+            }
+        }
         s.state.send_replace(to);
         Ok(())
     }

@@ -225,13 +225,13 @@ impl NodeStore for SqlStore {
     }
 
     async fn mark_lost(&self) -> Result<Vec<StoredEvent>, StoreError> {
-        use SessionState::*;
+        use SessionState::Lost;
         let d = self.dialect();
         let mut tx = self.pool().begin().await.map_err(backend("begin"))?;
         let now = db_now(&mut tx, d).await?;
         let rows = sqlx::query(&format!(
             "SELECT s.id, s.state, s.node, n.stopped, n.lease_until FROM sessions s JOIN nodes n ON s.node = n.name
-             WHERE n.lease_until <= $1 AND s.state IN ('creating', 'ready', 'stopping'){}",
+             WHERE n.lease_until <= $1 AND s.state = 'ready'{}",
             for_update(d, "s")
         ))
         .bind(now)
@@ -248,15 +248,11 @@ impl NodeStore for SqlStore {
             } else {
                 format!("its node {node} stopped renewing its lease at {} (crashed or cut off)", ms_text(lease_until))
             };
-            let (to, reason) = match from {
-                Ready => (Lost, why),
-                Creating => (Failed, format!("{why}, while the session was being created")),
-                _ => (Destroyed, format!("deleted; {why}, and reaps the VM if it returns")),
-            };
-            let failure = (to == Failed).then_some(reason.as_str());
-            let changed = sqlx::query("UPDATE sessions SET state = $1, failure = COALESCE($2, failure), updated_at = $3 WHERE id = $4 AND state = $5")
+            // Only ready sessions: a session being created or deleted is finished by its node
+            // when it returns (as after a restart), or ended by a delete from any node.
+            let (to, reason) = (Lost, why);
+            let changed = sqlx::query("UPDATE sessions SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
                 .bind(to.as_str())
-                .bind(failure)
                 .bind(now)
                 .bind(&id)
                 .bind(from.as_str())

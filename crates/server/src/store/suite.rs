@@ -249,7 +249,8 @@ pub async fn nodes(store: &SqlStore) {
     store.release_node("a", "i2").await.unwrap();
     let mut marked = store.mark_lost().await.unwrap();
     marked.sort_by(|x, y| x.session.cmp(&y.session));
-    assert_eq!(marked.iter().map(|e| (e.session.as_str(), e.to)).collect::<Vec<_>>(), [("s1", Lost), ("s2", Failed)]);
+    assert_eq!(marked.iter().map(|e| (e.session.as_str(), e.to)).collect::<Vec<_>>(), [("s1", Lost)]);
+    assert_eq!(store.get("s2").await.unwrap().unwrap().state, Creating, "left to its node");
     assert!(marked[0].reason.as_deref().unwrap().contains("its node a stopped"), "{marked:?}");
     assert!(store.mark_lost().await.unwrap().is_empty(), "marked once");
     assert_eq!(store.get("s3").await.unwrap().unwrap().state, Creating, "node b's session is untouched");
