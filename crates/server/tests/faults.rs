@@ -107,6 +107,7 @@ async fn a_restart_fails_orphaned_sessions_and_reaps_their_vms() {
             runtime: Default::default(),
             last_active_at: None,
             owner: None,
+            node: None,
         })
         .await
         .unwrap();

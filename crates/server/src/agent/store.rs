@@ -84,8 +84,7 @@ fn adopt_legacy_sqlite(conn: &mut sqlx::AnyConnection) -> futures::future::BoxFu
 }
 
 async fn create_schema(pool: &AnyPool, dialect: Dialect) -> Result<(), AgentStoreError> {
-    let legacy: &(dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync) =
-        &adopt_legacy_sqlite;
+    let legacy: &migrations::AdoptLegacy = &adopt_legacy_sqlite;
     migrations::apply(pool, dialect, "agent_schema_migrations", MIGRATIONS, (dialect == Dialect::Sqlite).then_some(legacy))
         .await
         .map_err(|e| AgentStoreError::Backend { op: "migrate schema", source: Box::new(e) })

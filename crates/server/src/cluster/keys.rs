@@ -29,6 +29,15 @@ pub fn derive(secret: &[u8], purpose: Purpose) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// The sealing keys of this node: derived from `cluster_secret` when set (the data dir's own key
+/// still opens what it sealed before), else the data dir's.
+pub fn secrets_for(cfg: &crate::config::ServerConfig) -> crate::secrets::Secrets {
+    match &cfg.cluster_secret {
+        Some(secret) => crate::secrets::Secrets::shared(derive(secret.as_bytes(), Purpose::Sealing), &cfg.data_dir),
+        None => crate::secrets::Secrets::new(&cfg.data_dir),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,14 +48,5 @@ mod tests {
         assert_eq!(a, derive(b"0123456789abcdef0123456789abcdef", Purpose::PreviewSigning));
         assert_ne!(a, derive(b"0123456789abcdef0123456789abcdef", Purpose::Sealing));
         assert_ne!(a, derive(b"0123456789abcdef0123456789abcdeF", Purpose::PreviewSigning));
-    }
-}
-
-/// The sealing keys of this node: derived from `cluster_secret` when set (the data dir's own key
-/// still opens what it sealed before), else the data dir's.
-pub fn secrets_for(cfg: &crate::config::ServerConfig) -> crate::secrets::Secrets {
-    match &cfg.cluster_secret {
-        Some(secret) => crate::secrets::Secrets::shared(derive(secret.as_bytes(), Purpose::Sealing), &cfg.data_dir),
-        None => crate::secrets::Secrets::new(&cfg.data_dir),
     }
 }

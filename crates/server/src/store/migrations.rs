@@ -13,6 +13,10 @@
 use super::pool::Dialect;
 use sqlx::AnyPool;
 
+/// Brings a database from before versioned migrations up to version 1 (SQLite only: add the
+/// columns the old code added with `ALTER TABLE`), inside the migrating transaction.
+pub type AdoptLegacy = dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync;
+
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
@@ -49,7 +53,7 @@ pub async fn apply(
     d: Dialect,
     table: &'static str,
     list: &[Migration],
-    adopt_legacy: Option<&(dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync)>,
+    adopt_legacy: Option<&AdoptLegacy>,
 ) -> Result<(), MigrateError> {
     let err = |what: String| move |source| MigrateError::Backend { what, source };
     let mut tx = pool.begin().await.map_err(err("begin".into()))?;

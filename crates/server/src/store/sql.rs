@@ -213,8 +213,7 @@ impl SqlStore {
     }
 
     async fn init(pool: AnyPool, dialect: Dialect) -> Result<Self, StoreError> {
-        let legacy: &(dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync) =
-            &adopt_legacy_sqlite;
+        let legacy: &migrations::AdoptLegacy = &adopt_legacy_sqlite;
         migrations::apply(&pool, dialect, "schema_migrations", MIGRATIONS, (dialect == Dialect::Sqlite).then_some(legacy))
             .await
             .map_err(|e| StoreError::Backend { op: "migrating the schema", source: Box::new(e) })?;
