@@ -71,7 +71,7 @@ impl From<SessionError> for ApiError {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             E::Vm { .. } | E::Failed { .. } => StatusCode::BAD_GATEWAY,
-            E::ShuttingDown | E::HostMemoryLow { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::ShuttingDown | E::HostMemoryLow { .. } | E::Elsewhere { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if let E::Vm { source, .. } = &e {

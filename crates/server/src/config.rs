@@ -157,6 +157,9 @@ pub struct ServerConfig {
     pub oidc_admin_groups: Vec<String>,
     /// The claim (ID token or userinfo) that lists a user's groups.
     pub oidc_groups_claim: String,
+    /// PostgreSQL shared by the nodes of a deployment (`postgres://user:password@host:port/db`);
+    /// `None`: the embedded SQLite in the data dir.
+    pub database_url: Option<String>,
     /// This host's name in the node registry; empty: the host name.
     pub node_name: String,
     /// Where the other nodes reach this one (`http://host:port`); default: the bound address.
@@ -260,6 +263,7 @@ impl Default for ServerConfig {
             oidc_allowed_groups: Vec::new(),
             oidc_admin_groups: Vec::new(),
             oidc_groups_claim: "groups".into(),
+            database_url: None,
             node_name: String::new(),
             advertise_url: None,
             cluster_secret: None,
@@ -333,6 +337,7 @@ const ENV_FIELDS: &[(&str, Kind)] = &[
     ("oidc_allowed_groups", Kind::List),
     ("oidc_admin_groups", Kind::List),
     ("oidc_groups_claim", Kind::Str),
+    ("database_url", Kind::Str),
     ("node_name", Kind::Str),
     ("advertise_url", Kind::Str),
     ("cluster_secret", Kind::Str),

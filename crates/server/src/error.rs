@@ -56,6 +56,7 @@ impl From<SessionError> for ApiError {
             E::Image(CatalogError::Unknown { .. }) | E::Invalid(_) => ApiError::bad_request(msg),
             E::TooManySessions(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", msg),
             E::HostMemoryLow { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "host_memory_low", msg),
+            E::Elsewhere { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_unreachable", msg),
             // A standing limit is a refusal (403); a daily allowance is a rate (429).
             E::Quota { quota: "agent_runs_per_day", .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", msg),
             E::Quota { .. } => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", msg),

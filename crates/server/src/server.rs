@@ -9,7 +9,7 @@ use crate::images::StoreCatalog;
 use crate::manager::SessionManager;
 use crate::metrics::Metrics;
 use crate::preview::Preview;
-use crate::store::SqliteStore;
+use crate::store::SqlStore;
 use anyhow::Context;
 use mayfly_vm::qemu::{QemuBackend, QemuConfig};
 use nix::fcntl::{Flock, FlockArg};
@@ -45,7 +45,16 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (auth, generated) = Auth::load_or_generate(config.token.as_deref(), &config.token_path())?;
-    let store = Arc::new(SqliteStore::open(&config.store_path()).await.context("cannot open the session store")?);
+    let store = Arc::new(match &config.database_url {
+        Some(url) => SqlStore::connect(url).await.context("cannot open the PostgreSQL database (database_url)")?,
+        None => SqlStore::open(&config.store_path()).await.context("cannot open the session store")?,
+    });
+    let cluster = crate::cluster::node::Cluster::new(
+        &config,
+        config.resolved_advertise_url(config.bind),
+        store.clone() as Arc<dyn crate::cluster::store::NodeStore>,
+        store.shared(),
+    )?;
     let accounts = crate::accounts::Accounts::new(
         store.clone(),
         config.account_settings(),
@@ -71,6 +80,7 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     let agent_cfg = config.agent.clone();
     let oidc_settings = config.oidc_settings();
     let agent_cfg_dir = config.data_dir.clone();
+    let shared_store = store.shared().then(|| (store.shared_pool(), store.dialect()));
     let manager = SessionManager::new(
         Arc::new(config),
         public_url,
@@ -80,7 +90,11 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
         metrics.clone(),
         accounts,
     );
-    let agent_store = crate::agent::store::AgentStore::open(&agent_cfg_dir.join("agent.db")).await.context("cannot open the agent store")?;
+    manager.set_cluster(cluster);
+    let agent_store = match shared_store {
+        Some((pool, dialect)) => crate::agent::store::AgentStore::shared(pool, dialect).await.context("cannot open the agent store")?,
+        None => crate::agent::store::AgentStore::open(&agent_cfg_dir.join("agent.db")).await.context("cannot open the agent store")?,
+    };
     let agent = crate::agent::AgentService::new(manager.clone(), agent_cfg, agent_store, auth.token().to_string(), &agent_cfg_dir);
     let oidc = match oidc_settings {
         Some(settings) => {
@@ -106,7 +120,12 @@ impl Server {
         state.manager.egress().set_control_port(addr.port());
         let preview = Preview::new(state.manager.clone(), state.auth.clone(), &data_dir, addr.port())?;
         state.agent.set_local_addr(addr);
+        let cluster = state.manager.cluster().expect("build_state sets the cluster");
+        cluster.set_address(state.manager.config().resolved_advertise_url(addr));
+        // The name first: a node must not touch the rows of a name it does not hold.
+        cluster.claim(&state.manager).await.context("cannot register this node")?;
         state.manager.reconcile().await.context("reconciling sessions with the host")?;
+        state.agent.interrupt_left_running().await;
         Ok(Server { listener, addr, state, token_generated, preview: Arc::new(preview), _lock: lock })
     }
 
@@ -132,7 +151,10 @@ impl Server {
         let manager = self.state.manager.clone();
         let reaper = tokio::spawn(manager.clone().run_reaper(manager.config().reaper_interval()));
         let pool = manager.start_pool();
-        let app = self.preview.clone().layer(router(self.state.clone()));
+        let cluster = manager.cluster().expect("build_state sets the cluster");
+        let stop_heartbeat = tokio_util::sync::CancellationToken::new();
+        let heartbeat = tokio::spawn(cluster.clone().run_heartbeat(manager.clone(), stop_heartbeat.clone()));
+        let app = crate::cluster::layer(self.preview.clone().layer(router(self.state.clone())), &cluster, manager.config(), self.addr.port());
         let m = manager.clone();
         let agent = self.state.agent.clone();
         // Sessions stop (or are left running) before connections drain: open terminals and
@@ -146,6 +168,9 @@ impl Server {
         let served = crate::listen::serve(self.listener, app, graceful).await;
         self.state.agent.interrupt_all().await;
         manager.shutdown().await;
+        // After the sessions are left or ended: the other nodes then see this one stopped.
+        stop_heartbeat.cancel();
+        let _ = heartbeat.await;
         let _ = reaper.await;
         let _ = pool.await;
         served.context("HTTP server failed")?;

@@ -25,7 +25,7 @@ async fn the_store_suite_on_postgres() {
     suite::audit_filters_and_pages(&store("audit").await).await;
     suite::nodes(&store("nodes").await).await;
     let shared = store("agent").await;
-    suite::agent(&AgentStore::shared(shared.shared_pool(), shared.dialect()).await.unwrap()).await;
+    suite::agent(&AgentStore::shared(shared.shared_pool(), shared.dialect()).await.unwrap(), Some(&shared)).await;
 
     // Two nodes starting on one new database at once: both migrate without a race.
     let url = pg.create_database("together").await;

@@ -118,6 +118,19 @@ impl AgentService {
     }
 
     /// This server's listening address (for tools that go through the preview proxy).
+    /// At start on a shared database: this node's runs a previous process left `running` end
+    /// `interrupted` (on SQLite the store did it when it opened).
+    pub async fn interrupt_left_running(&self) {
+        if !self.manager.cluster().is_some_and(|c| c.shared()) {
+            return;
+        }
+        match self.store.interrupt_runs_of_node(self.manager.node_name()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "agent runs left running by the previous process marked interrupted"),
+            Err(e) => tracing::warn!(error = %e, "cannot close the agent runs the previous process left running"),
+        }
+    }
+
     pub fn set_local_addr(&self, addr: SocketAddr) {
         let _ = self.local.set(addr);
     }

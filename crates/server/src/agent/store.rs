@@ -144,8 +144,8 @@ impl AgentStore {
     }
 
     /// The shared database of a cluster (the session store's pool). Runs left `running` belong
-    /// to whichever node runs their session, so none is closed here: each node's agent service
-    /// closes its own at start ([`AgentStore::interrupt_runs_of`]).
+    /// to whichever node runs their session, so none is closed here: each node closes its own
+    /// at start ([`AgentStore::interrupt_runs_of_node`]).
     pub async fn shared(pool: AnyPool, dialect: Dialect) -> Result<Self, AgentStoreError> {
         Self::init(pool, dialect, false).await
     }
@@ -162,17 +162,19 @@ impl AgentStore {
         Ok(Self { pool })
     }
 
-    /// Marks the runs of `sessions` left `running` by a previous process `interrupted`.
-    pub async fn interrupt_runs_of(&self, sessions: &[String]) -> Result<(), AgentStoreError> {
-        for id in sessions {
-            sqlx::query("UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = $1 WHERE status = 'running' AND session_id = $2")
-                .bind(ms(OffsetDateTime::now_utc()))
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(backend("close interrupted runs"))?;
-        }
-        Ok(())
+    /// On a shared database: marks the runs left `running` by this node's previous process
+    /// `interrupted` (those of its sessions; other nodes' runs go on).
+    pub async fn interrupt_runs_of_node(&self, node: &str) -> Result<u64, AgentStoreError> {
+        let r = sqlx::query(
+            "UPDATE agent_runs SET status = 'interrupted', reason = 'the server stopped during the run', finished_at = $1
+             WHERE status = 'running' AND session_id IN (SELECT id FROM sessions WHERE node = $2)",
+        )
+        .bind(ms(OffsetDateTime::now_utc()))
+        .bind(node)
+        .execute(&self.pool)
+        .await
+        .map_err(backend("close interrupted runs"))?;
+        Ok(r.rows_affected())
     }
 
     /// A private in-memory store (tests).

@@ -14,3 +14,27 @@ pub mod route;
 pub mod settings;
 pub mod store;
 pub mod view;
+
+use axum::middleware::from_fn_with_state;
+use std::sync::Arc;
+
+/// `app` behind the cluster's two layers: node-to-node signatures checked first, then (on a
+/// shared database) requests for other nodes' sessions forwarded and creates placed.
+pub fn layer(app: axum::Router, cluster: &Arc<node::Cluster>, cfg: &crate::config::ServerConfig, control_port: u16) -> axum::Router {
+    let auth = cfg.cluster_secret.as_ref().map(|s| Arc::new(node_auth::NodeAuth::new(cluster.name(), s.as_bytes())));
+    let app = match (&auth, cluster.shared()) {
+        (Some(a), true) => {
+            let router = Arc::new(route::Router {
+                cluster: cluster.clone(),
+                forwarder: forward::Forwarder::new(a.clone()),
+                preview_domain: cfg.preview_domain.clone(),
+                control_port,
+                max_body_bytes: cfg.max_body_bytes,
+                default_image: cfg.default_image.clone(),
+            });
+            app.layer(from_fn_with_state(router, route::route))
+        }
+        _ => app,
+    };
+    app.layer(from_fn_with_state(auth, node_auth::accept_forwarded))
+}

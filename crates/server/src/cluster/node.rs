@@ -32,7 +32,8 @@ pub enum LeaseState {
 
 pub struct Cluster {
     name: String,
-    address: String,
+    /// Set again once the listener is bound (port 0 picks one).
+    address: Mutex<String>,
     node_id: String,
     incarnation: String,
     lease: Duration,
@@ -61,7 +62,7 @@ impl Cluster {
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             name: super::settings::node_name(cfg),
-            address,
+            address: Mutex::new(address),
             node_id: node_id(&cfg.data_dir)?,
             incarnation: random_hex(16),
             lease: Duration::from_secs(cfg.node_lease_seconds),
@@ -75,6 +76,14 @@ impl Cluster {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn address(&self) -> String {
+        self.address.lock().expect("address lock").clone()
+    }
+
+    pub fn set_address(&self, address: String) {
+        *self.address.lock().expect("address lock") = address;
     }
 
     pub fn shared(&self) -> bool {
@@ -110,7 +119,7 @@ impl Cluster {
     pub async fn claim(&self, manager: &SessionManager) -> Result<(), ClaimError> {
         let claim = NodeClaim {
             name: self.name.clone(),
-            address: self.address.clone(),
+            address: self.address(),
             node_id: self.node_id.clone(),
             incarnation: self.incarnation.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -123,7 +132,7 @@ impl Cluster {
         if skew.abs() > 2_000 {
             tracing::warn!(node = %self.name, skew_ms = skew, "this node's clock differs from the database's; leases use the database's clock");
         }
-        tracing::info!(node = %self.name, address = %self.address, lease_s = self.lease.as_secs(), shared = self.shared, "node registered");
+        tracing::info!(node = %self.name, address = %self.address(), lease_s = self.lease.as_secs(), shared = self.shared, "node registered");
         Ok(())
     }
 

@@ -23,8 +23,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Header naming the placement slot a forwarded create fills.
-pub const PLACEMENT_HEADER: &str = "x-mayfly-placement";
 /// How long a placement holds its slot if the owner never answers.
 const PLACEMENT_HOLD: Duration = Duration::from_secs(120);
 /// Nodes tried for one create before giving up.
@@ -86,7 +84,13 @@ pub async fn route(State(r): State<Arc<Router>>, req: Request, next: Next) -> Re
         Subject::Other => next.run(req).await,
         Subject::Session(id) => {
             let Some(owner) = r.cluster.remote_owner(&id).await else { return next.run(req).await };
-            match r.cluster.peer(&owner).await {
+            let mut peer = r.cluster.peer(&owner).await;
+            if !peer.as_ref().is_some_and(|p| p.live) {
+                // Not live as last read: it may have come back since.
+                r.cluster.refresh().await;
+                peer = r.cluster.peer(&owner).await;
+            }
+            match peer {
                 Some(peer) if peer.live => {
                     let ip = client_ip(&req);
                     let resp = r.forwarder.forward(req, &NodeTarget { name: peer.name, base_url: peer.address }, ip).await;
@@ -121,17 +125,12 @@ async fn create(r: &Router, req: Request, next: Next) -> Response {
         .ok()
         .and_then(|v| v.get("image").and_then(|i| i.as_str()).map(str::to_string))
         .unwrap_or_else(|| r.default_image.clone());
-    let rebuild = |token: &str| {
-        let mut req = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
-        if let Ok(v) = token.parse() {
-            req.headers_mut().insert(PLACEMENT_HEADER, v);
-        }
-        req
-    };
+    let rebuild = || Request::from_parts(parts.clone(), Body::from(bytes.clone()));
     let ip = client_ip(&Request::from_parts(parts.clone(), Body::empty()));
     let mut refused: Vec<String> = Vec::new();
+    let mut tried: Vec<String> = Vec::new();
     for _ in 0..CREATE_ATTEMPTS {
-        let placement = match r.cluster.store().place(&image, PLACEMENT_HOLD.as_millis() as i64).await {
+        let placement = match r.cluster.store().place(&image, PLACEMENT_HOLD.as_millis() as i64, &tried).await {
             Ok(Ok(p)) => p,
             Ok(Err(why)) => {
                 refused.extend(why);
@@ -142,20 +141,21 @@ async fn create(r: &Router, req: Request, next: Next) -> Response {
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "placement_failed", "cannot place the session: the database did not answer (see the server log)").into_response();
             }
         };
-        let local = placement.node.name == r.cluster.name();
-        let resp = if local {
-            // This node's own admission (max_sessions, memory) is the last word, as for any create.
-            return finish(r, &placement.token, next.run(rebuild(&placement.token)).await).await;
-        } else {
-            let target = NodeTarget { name: placement.node.name.clone(), base_url: placement.node.address.clone() };
-            r.forwarder.forward(rebuild(&placement.token), &target, ip).await
-        };
+        if placement.node.name == r.cluster.name() {
+            // This node's own admission (max_sessions, memory) has the last word, as for any
+            // create; its refusal is the answer (the request cannot be replayed here).
+            let resp = next.run(rebuild()).await;
+            return finish(r, &placement.token, resp).await;
+        }
+        let target = NodeTarget { name: placement.node.name.clone(), base_url: placement.node.address.clone() };
+        let resp = r.forwarder.forward(rebuild(), &target, ip).await;
         let resp = finish(r, &placement.token, resp).await;
         match full(resp).await {
             Ok(resp) => return resp,
             Err(why) => {
                 tracing::info!(node = %placement.node.name, "placed session refused: {why}; trying another node");
                 refused.push(format!("{}: {why}", placement.node.name));
+                tried.push(placement.node.name);
             }
         }
     }

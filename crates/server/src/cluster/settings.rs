@@ -24,6 +24,13 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
             });
         }
     }
+    if let Some(url) = cfg.database_url.as_deref().filter(|u| !crate::store::pool::is_postgres_url(u)) {
+        let scheme = url.split(':').next().unwrap_or("");
+        return Err(ConfigError::Invalid {
+            field: "database_url",
+            message: format!("must start with postgres:// or postgresql:// (or be unset for the embedded SQLite), not {scheme:?}"),
+        });
+    }
     if !(3..=600).contains(&cfg.node_lease_seconds) {
         return bad("node_lease_seconds", "must be between 3 and 600");
     }
@@ -38,8 +45,7 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
 
 /// True when the store is a database other nodes can share (PostgreSQL).
 pub fn shared_database(cfg: &ServerConfig) -> bool {
-    let _ = cfg; // MERGE: cfg.database_url starts with postgres:// or postgresql://
-    false
+    cfg.database_url.as_deref().is_some_and(crate::store::pool::is_postgres_url)
 }
 
 /// A node name: a DNS label in lower case.
@@ -100,6 +106,8 @@ mod tests {
         check(|c| c.advertise_url = Some("10.0.0.1:7070".into()), "advertise_url");
         check(|c| c.cluster_secret = Some("short".into()), "cluster_secret");
         check(|c| c.node_lease_seconds = 1, "node_lease_seconds");
+        check(|c| c.database_url = Some("mysql://x".into()), "database_url");
+        check(|c| c.database_url = Some("postgres://db/x".into()), "cluster_secret");
         validate(&ServerConfig::default()).unwrap();
     }
 }

@@ -112,8 +112,9 @@ pub trait NodeStore: Send + Sync {
     /// current lease against concurrent placements (`FOR UPDATE` on PostgreSQL), counts their
     /// live sessions and the placements still held, lets [`crate::cluster::placement::choose`]
     /// pick one and holds a slot there for `hold_ms` (until the owner has stored the session and
-    /// calls [`NodeStore::release_placement`]). `None`: no node can take it (the reasons per node).
-    async fn place(&self, image: &str, hold_ms: i64) -> Result<Result<Placement, Vec<String>>, StoreError>;
+    /// calls [`NodeStore::release_placement`]). Nodes in `exclude` (they refused it just now)
+    /// are passed over. `Err`: no node can take it (the reasons per node).
+    async fn place(&self, image: &str, hold_ms: i64, exclude: &[String]) -> Result<Result<Placement, Vec<String>>, StoreError>;
 
     /// The slot of a placement is no longer needed (the session row counts now, or it failed).
     async fn release_placement(&self, token: &str) -> Result<(), StoreError>;

@@ -70,6 +70,9 @@ pub enum SessionError {
     NotFound(String),
     #[error("session {id} is {}, not ready", .state.as_str())]
     NotReady { id: String, state: SessionState },
+    /// A live session of another node reached this one (its node was not answering a moment ago).
+    #[error("session {id} runs on node {node}, which does not answer now; try again (its state here: {})", .state.as_str())]
+    Elsewhere { id: String, node: String, state: SessionState },
     #[error("session {id} changed state meanwhile (now {})", .actual.as_str())]
     StateChanged { id: String, actual: SessionState },
     #[error(transparent)]
@@ -584,6 +587,9 @@ impl SessionManager {
     /// The error for an operation that needs a ready session `id`.
     async fn not_ready(&self, id: &str) -> SessionError {
         match self.record(id).await {
+            Ok(r) if !self.is_mine(&r) && state::is_live(r.state) => {
+                SessionError::Elsewhere { id: id.to_string(), node: r.node.unwrap_or_default(), state: r.state }
+            }
             Ok(r) => SessionError::NotReady { id: id.to_string(), state: r.state },
             Err(e) => e,
         }

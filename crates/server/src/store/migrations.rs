@@ -13,8 +13,7 @@
 use super::pool::Dialect;
 use sqlx::AnyPool;
 
-/// Brings a database from before versioned migrations up to version 1 (SQLite only: add the
-/// columns the old code added with `ALTER TABLE`), inside the migrating transaction.
+/// Adopts a database made before versioned migrations (in the first migration's transaction).
 pub type AdoptLegacy = dyn Fn(&mut sqlx::AnyConnection) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> + Sync;
 
 pub struct Migration {

@@ -176,7 +176,7 @@ impl NodeStore for SqlStore {
         Ok(row.map(|r| r.get::<Option<String>, _>("node")))
     }
 
-    async fn place(&self, image: &str, hold_ms: i64) -> Result<Result<Placement, Vec<String>>, StoreError> {
+    async fn place(&self, image: &str, hold_ms: i64, exclude: &[String]) -> Result<Result<Placement, Vec<String>>, StoreError> {
         let d = self.dialect();
         let mut tx = self.pool().begin().await.map_err(backend("begin"))?;
         let now = db_now(&mut tx, d).await?;
@@ -200,6 +200,7 @@ impl NodeStore for SqlStore {
             .map(node)
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
+            .filter(|n| !exclude.contains(&n.name))
             .map(|n| NodeLoad { live_sessions: load.get(&n.name).copied().unwrap_or(0).max(0) as u64, node: n })
             .collect();
         let chosen = match crate::cluster::placement::choose(&candidates, image, now) {

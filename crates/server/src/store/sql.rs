@@ -513,7 +513,7 @@ mod tests {
         super::super::suite::sessions(&SqlStore::open(&file("a.db")).await.unwrap()).await;
         super::super::suite::concurrent_transitions(std::sync::Arc::new(SqlStore::open(&file("b.db")).await.unwrap())).await;
         super::super::suite::nodes(&SqlStore::open(&file("c.db")).await.unwrap()).await;
-        super::super::suite::agent(&crate::agent::store::AgentStore::open(&file("agent.db")).await.unwrap()).await;
+        super::super::suite::agent(&crate::agent::store::AgentStore::open(&file("agent.db")).await.unwrap(), None).await;
     }
 
     #[tokio::test]

@@ -223,18 +223,19 @@ pub async fn nodes(store: &SqlStore) {
 
     // Placement: the emptiest node; held slots count; full nodes are passed over.
     store.insert(&session("s1", Some("a"))).await.unwrap();
-    let p1 = store.place("minimal", 60_000).await.unwrap().unwrap();
+    let p1 = store.place("minimal", 60_000, &[]).await.unwrap().unwrap();
     assert_eq!(p1.node.name, "b", "b has more free slots");
-    let p2 = store.place("minimal", 60_000).await.unwrap().unwrap();
-    let p3 = store.place("minimal", 60_000).await.unwrap().unwrap();
+    let p2 = store.place("minimal", 60_000, &[]).await.unwrap().unwrap();
+    let p3 = store.place("minimal", 60_000, &[]).await.unwrap().unwrap();
     let mut chosen = [p2.node.name.clone(), p3.node.name.clone()];
     chosen.sort();
     assert_eq!(chosen, ["a", "b"]);
-    let full = store.place("minimal", 60_000).await.unwrap().unwrap_err();
+    let full = store.place("minimal", 60_000, &[]).await.unwrap().unwrap_err();
     assert_eq!(full, ["a: it is full (2 of 2 sessions)", "b: it is full (2 of 2 sessions)"]);
     store.release_placement(&p1.token).await.unwrap();
-    assert_eq!(store.place("minimal", 60_000).await.unwrap().unwrap().node.name, "b");
-    assert!(store.place("dev", 60_000).await.unwrap().unwrap_err().iter().all(|w| w.contains("no image")));
+    assert_eq!(store.place("minimal", 60_000, &[]).await.unwrap().unwrap().node.name, "b");
+    assert_eq!(store.place("minimal", 60_000, &["b".to_string()]).await.unwrap().unwrap_err(), ["a: it is full (2 of 2 sessions)"]);
+    assert!(store.place("dev", 60_000, &[]).await.unwrap().unwrap_err().iter().all(|w| w.contains("no image")));
     assert!(store.set_node_mode("b", NodeMode::Cordoned).await.unwrap());
     assert!(!store.set_node_mode("zz", NodeMode::Cordoned).await.unwrap());
     assert_eq!(store.session_node("s1").await.unwrap(), Some(Some("a".into())));
@@ -257,8 +258,9 @@ pub async fn nodes(store: &SqlStore) {
     store.transition("s1", Lost, Ready, Some("back"), OffsetDateTime::now_utc()).await.unwrap();
 }
 
-/// Agent runs and messages.
-pub async fn agent(store: &AgentStore) {
+/// Agent runs and messages (`sessions`: the session store on the same database, for the
+/// per-node close of interrupted runs; `None` on SQLite, where agent.db is a file of its own).
+pub async fn agent(store: &AgentStore, sessions: Option<&SqlStore>) {
     let run = store.insert_run("r1", "s1", Some("ua"), "do it").await.unwrap();
     assert_eq!((run.status, run.prompt.as_str()), (AgentRunStatus::Running, "do it"));
     store.append_message("s1", "r1", &mayfly_agent::Message::user("do it")).await.unwrap();
@@ -270,6 +272,14 @@ pub async fn agent(store: &AgentStore) {
     assert_eq!((got.status, got.summary.as_deref(), got.steps), (AgentRunStatus::Succeeded, Some("ok"), 2));
     assert_eq!(store.runs_since("ua", OffsetDateTime::UNIX_EPOCH).await.unwrap(), 1);
     store.insert_run("r2", "s1", None, "again").await.unwrap();
-    store.interrupt_runs_of(&["s1".to_string()]).await.unwrap();
-    assert_eq!(store.runs("s1").await.unwrap().iter().map(|r| r.status).collect::<Vec<_>>(), [AgentRunStatus::Succeeded, AgentRunStatus::Interrupted]);
+    if let Some(sessions) = sessions {
+        sessions.insert(&session("s1", Some("n1"))).await.unwrap();
+        store.insert_run("r3", "s9", None, "another node's").await.unwrap();
+        assert_eq!(store.interrupt_runs_of_node("n1").await.unwrap(), 1);
+        assert_eq!(store.runs("s9").await.unwrap()[0].status, AgentRunStatus::Running, "another node's run goes on");
+        assert_eq!(
+            store.runs("s1").await.unwrap().iter().map(|r| r.status).collect::<Vec<_>>(),
+            [AgentRunStatus::Succeeded, AgentRunStatus::Interrupted]
+        );
+    }
 }
