@@ -58,3 +58,19 @@ async fn the_store_suite_on_postgres() {
         }
     }
 }
+
+/// `?sslmode=require` in `database_url`: the store's connections are encrypted (sqlx's rustls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_url_can_ask_for_tls() {
+    let pg = Postgres::start().await;
+    let url = pg.create_database("tls").await;
+    pg.enable_tls().await;
+    let store = SqlStore::connect(&format!("{url}?sslmode=require")).await.unwrap();
+    store.insert(&suite::session("s1", None)).await.unwrap();
+    let tls: i64 = sqlx::query_scalar("SELECT CAST(CASE WHEN ssl THEN 1 ELSE 0 END AS BIGINT) FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&store.shared_pool())
+        .await
+        .unwrap();
+    assert_eq!(tls, 1, "the connection is encrypted");
+    assert!(store.get("s1").await.unwrap().is_some());
+}

@@ -480,6 +480,9 @@ impl SessionStore for SqliteStore {
 }
 
 #[cfg(test)]
+mod legacy_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use SessionState::*;

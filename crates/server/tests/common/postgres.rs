@@ -3,7 +3,8 @@
 //! as root), trust authentication for user `mayfly` on 127.0.0.1 only, a free loopback port and
 //! its socket in its own directory. Each test takes a database of its own
 //! ([`Postgres::create_database`]); [`Postgres::restart`] restarts the server under the clients;
-//! dropping it stops the server (immediate mode) and removes the directory, also after a panic.
+//! [`Postgres::enable_tls`] turns TLS on; dropping it stops the server (immediate mode) and
+//! removes the directory, also after a panic.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -141,6 +142,47 @@ impl Postgres {
     pub async fn start_again(&self) {
         self.pg_ctl_start();
         self.wait_ready().await;
+    }
+}
+
+impl Postgres {
+    /// Turns TLS on (a fresh self-signed certificate for 127.0.0.1 made with `openssl`, then a
+    /// configuration reload); returns once new connections are offered TLS. Plain connections
+    /// still work (`sslmode=disable`).
+    pub async fn enable_tls(&self) {
+        use sqlx::Connection;
+        let data = self.dir.join("data");
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+            for f in ["server.key", "server.crt"] {
+                nix::unistd::chown(&data.join(f), Some(pg.uid), Some(pg.gid)).unwrap();
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut c = sqlx::PgConnection::connect(&format!("{}?sslmode=disable", self.url("postgres"))).await.unwrap();
+        sqlx::query("ALTER SYSTEM SET ssl = 'on'").execute(&mut c).await.unwrap();
+        sqlx::query("SELECT pg_reload_conf()").execute(&mut c).await.unwrap();
+        let _ = c.close().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut c = sqlx::PgConnection::connect(&format!("{}?sslmode=disable", self.url("postgres"))).await.unwrap();
+            let on: String = sqlx::query_scalar("SHOW ssl").fetch_one(&mut c).await.unwrap();
+            let _ = c.close().await;
+            if on == "on" {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "PostgreSQL did not turn TLS on:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
