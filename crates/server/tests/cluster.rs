@@ -6,11 +6,12 @@
 //! ports, a preview by host name and by path), concurrent creates never exceeding a node's
 //! `max_sessions`, a second node claiming a live name refused, the database restarting under the
 //! nodes, `kill -9` of a node (a forward to it fails fast; its sessions become lost within the
-//! lease; creates go to the survivor) and its restart re-adopting them.
+//! lease; creates go to the survivor), its restart re-adopting them, and draining a node with a
+//! live session (`mayfly nodes`).
 
 mod common;
 
-use common::external::{ExternalServer, VmGuard};
+use common::external::{self, ExternalServer, VmGuard};
 use common::postgres::Postgres;
 use common::*;
 use serde_json::{json, Value};
@@ -258,15 +259,32 @@ async fn two_nodes_share_postgres_and_serve_each_others_sessions() {
     let (_, events) = a.get(&format!("/api/v1/sessions/{id_b}")).await;
     assert_eq!(events["node"], "node-b", "{events}");
 
-    // 9. Cordon: node b takes no new sessions; delete everything from one node.
-    let r = a.http.post(a.url("/api/v1/nodes/node-b/mode")).json(&json!({"mode": "cordoned"})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    // 9. Drain node b with a live session on it (`mayfly nodes drain`, the real CLI): its
+    //    session goes on, new sessions go to node a; `mayfly nodes` shows it; then delete
+    //    everything through node b.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(external::mayfly_binary())
+            .args(args)
+            .env("MAYFLY_URL", &a.base)
+            .env("MAYFLY_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mayfly {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let drained = cli(&["nodes", "drain", "node-b"]);
+    assert!(drained.contains("node-b: live, drain"), "{drained}");
+    let listed = cli(&["nodes"]);
+    assert!(listed.lines().any(|l| l.starts_with("node-a") && l.contains("live")), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("node-b") && l.contains("drain")), "{listed}");
+    let (code, _) = a.sh(&id_b, "true").await;
+    assert_eq!(code, 0, "a draining node's session goes on");
     for s in [&id_a, &id_b, &s3["id"].as_str().unwrap().to_string()] {
         let r = b.http.delete(b.url(&format!("/api/v1/sessions/{s}"))).send().await.unwrap();
         assert_eq!(r.status(), 204, "delete {s} through node b");
     }
     let (status, s4) = b.post("/api/v1/sessions", json!({})).await;
-    assert_eq!((status, s4["node"].as_str()), (201, Some("node-a")), "a cordoned node takes no new session: {s4}");
+    assert_eq!((status, s4["node"].as_str()), (201, Some("node-a")), "a draining node takes no new session: {s4}");
     let r = b.http.delete(b.url(&format!("/api/v1/sessions/{}", s4["id"].as_str().unwrap()))).send().await.unwrap();
     assert_eq!(r.status(), 204);
     a.stop().await;
