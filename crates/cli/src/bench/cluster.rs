@@ -19,6 +19,9 @@ pub struct ClusterBench {
     pub get_via_other: Summary,
     pub exec_via_owner: Summary,
     pub exec_via_other: Summary,
+    /// A 32 MiB download through the files API, MB/s (median of the runs).
+    pub download_mb_s_via_owner: f64,
+    pub download_mb_s_via_other: f64,
 }
 
 impl std::fmt::Display for ClusterBench {
@@ -29,7 +32,8 @@ impl std::fmt::Display for ClusterBench {
         writeln!(f, "  GET session, via the owner    {}", self.get_via_owner)?;
         writeln!(f, "  GET session, via another node {}", self.get_via_other)?;
         writeln!(f, "  exec true, via the owner      {}", self.exec_via_owner)?;
-        write!(f, "  exec true, via another node   {}", self.exec_via_other)
+        writeln!(f, "  exec true, via another node   {}", self.exec_via_other)?;
+        write!(f, "  32 MiB download: via the owner {:.0} MB/s, via another node {:.0} MB/s", self.download_mb_s_via_owner, self.download_mb_s_via_other)
     }
 }
 
@@ -38,6 +42,14 @@ struct Samples {
     create: [Vec<Duration>; 2],
     get: [Vec<Duration>; 2],
     exec: [Vec<Duration>; 2],
+    download_mb_s: [Vec<f64>; 2],
+}
+
+const DOWNLOAD_BYTES: usize = 32 << 20;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 struct Node {
@@ -90,10 +102,22 @@ pub async fn run(urls: &[String], image: &str, runs: usize) -> anyhow::Result<Cl
         get_via_other: summarize(&s.get[1]),
         exec_via_owner: summarize(&s.exec[0]),
         exec_via_other: summarize(&s.exec[1]),
+        download_mb_s_via_owner: median(std::mem::take(&mut s.download_mb_s[0])),
+        download_mb_s_via_other: median(std::mem::take(&mut s.download_mb_s[1])),
     })
 }
 
 async fn measure(http: &reqwest::Client, nodes: &[Node], id: &str, owner: &str, s: &mut Samples) -> anyhow::Result<()> {
+    let blob: Vec<u8> = (0..DOWNLOAD_BYTES).map(|i| (i % 251) as u8).collect();
+    let files = |n: &Node| format!("{}/api/v1/sessions/{id}/files?path=/root/bench.bin", n.url);
+    let put = http.put(files(&nodes[0])).body(blob).send().await.context("upload")?;
+    anyhow::ensure!(put.status().is_success(), "upload: {}", put.status());
+    for n in nodes {
+        let t = Instant::now();
+        let got = http.get(files(n)).send().await.context("download")?.bytes().await.context("download")?;
+        anyhow::ensure!(got.len() == DOWNLOAD_BYTES, "download via {}: {} bytes", n.name, got.len());
+        s.download_mb_s[usize::from(n.name != owner)].push(DOWNLOAD_BYTES as f64 / 1e6 / t.elapsed().as_secs_f64());
+    }
     for n in nodes {
         let other = usize::from(n.name != owner);
         for _ in 0..10 {
