@@ -485,26 +485,6 @@ mod legacy_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use SessionState::*;
-
-    fn rec(id: &str) -> SessionRecord {
-        let now = OffsetDateTime::now_utc();
-        SessionRecord {
-            id: id.into(),
-            image: "minimal".into(),
-            state: Creating,
-            created_at: now,
-            expires_at: now + time::Duration::hours(1),
-            idle_timeout_seconds: 900,
-            failure: None,
-            network: Network { egress: EgressMode::Allowlist, allow: vec!["pypi.org".into()] },
-            size: Some(mayfly_proto::api::SessionSize { vcpus: 2, memory_mib: 768, disk_gib: 3 }),
-            runtime: super::super::SessionRuntime { auto_push: true, sealed: Some("c2VhbGVk".into()), ..Default::default() },
-            last_active_at: None,
-            owner: Some("ualice".into()),
-            node: Some("n1".into()),
-        }
-    }
 
     #[tokio::test]
     async fn the_store_suite_on_sqlite() {
@@ -534,8 +514,8 @@ mod tests {
         let old = store.get("sold").await.unwrap().unwrap();
         assert_eq!(old.network.egress, EgressMode::None);
         assert_eq!(old.size, None, "rows from before sizes have none");
-        store.insert(&rec("snew")).await.unwrap();
-        assert_eq!(store.get("snew").await.unwrap().unwrap().network, rec("snew").network);
+        store.insert(&super::super::suite::session("snew", None)).await.unwrap();
+        assert_eq!(store.get("snew").await.unwrap().unwrap().network, super::super::suite::session("snew", None).network);
     }
 
     #[tokio::test]
