@@ -25,15 +25,34 @@ pub struct Terminals {
 }
 
 /// A login shell started before anyone asked, so the first terminal shows a prompt at once.
-/// It was started under `hostname`: after an identity change its prompt would lie, so then it
-/// is discarded instead of adopted.
+///
+/// A plain spare printed its prompt under `hostname`: after an identity change that prompt would
+/// lie, so then it is discarded instead of adopted. A *parked* spare (made in a template) has run
+/// its start-up files but printed nothing: it waits in [`PARK`] for the host name to put in its
+/// prompt, which adoption hands it, so it fits whatever identity the clone got.
 struct Spare {
     terminal: Arc<Terminal>,
     hostname: String,
+    parked: bool,
 }
 
-/// How long a spare shell may take to print its prompt.
+/// How long a spare shell may take to print its prompt (or to park).
 const SPARE_PROMPT_LIMIT: Duration = Duration::from_secs(30);
+/// How often a parking shell is checked for having reached its wait.
+const PARK_POLL: Duration = Duration::from_millis(5);
+
+/// bash's `PROMPT_COMMAND` for a parked shell: it runs once, after every start-up file and before
+/// the first prompt, all in builtins. It reads one line with echo off (the host name, written by
+/// [`Terminals::adopt_spare`]; echo off is how the daemon sees that the shell waits), writes that
+/// name where bash cached the template's (`\h`, `\H` in `PS1`, `$HOSTNAME`), and reseeds
+/// `$RANDOM`, which every clone would otherwise share. A shell whose start-up files set their own
+/// `PROMPT_COMMAND`, or that is not bash, prints a prompt instead and is not kept.
+const PARK: &str = concat!(
+    "unset PROMPT_COMMAND; IFS= read -rs __mayfly_host; ",
+    "if [ -n \"$__mayfly_host\" ]; then HOSTNAME=$__mayfly_host; ",
+    "PS1=${PS1//\\\\h/${__mayfly_host%%.*}}; PS1=${PS1//\\\\H/$__mayfly_host}; fi; ",
+    "unset __mayfly_host; RANDOM=${SRANDOM:-$$}",
+);
 
 fn hostname() -> String {
     nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
@@ -75,26 +94,73 @@ impl Terminals {
             return None;
         }
         let spare = self.spare.lock().expect("spare lock").take()?;
-        if spare.hostname != hostname() {
+        if !spare.parked && spare.hostname != hostname() {
             spare.terminal.hang_up();
             return None;
         }
         spare.terminal.set_id(id.cloned());
         let a = spare.terminal.attach()?;
         spare.terminal.resize(req.cols, req.rows);
-        tracing::debug!(terminal = id.map(String::as_str).unwrap_or(""), pid = spare.terminal.pid(), "adopted the spare shell");
+        if spare.parked {
+            unpark(&spare.terminal);
+        }
+        tracing::debug!(
+            terminal = id.map(String::as_str).unwrap_or(""),
+            pid = spare.terminal.pid(),
+            parked = spare.parked,
+            "adopted the spare shell"
+        );
         Some(a)
     }
 
-    /// Starts a spare shell (replacing an older one) and waits for its prompt.
+    /// Readies a spare shell and waits for its prompt. A parked spare (a clone's, from its
+    /// template) is released under the current host name; otherwise a new one is started,
+    /// replacing an older one.
     async fn prepare_spare(self: &Arc<Self>, cols: u16, rows: u16) -> Result<bool, PtyError> {
+        let parked = {
+            let mut spare = self.spare.lock().expect("spare lock");
+            match spare.as_mut() {
+                Some(s) if s.parked && !s.terminal.exited() => {
+                    s.parked = false;
+                    s.hostname = hostname();
+                    Some(s.terminal.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(t) = parked {
+            t.resize(cols, rows);
+            unpark(&t);
+            return Ok(t.printed(SPARE_PROMPT_LIMIT).await);
+        }
         let req = PtyRequest { cols, rows, ..Default::default() };
         let t = Terminal::start(&req, crate::default_cwd(), None, Arc::downgrade(self))?;
-        let old = self.spare.lock().expect("spare lock").replace(Spare { terminal: t.clone(), hostname: hostname() });
-        if let Some(old) = old {
+        self.keep_spare(Spare { terminal: t.clone(), hostname: hostname(), parked: false });
+        Ok(t.printed(SPARE_PROMPT_LIMIT).await)
+    }
+
+    /// Starts a parked spare (see [`PARK`]) and waits until it waits. `Ok(false)`: the shell
+    /// printed something or exited instead, and is not kept.
+    async fn park_spare(self: &Arc<Self>, cols: u16, rows: u16) -> Result<bool, PtyError> {
+        let mut req = PtyRequest { cols, rows, ..Default::default() };
+        req.env.insert("PROMPT_COMMAND".into(), PARK.into());
+        let t = Terminal::start(&req, crate::default_cwd(), None, Arc::downgrade(self))?;
+        let deadline = tokio::time::Instant::now() + SPARE_PROMPT_LIMIT;
+        while !t.echo_off() && !t.has_printed() && !t.exited() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(PARK_POLL).await;
+        }
+        if !t.echo_off() || t.has_printed() || t.exited() {
+            t.hang_up();
+            return Ok(false);
+        }
+        self.keep_spare(Spare { terminal: t, hostname: hostname(), parked: true });
+        Ok(true)
+    }
+
+    fn keep_spare(&self, spare: Spare) {
+        if let Some(old) = self.spare.lock().expect("spare lock").replace(spare) {
             old.terminal.hang_up();
         }
-        Ok(t.printed(SPARE_PROMPT_LIMIT).await)
     }
 
     pub(crate) fn remove(&self, id: &str, t: &Arc<Terminal>) {
@@ -129,12 +195,30 @@ impl Terminals {
     }
 }
 
-/// `spare_shell`: starts the spare and answers `ok` once it printed its prompt.
-pub async fn serve_spare(cols: u16, rows: u16, stream: Stream, terminals: &Arc<Terminals>) {
+/// Hands a parked shell its host name: it goes on to print its prompt. Written at once, before
+/// the adopting client can send a key (which would otherwise be read as the name); the line
+/// fits in the PTY's empty input queue, so the write never waits.
+fn unpark(t: &Arc<Terminal>) {
+    if let Err(e) = t.write_now(format!("{}\n", hostname()).as_bytes()) {
+        tracing::warn!(pid = t.pid(), "cannot release the parked shell: {e}");
+    }
+}
+
+/// `spare_shell`: readies the spare and answers `ok` once it printed its prompt (or, parked,
+/// once it waits).
+pub async fn serve_spare(cols: u16, rows: u16, parked: bool, stream: Stream, terminals: &Arc<Terminals>) {
     let (tx, _rx) = stream.split();
-    let reply = match terminals.prepare_spare(cols, rows).await {
+    let result =
+        if parked { terminals.park_spare(cols, rows).await } else { terminals.prepare_spare(cols, rows).await };
+    let reply = match result {
         Ok(true) => Ctrl::Ok,
-        Ok(false) => Ctrl::error(mayfly_proto::msg::ErrorKind::Io, "the spare shell printed nothing (it exited or is slow)"),
+        Ok(false) if parked => Ctrl::error(
+            mayfly_proto::msg::ErrorKind::Io,
+            "the login shell cannot be parked (not bash, or its start-up files print or set PROMPT_COMMAND)",
+        ),
+        Ok(false) => {
+            Ctrl::error(mayfly_proto::msg::ErrorKind::Io, "the spare shell printed nothing (it exited or is slow)")
+        }
         Err(e) => e.to_ctrl(),
     };
     finish(&tx, &reply).await

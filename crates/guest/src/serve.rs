@@ -82,7 +82,9 @@ pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
     match req {
         OpenRequest::Exec(r) => exec::serve(r, stream).await,
         OpenRequest::Pty(r) => pty::serve(r, stream, &daemon.terminals).await,
-        OpenRequest::SpareShell { cols, rows } => pty::serve_spare(cols, rows, stream, &daemon.terminals).await,
+        OpenRequest::SpareShell { cols, rows, parked } => {
+            pty::serve_spare(cols, rows, parked, stream, &daemon.terminals).await
+        }
         OpenRequest::Stat { path } => files::stat(&path, stream).await,
         OpenRequest::List { path } => files::list(&path, stream).await,
         OpenRequest::Mkdir { path } => files::mkdir(&path, stream).await,
@@ -97,7 +99,10 @@ pub async fn handle(req: OpenRequest, stream: Stream, daemon: Daemon) {
         OpenRequest::Identity(id) => identity::serve(id, stream).await,
         OpenRequest::AgentListen { id } => crate::agent::serve(&id, stream, daemon.host.subscribe()).await,
         OpenRequest::Egress { .. } | OpenRequest::Credential { .. } | OpenRequest::AgentConnect { .. } => {
-            let reply = Ctrl::error(mayfly_proto::msg::ErrorKind::Protocol, "egress, credential and agent_connect streams are opened by the guest");
+            let reply = Ctrl::error(
+                mayfly_proto::msg::ErrorKind::Protocol,
+                "egress, credential and agent_connect streams are opened by the guest",
+            );
             finish(&stream.split().0, &reply).await
         }
     }

@@ -232,12 +232,27 @@ impl Terminal {
             if self.printed.load(Ordering::SeqCst) {
                 return true;
             }
-            if self.shell_exited.load(Ordering::SeqCst)
-                || tokio::time::timeout_at(deadline, notified).await.is_err()
-            {
+            if self.shell_exited.load(Ordering::SeqCst) || tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.printed.load(Ordering::SeqCst);
             }
         }
+    }
+
+    /// Whether the program on the terminal turned echo off (a password prompt, `read -s`).
+    pub(crate) fn echo_off(&self) -> bool {
+        use nix::sys::termios::{tcgetattr, LocalFlags};
+        // On Linux the master reports the terminal's (the slave's) settings.
+        tcgetattr(self.master.get_ref()).is_ok_and(|t| !t.local_flags.contains(LocalFlags::ECHO))
+    }
+
+    /// Whether the shell printed anything yet.
+    pub(crate) fn has_printed(&self) -> bool {
+        self.printed.load(Ordering::SeqCst)
+    }
+
+    /// Whether the shell exited.
+    pub(crate) fn exited(&self) -> bool {
+        self.shell_exited.load(Ordering::SeqCst)
     }
 
     pub fn pid(&self) -> u32 {
@@ -329,6 +344,14 @@ impl Terminal {
             }
         }
         Ok(())
+    }
+
+    /// Writes a few bytes to the shell now, without waiting: all of them or an error.
+    pub(crate) fn write_now(&self, data: &[u8]) -> io::Result<()> {
+        match nix::unistd::write(self.master.get_ref(), data).map_err(io::Error::from)? {
+            n if n == data.len() => Ok(()),
+            n => Err(io::Error::new(io::ErrorKind::WriteZero, format!("only {n} of {} bytes written", data.len()))),
+        }
     }
 
     async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {

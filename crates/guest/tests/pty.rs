@@ -132,7 +132,7 @@ async fn a_spare_shell_is_adopted_by_the_next_default_terminal_only() {
     let g = Guest::start();
     let mux = g.connect().await;
     assert!(g.children().is_empty(), "{:?}", g.children());
-    let r = call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24 }).await;
+    let r = call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24, parked: false }).await;
     assert_eq!(r.last(), &Ctrl::Ok);
     let spare = g.children();
     assert_eq!(spare.len(), 1, "one spare shell: {spare:?}");
@@ -165,4 +165,71 @@ async fn a_spare_shell_is_adopted_by_the_next_default_terminal_only() {
     // The spare is used once: the next default terminal is a new shell.
     let mut b = open(&mux, pty_req(Some("second"), None)).await;
     assert_ne!(started_pid(&mut b).await, spare);
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().unwrap().to_string_lossy().into_owned()
+}
+
+/// A template's parked shell: start-up done, no prompt until a terminal adopts it, then the
+/// prompt and `$HOSTNAME` carry the host name of the moment of adoption, and the hook is gone.
+#[tokio::test]
+async fn a_parked_shell_prints_its_prompt_only_when_adopted() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    let r = call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24, parked: true }).await;
+    assert_eq!(r.last(), &Ctrl::Ok, "parked");
+    let spare = g.children();
+    assert_eq!(spare.len(), 1, "one parked shell: {spare:?}");
+    let spare = spare[0].0;
+
+    let mut a = open(&mux, pty_req(Some("main"), None)).await;
+    // Keys sent at once (as a client does) are the shell's first command, not its host name.
+    type_keys(&a, "echo \"[$PROMPT_COMMAND|$HOSTNAME|${#__mayfly_host}]\"\r").await;
+    assert_eq!(started_pid(&mut a).await, spare, "the parked shell was adopted");
+    // Nothing was printed while it was parked: the first output is the prompt, after adoption.
+    let out = read_until(&mut a, &format!("[|{}|0]", hostname())).await;
+    assert!(!out.contains("read -rs"), "the hook is not echoed: {out:?}");
+    assert!(out.find(&hostname()) < out.find("echo"), "the prompt came first: {out:?}");
+    // An ordinary shell from here on: a command, its exit status.
+    type_keys(&a, "(exit 4); echo status=$?\r").await;
+    read_until(&mut a, "status=4").await;
+}
+
+/// Naming a pool clone releases its parked shell rather than starting another.
+#[tokio::test]
+async fn a_plain_spare_request_releases_the_parked_shell() {
+    let g = Guest::start();
+    let mux = g.connect().await;
+    assert_eq!(call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24, parked: true }).await.last(), &Ctrl::Ok);
+    let parked = g.children()[0].0;
+    assert_eq!(call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24, parked: false }).await.last(), &Ctrl::Ok);
+    assert_eq!(g.children().iter().map(|c| c.0).collect::<Vec<_>>(), vec![parked], "the same shell, released");
+    let mut a = open(&mux, pty_req(None, None)).await;
+    assert_eq!(started_pid(&mut a).await, parked);
+    // Its prompt was printed on release: the adopting terminal gets it as replay.
+    read_until(&mut a, &hostname()).await;
+    type_keys(&a, "echo released$((2+3))\r").await;
+    read_until(&mut a, "released5").await;
+}
+
+/// A shell whose start-up prints (or that is not bash) cannot be parked: a clear error, and
+/// nothing is left running.
+#[tokio::test]
+async fn a_shell_that_prints_at_start_up_is_not_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".bash_profile"), "echo welcome\n").unwrap();
+    let g = Guest::start_with_env(&[("HOME", dir.path().to_str().unwrap())]);
+    let mux = g.connect().await;
+    let r = call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24, parked: true }).await;
+    assert!(
+        matches!(r.last(), Ctrl::Error { kind: ErrorKind::Io, message } if message.contains("cannot be parked")),
+        "{:?}",
+        r.last()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !g.children().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the shell was not ended: {:?}", g.children());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -71,16 +71,27 @@ pub struct PtyRequest {
 pub enum OpenRequest {
     Exec(ExecRequest),
     Pty(PtyRequest),
-    Stat { path: String },
-    List { path: String },
-    ReadFile { path: String },
+    Stat {
+        path: String,
+    },
+    List {
+        path: String,
+    },
+    ReadFile {
+        path: String,
+    },
     WriteFile {
         path: String,
         #[serde(default)]
         mode: Option<u32>,
     },
-    Mkdir { path: String },
-    Rename { from: String, to: String },
+    Mkdir {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
     Remove {
         path: String,
         #[serde(default)]
@@ -88,19 +99,37 @@ pub enum OpenRequest {
     },
     WatchPorts,
     /// Watch a directory tree for file changes (recursive, with a cap on watched directories).
-    WatchFiles { path: String },
-    Tunnel { port: u16 },
+    WatchFiles {
+        path: String,
+    },
+    Tunnel {
+        port: u16,
+    },
     Info,
     /// Refresh per-VM identity after a clone: clock, RNG seed, hostname, machine id.
     Identity(Identity),
     /// Start a login shell nobody is attached to yet; the next terminal opened with the default
     /// command, cwd and environment adopts it (its prompt is already in the scrollback).
     /// Answers `ok` once the shell printed its first output.
-    SpareShell { cols: u16, rows: u16 },
+    ///
+    /// `parked`: the shell runs its start-up files, then waits before its first prompt (bash
+    /// only; answers `ok` once it waits). It is made in a template, so every clone's first
+    /// terminal adopts a shell that has started already: adopting it hands the shell the
+    /// clone's host name, then it prints its prompt. A later non-parked request (a pool clone
+    /// being named) releases a parked spare instead of starting another.
+    SpareShell {
+        cols: u16,
+        rows: u16,
+        #[serde(default)]
+        parked: bool,
+    },
     /// Guest → host: an outbound TCP connection to `host:port` for a program in the VM (the
     /// guest's egress proxy). The host applies the session's egress policy, then answers
     /// `connected` and relays bytes, or `error` (`permission_denied` when the policy refuses).
-    Egress { host: String, port: u16 },
+    Egress {
+        host: String,
+        port: u16,
+    },
     /// Guest → host: git asks for a credential (git's credential helper protocol fields). The
     /// host answers `credential` from the session's tokens for exactly that host, or
     /// `not_found`. Nothing is stored in the guest: every git operation asks again.
@@ -113,11 +142,15 @@ pub enum OpenRequest {
     /// SSH agent forwarding: listen on the Unix socket [`agent_socket_path`]`(id)` (in a
     /// directory only root can enter) while this stream lives; each client of it becomes an
     /// `agent_connect` stream to the host. The socket is removed when the stream ends.
-    AgentListen { id: String },
+    AgentListen {
+        id: String,
+    },
     /// Guest → host: a program connected to the agent socket of `agent_listen` `id`. The host
     /// answers `connected` and relays bytes to the SSH client's agent, or `error`. The agent's
     /// keys never enter the VM: only its requests and signatures pass.
-    AgentConnect { id: String },
+    AgentConnect {
+        id: String,
+    },
 }
 
 /// True for an `agent_listen` id (a path component): 1 to 32 of `[a-z0-9]`.
@@ -223,7 +256,9 @@ pub enum ErrorKind {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Ctrl {
     // guest → host
-    Started { pid: u32 },
+    Started {
+        pid: u32,
+    },
     Exit {
         code: Option<i32>,
         signal: Option<i32>,
@@ -234,17 +269,37 @@ pub enum Ctrl {
     /// On the wire `{"type":"stat","info":{…}}`: inlined, FileInfo's own `type` field would
     /// collide with this enum's tag and the message could not be decoded.
     Stat(#[serde(with = "stat_wire")] FileInfo),
-    List { entries: Vec<FileInfo> },
-    File { size: u64, mode: u32 },
-    Ports { ports: Vec<ListenPort> },
-    FileEvents { events: Vec<FileEvent> },
+    List {
+        entries: Vec<FileInfo>,
+    },
+    File {
+        size: u64,
+        mode: u32,
+    },
+    Ports {
+        ports: Vec<ListenPort>,
+    },
+    FileEvents {
+        events: Vec<FileEvent>,
+    },
     Connected,
-    Credential { username: String, password: String },
+    Credential {
+        username: String,
+        password: String,
+    },
     Info(GuestInfo),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     // host → guest
-    Resize { cols: u16, rows: u16 },
-    Signal { signal: i32 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    Signal {
+        signal: i32,
+    },
 }
 
 mod stat_wire {

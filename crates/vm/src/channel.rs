@@ -225,7 +225,44 @@ impl GuestChannel {
     /// Starts a spare login shell in the guest and waits for its prompt: the next default
     /// terminal adopts it and shows the prompt at once.
     pub async fn spare_shell(&self, cols: u16, rows: u16) -> Result<(), ChannelError> {
-        self.expect_ok(OpenRequest::SpareShell { cols, rows }).await
+        self.expect_ok(OpenRequest::SpareShell { cols, rows, parked: false }).await
+    }
+
+    /// Runs `true` on a private terminal to its end. Under TCG a new QEMU translates each guest
+    /// code path the first time it runs; a pool clone does this before hand-over so that the
+    /// session's first terminal finds the terminal paths (open, attach, output, exit) warm.
+    pub async fn warm_terminal(&self) -> Result<(), ChannelError> {
+        let req =
+            mayfly_proto::msg::PtyRequest { cols: 80, rows: 24, cmd: Some(vec!["true".into()]), ..Default::default() };
+        let mut s = self.open(&OpenRequest::Pty(req)).await?;
+        loop {
+            match s.recv().await {
+                Event::Ctrl(Ctrl::Error { kind, message }) => return Err(ChannelError::Guest { kind, message }),
+                Event::Ctrl(_) | Event::Data { .. } => continue,
+                Event::Eof => return Ok(()),
+                Event::Reset(r) => return Err(MuxError::Reset(r).into()),
+            }
+        }
+    }
+
+    /// Opens `req` (a watch) until its first answer, then ends it: like [`Self::warm_terminal`],
+    /// so that a session's watchers, started with it, find their paths translated.
+    pub async fn warm_watch(&self, req: &OpenRequest) -> Result<(), ChannelError> {
+        let mut s = self.open(req).await?;
+        loop {
+            match s.recv().await {
+                Event::Ctrl(Ctrl::Error { kind, message }) => return Err(ChannelError::Guest { kind, message }),
+                Event::Ctrl(_) | Event::Eof => return Ok(()),
+                Event::Data { .. } => continue,
+                Event::Reset(r) => return Err(MuxError::Reset(r).into()),
+            }
+        }
+    }
+
+    /// Starts a parked login shell (see [`OpenRequest::SpareShell`]) for a template: the first
+    /// terminal of every clone adopts it with its start-up already done.
+    pub async fn park_shell(&self, cols: u16, rows: u16) -> Result<(), ChannelError> {
+        self.expect_ok(OpenRequest::SpareShell { cols, rows, parked: true }).await
     }
 
     /// Opens a file for streaming: returns its size and the receiver that yields DATA then EOF.
@@ -256,7 +293,12 @@ impl GuestChannel {
     }
 
     /// Writes a file from `src` (streamed; parents are created; replaced atomically).
-    pub async fn write_file<R: AsyncRead + Unpin>(&self, path: &str, mode: Option<u32>, mut src: R) -> Result<u64, ChannelError> {
+    pub async fn write_file<R: AsyncRead + Unpin>(
+        &self,
+        path: &str,
+        mode: Option<u32>,
+        mut src: R,
+    ) -> Result<u64, ChannelError> {
         let s = self.open(&OpenRequest::WriteFile { path: path.into(), mode }).await?;
         let (tx, mut rx) = s.split();
         let mut buf = vec![0u8; 64 * 1024];

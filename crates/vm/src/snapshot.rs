@@ -8,6 +8,12 @@
 //! `migrate-incoming`, and continues. Its disk is a fresh qcow2 overlay on the template's frozen
 //! disk. After restore the guest daemon refreshes identity: clock, RNG seed, hostname, machine id.
 //!
+//! The template also holds a *parked* login shell: bash that has run its start-up files and waits
+//! before its first prompt. Under TCG a clone is a new QEMU whose translation cache is empty, so
+//! starting a shell there (exec, the loader, bash, its profile) costs about 400 ms; the parked one
+//! has done all that already and only prints its prompt, with the clone's host name, when the
+//! clone's first terminal adopts it (see the guest's `pty.rs`).
+//!
 //! On-disk layout of a template directory (kept together; never mapped shared by a clone):
 //! ```text
 //! <dir>/mem            guest RAM (memory-backend-file)
@@ -27,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Bump when the template layout or the clone command line changes.
-pub const TEMPLATE_FORMAT: u32 = 1;
+/// Bump when the template layout or the clone command line changes (2: a parked login shell).
+pub const TEMPLATE_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateMeta {
@@ -45,6 +51,9 @@ pub struct TemplateMeta {
     pub boot_ms: u64,
     pub save_ms: u64,
     pub state_bytes: u64,
+    /// Whether the template holds a parked login shell for its clones' first terminal.
+    #[serde(default)]
+    pub parked_shell: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +113,12 @@ pub(crate) async fn qmp(vm: &str, path: &Path) -> Result<Qmp, VmError> {
     Qmp::connect(path).await.map_err(|source| VmError::Qmp { vm: vm.to_string(), source })
 }
 
-pub(crate) async fn qmp_exec(q: &mut Qmp, vm: &str, cmd: &str, args: Option<serde_json::Value>) -> Result<serde_json::Value, VmError> {
+pub(crate) async fn qmp_exec(
+    q: &mut Qmp,
+    vm: &str,
+    cmd: &str,
+    args: Option<serde_json::Value>,
+) -> Result<serde_json::Value, VmError> {
     q.execute(cmd, args).await.map_err(|source| VmError::Qmp { vm: vm.to_string(), source })
 }
 
@@ -114,7 +128,10 @@ pub(crate) async fn wait_migration(q: &mut Qmp, vm: &str, timeout: Duration) -> 
     loop {
         let v = qmp_exec(q, vm, "query-migrate", None).await?;
         match v["status"].as_str().unwrap_or("") {
-            "completed" => return Ok(()),
+            "completed" => {
+                tracing::debug!(vm, ram = %v["ram"], total_ms = %v["total-time"], "migration completed");
+                return Ok(());
+            }
             "failed" | "cancelled" => {
                 let why = v["error-desc"].as_str().unwrap_or("no detail").to_string();
                 return Err(VmError::Snapshot { dir: vm.to_string(), reason: format!("migration failed: {why}") });
@@ -150,18 +167,38 @@ impl QemuBackend {
     /// `dir` (replacing any old one atomically).
     pub async fn create_template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
         let parent = dir.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(parent).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template dir", source })?;
-        let tmp = parent.join(format!(".{}.tmp-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("template"), std::process::id()));
+        std::fs::create_dir_all(parent).map_err(|source| VmError::Io {
+            vm: spec.id.clone(),
+            step: "creating the template dir",
+            source,
+        })?;
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("template"),
+            std::process::id()
+        ));
         remove_dir(&tmp);
-        std::fs::create_dir(&tmp).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template dir", source })?;
+        std::fs::create_dir(&tmp).map_err(|source| VmError::Io {
+            vm: spec.id.clone(),
+            step: "creating the template dir",
+            source,
+        })?;
         let result = self.save_template(&spec, image_key, &tmp).await;
         match result {
             Ok(meta) => {
-                let old = parent.join(format!(".{}.old-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("t"), std::process::id()));
+                let old = parent.join(format!(
+                    ".{}.old-{}",
+                    dir.file_name().and_then(|n| n.to_str()).unwrap_or("t"),
+                    std::process::id()
+                ));
                 if dir.exists() {
                     let _ = std::fs::rename(dir, &old);
                 }
-                std::fs::rename(&tmp, dir).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "publishing the template", source })?;
+                std::fs::rename(&tmp, dir).map_err(|source| VmError::Io {
+                    vm: spec.id.clone(),
+                    step: "publishing the template",
+                    source,
+                })?;
                 remove_dir(&old);
                 Ok(Template { dir: dir.to_path_buf(), meta })
             }
@@ -176,9 +213,19 @@ impl QemuBackend {
         let (launched, cleanup) = self.launch(spec, &Launch::Template { mem: tmp.join("mem") }).await?;
         self.ready(spec, &launched).await?;
         let boot_ms = launched.started.elapsed().as_millis() as u64;
+        let parked_shell = match launched.channel.park_shell(80, 24).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(image = %spec.image, "the template has no parked login shell: {e}");
+                false
+            }
+        };
         // Let the guest settle (daemon start-up work, page cache of what it touched), then make
         // its disk consistent with its memory.
-        let _ = launched.channel.exec(mayfly_proto::msg::ExecRequest { cmd: vec!["sync".into()], ..Default::default() }, 1024).await;
+        let _ = launched
+            .channel
+            .exec(mayfly_proto::msg::ExecRequest { cmd: vec!["sync".into()], ..Default::default() }, 1024)
+            .await;
         launched.channel.disconnect().await;
         let t0 = Instant::now();
         let mut q = qmp(&spec.id, &launched.run.qmp()).await?;
@@ -187,8 +234,11 @@ impl QemuBackend {
         // QEMU runs under `-sandbox on,spawn=deny`, so `exec:` migration is out: it connects to
         // a socket of ours instead and we write the stream to the file.
         let sock = launched.run.dir.join("migrate.sock");
-        let listener = tokio::net::UnixListener::bind(&sock)
-            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "binding the migration socket", source })?;
+        let listener = tokio::net::UnixListener::bind(&sock).map_err(|source| VmError::Io {
+            vm: spec.id.clone(),
+            step: "binding the migration socket",
+            source,
+        })?;
         self.confiner.give(launched.account, &spec.id, &sock)?;
         let state_path = tmp.join("state");
         let writer = tokio::spawn(async move {
@@ -203,8 +253,15 @@ impl QemuBackend {
         wait_migration(&mut q, &spec.id, Duration::from_secs(60)).await?;
         match tokio::time::timeout(Duration::from_secs(30), writer).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(source))) => return Err(VmError::Io { vm: spec.id.clone(), step: "writing the device state", source }),
-            _ => return Err(VmError::Snapshot { dir: tmp.display().to_string(), reason: "device state writer failed".into() }),
+            Ok(Ok(Err(source))) => {
+                return Err(VmError::Io { vm: spec.id.clone(), step: "writing the device state", source })
+            }
+            _ => {
+                return Err(VmError::Snapshot {
+                    dir: tmp.display().to_string(),
+                    reason: "device state writer failed".into(),
+                })
+            }
         }
         let save_ms = t0.elapsed().as_millis() as u64;
         let _ = qmp_exec(&mut q, &spec.id, "quit", None).await;
@@ -214,12 +271,19 @@ impl QemuBackend {
             let _ = rx.wait_for(|e| e.is_some()).await;
         }
         // The overlay the snapshot was taken with becomes the frozen disk of every clone.
-        std::fs::rename(launched.run.overlay(), tmp.join("disk.qcow2"))
-            .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "keeping the template disk", source })?;
+        std::fs::rename(launched.run.overlay(), tmp.join("disk.qcow2")).map_err(|source| VmError::Io {
+            vm: spec.id.clone(),
+            step: "keeping the template disk",
+            source,
+        })?;
         drop(cleanup); // removes the run dir
         for f in ["disk.qcow2", "state", "mem"] {
             // Root's and read-only: QEMU's account (every clone) must not change a frozen disk.
-            let _ = std::os::unix::fs::chown(tmp.join(f), Some(nix::unistd::geteuid().as_raw()), Some(nix::unistd::getegid().as_raw()));
+            let _ = std::os::unix::fs::chown(
+                tmp.join(f),
+                Some(nix::unistd::geteuid().as_raw()),
+                Some(nix::unistd::getegid().as_raw()),
+            );
             set_readonly(&tmp.join(f));
         }
         let state_bytes = std::fs::metadata(tmp.join("state")).map(|m| m.len()).unwrap_or(0);
@@ -237,10 +301,11 @@ impl QemuBackend {
             boot_ms,
             save_ms,
             state_bytes,
+            parked_shell,
         };
         std::fs::write(tmp.join("template.json"), serde_json::to_vec_pretty(&meta).expect("json"))
             .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "writing template.json", source })?;
-        tracing::info!(image = %spec.image, boot_ms, save_ms, state_bytes, "template saved");
+        tracing::info!(image = %spec.image, boot_ms, save_ms, state_bytes, parked_shell, "template saved");
         Ok(meta)
     }
 
@@ -263,15 +328,21 @@ impl QemuBackend {
             let sock = launched.run.dir.join("migrate.sock");
             let uri = format!("unix:{}", sock.display());
             qmp_exec(&mut q, &spec.id, "migrate-incoming", Some(serde_json::json!({ "uri": uri }))).await?;
-            let mut conn = tokio::net::UnixStream::connect(&sock)
-                .await
-                .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "connecting to the migration socket", source })?;
-            let mut file = tokio::fs::File::open(template.state())
-                .await
-                .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "opening the device state", source })?;
-            tokio::io::copy(&mut file, &mut conn)
-                .await
-                .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "sending the device state", source })?;
+            let mut conn = tokio::net::UnixStream::connect(&sock).await.map_err(|source| VmError::Io {
+                vm: spec.id.clone(),
+                step: "connecting to the migration socket",
+                source,
+            })?;
+            let mut file = tokio::fs::File::open(template.state()).await.map_err(|source| VmError::Io {
+                vm: spec.id.clone(),
+                step: "opening the device state",
+                source,
+            })?;
+            tokio::io::copy(&mut file, &mut conn).await.map_err(|source| VmError::Io {
+                vm: spec.id.clone(),
+                step: "sending the device state",
+                source,
+            })?;
             drop(conn);
             wait_migration(&mut q, &spec.id, Duration::from_secs(60)).await?;
             tracing::debug!(vm = %spec.id, ms = launched.started.elapsed().as_millis() as u64, "restore: state loaded");
@@ -315,7 +386,10 @@ pub fn fresh_identity(hostname: &str) -> Identity {
         hostname: Some(hostname.to_string()),
         machine_id: Some(hex::encode(rand_bytes::<16>())),
         unix_time_ns: Some(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
         ),
         rng_seed_hex: Some(hex::encode(rand_bytes::<64>())),
     }
@@ -341,6 +415,12 @@ impl QemuBackend {
     /// otherwise (missing, other QEMU, other image) builds it. A lock file next to `dir`
     /// serialises builders across processes.
     pub async fn ensure_template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
+        let t = self.open_or_build_template(spec, image_key, dir).await?;
+        self.confiner.seal_template_ram(&t.mem()).await?;
+        Ok(t)
+    }
+
+    async fn open_or_build_template(&self, spec: VmSpec, image_key: &str, dir: &Path) -> Result<Template, VmError> {
         if let Ok(t) = Template::open(dir) {
             if t.incompatibility(self, image_key).is_none() {
                 return Ok(t);
@@ -348,7 +428,11 @@ impl QemuBackend {
         }
         let lock_path = dir.with_extension("lock");
         if let Some(parent) = lock_path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| VmError::Io { vm: spec.id.clone(), step: "creating the template dir", source })?;
+            std::fs::create_dir_all(parent).map_err(|source| VmError::Io {
+                vm: spec.id.clone(),
+                step: "creating the template dir",
+                source,
+            })?;
         }
         let lock = std::fs::OpenOptions::new()
             .create(true)

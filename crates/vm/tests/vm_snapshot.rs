@@ -2,7 +2,8 @@
 
 mod common;
 
-use mayfly_proto::msg::ExecRequest;
+use mayfly_proto::msg::{ExecRequest, OpenRequest, PtyRequest};
+use mayfly_proto::mux::Event;
 use mayfly_vm::snapshot::Template;
 use mayfly_vm::{Vm, VmBackend};
 use std::sync::Arc;
@@ -15,6 +16,28 @@ async fn sh(vm: &Arc<dyn Vm>, script: &str) -> String {
         .unwrap();
     assert_eq!(out.exit_code, Some(0), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Opens the VM's first default terminal, types `keys`, and returns its output up to `until`.
+async fn first_terminal(vm: &Arc<dyn Vm>, keys: &str, until: &str) -> String {
+    let req = OpenRequest::Pty(PtyRequest { terminal: Some("t".into()), cols: 80, rows: 24, ..Default::default() });
+    let mut s = vm.channel().open(&req).await.expect("pty");
+    s.send_data(0, keys.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        assert!(std::time::Instant::now() < deadline, "no {until:?} in {:?}", String::from_utf8_lossy(&seen));
+        let Ok(ev) = tokio::time::timeout(std::time::Duration::from_secs(120), s.recv()).await else {
+            let ps = sh(vm, "ps -eo pid,ppid,stat,wchan:20,args; for p in $(pgrep bash); do echo $p; cat /proc/$p/stack 2>/dev/null; done").await;
+            panic!("no terminal output after {:?}; the VM's processes:\n{ps}", String::from_utf8_lossy(&seen));
+        };
+        match ev {
+            Event::Data { data, .. } => seen.extend_from_slice(&data),
+            Event::Ctrl(_) => {}
+            other => panic!("terminal ended: {other:?} after {:?}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,6 +65,22 @@ async fn clones_are_independent_restores_of_a_template() {
     let ra = sh(&a, "head -c 32 /dev/urandom | od -An -tx1").await;
     let rb = sh(&b, "head -c 32 /dev/urandom | od -An -tx1").await;
     assert_ne!(ra, rb);
+    // The template's parked login shell is each clone's first terminal: its prompt and
+    // $HOSTNAME carry the clone's name, and its $RANDOM is its own.
+    assert!(template.meta.parked_shell, "the template holds a parked shell");
+    let script = "echo \"[$HOSTNAME $$ $RANDOM$RANDOM]\"\r";
+    let ta = first_terminal(&a, script, "]\r\n").await;
+    let tb = first_terminal(&b, script, "]\r\n").await;
+    assert!(ta.contains("root@t-clone-a:"), "{ta:?}");
+    assert!(tb.contains("root@t-clone-b:"), "{tb:?}");
+    let line =
+        |t: &str| t.rsplit_once('[').map(|(_, l)| l.split(']').next().unwrap_or("").to_string()).unwrap_or_default();
+    let (la, lb) = (line(&ta), line(&tb));
+    assert!(la.starts_with("t-clone-a "), "{la:?}");
+    assert!(lb.starts_with("t-clone-b "), "{lb:?}");
+    // The same shell (same pid in both: it was started in the template), different random numbers.
+    assert_eq!(la.split(' ').nth(1), lb.split(' ').nth(1), "both adopted the template's shell");
+    assert_ne!(la.split(' ').nth(2), lb.split(' ').nth(2), "$RANDOM is reseeded per clone");
     // Clocks are right (the template was saved earlier; clones set the host's time).
     let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     for vm in [&a, &b] {
@@ -76,7 +115,10 @@ async fn check_fork(backend: &mayfly_vm::qemu::QemuBackend, source: &Arc<dyn Vm>
     // (A cold-booted source never had one.)
     let machine_id = "cat /etc/machine-id 2>/dev/null || true";
     assert_ne!(sh(&fork, machine_id).await, sh(source, machine_id).await);
-    assert_ne!(sh(&fork, "head -c 32 /dev/urandom | od -An -tx1").await, sh(source, "head -c 32 /dev/urandom | od -An -tx1").await);
+    assert_ne!(
+        sh(&fork, "head -c 32 /dev/urandom | od -An -tx1").await,
+        sh(source, "head -c 32 /dev/urandom | od -An -tx1").await
+    );
     // The loop runs on in both, with its memory: a removed file comes back with the same value.
     for vm in [&fork, source] {
         let pid = sh(vm, "cat /run/loop.pid").await;

@@ -24,6 +24,15 @@ impl Guest {
     }
 
     pub fn start_with(extra: &[&str]) -> Guest {
+        Guest::start_full(extra, &[])
+    }
+
+    /// A daemon with these environment variables set (inherited by what it starts).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Guest {
+        Guest::start_full(&[], env)
+    }
+
+    fn start_full(extra: &[&str], env: &[(&str, &str)]) -> Guest {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("guest.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_mayfly-guest"))
@@ -33,6 +42,7 @@ impl Guest {
             .arg(&sock)
             .args(extra)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + T;

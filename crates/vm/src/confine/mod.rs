@@ -27,10 +27,10 @@ pub mod user;
 
 use crate::accel::Accel;
 use crate::VmError;
+pub use cgroup::IoCaps;
 use cgroup::{Caps, Cgroups};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-pub use cgroup::IoCaps;
 pub use uids::{UidAllocator, UidRange};
 pub use user::Account;
 
@@ -143,9 +143,9 @@ impl Confiner {
                 Accounts::Server
             }
             (Some(range), _, true) => Accounts::PerVm(UidAllocator::new(*range, state_dir)),
-            (None, Some(name), true) if !name.is_empty() => {
-                Accounts::Shared(user::resolve_or_create(name).map_err(|e| VmError::Confine(format!("qemu_user: {e}")))?)
-            }
+            (None, Some(name), true) if !name.is_empty() => Accounts::Shared(
+                user::resolve_or_create(name).map_err(|e| VmError::Confine(format!("qemu_user: {e}")))?,
+            ),
             (None, _, true) => {
                 tracing::warn!("vm_uid_range and qemu_user are empty: QEMU runs as root");
                 Accounts::Server
@@ -155,12 +155,19 @@ impl Confiner {
         // to fix, and the error says which and how.
         let probe = match &accounts {
             Accounts::Server => None,
-            Accounts::Shared(a) => Some((*a, format!("the QEMU account {:?} (uid {})", cfg.qemu_user.as_deref().unwrap_or(""), a.uid))),
+            Accounts::Shared(a) => {
+                Some((*a, format!("the QEMU account {:?} (uid {})", cfg.qemu_user.as_deref().unwrap_or(""), a.uid)))
+            }
             // A uid of the range owns nothing outside its run dir: it needs "others" search bits.
-            Accounts::PerVm(u) => Some((Account { uid: u.range().first, gid: u.range().first }, format!("QEMU's uids ({}, one per VM)", u.range()))),
+            Accounts::PerVm(u) => Some((
+                Account { uid: u.range().first, gid: u.range().first },
+                format!("QEMU's uids ({}, one per VM)", u.range()),
+            )),
         };
         if let Some((a, who)) = probe {
-            let blocked = std::iter::once(state_dir).chain(cfg.must_reach.iter().map(PathBuf::as_path)).find_map(|p| user::unreachable_dir(p, a));
+            let blocked = std::iter::once(state_dir)
+                .chain(cfg.must_reach.iter().map(PathBuf::as_path))
+                .find_map(|p| user::unreachable_dir(p, a));
             if let Some(dir) = blocked {
                 return Err(VmError::Confine(format!(
                     "{who} cannot enter {}, on the way to the data dir; QEMU never runs as root instead. \
@@ -177,7 +184,9 @@ impl Confiner {
             match Cgroups::detect(&state_tag(state_dir), state_dir) {
                 Ok(c) => Some(c),
                 Err(why) => {
-                    tracing::warn!("no usable cgroups ({why}): QEMU memory is capped by RLIMIT_DATA only, CPU is not capped");
+                    tracing::warn!(
+                        "no usable cgroups ({why}): QEMU memory is capped by RLIMIT_DATA only, CPU is not capped"
+                    );
                     None
                 }
             }
@@ -228,7 +237,8 @@ impl Confiner {
     /// Gives VM `id`'s new run directory to the account its QEMU will run as (a fresh uid per
     /// VM) and closes it to everyone else (0700).
     pub fn claim(&self, id: &str, run_dir: &Path) -> Result<Option<Account>, VmError> {
-        let io = |source| VmError::Io { vm: id.to_string(), step: "handing the run directory to the QEMU user", source };
+        let io =
+            |source| VmError::Io { vm: id.to_string(), step: "handing the run directory to the QEMU user", source };
         let account = match &self.accounts {
             Accounts::Server => None,
             Accounts::Shared(a) => {
@@ -247,6 +257,16 @@ impl Confiner {
         self.ram.sealed(mem).map_err(VmError::Confine)
     }
 
+    /// Makes the sealed copy of a template's RAM now, off the async threads (≈ 1 s for 512 MiB
+    /// here), so that no clone's start waits for it.
+    pub async fn seal_template_ram(&self, mem: &Path) -> Result<(), VmError> {
+        let (ram, mem) = (self.ram.clone(), mem.to_path_buf());
+        tokio::task::spawn_blocking(move || ram.sealed(&mem).map(drop))
+            .await
+            .map_err(|e| VmError::Confine(e.to_string()))?
+            .map_err(VmError::Confine)
+    }
+
     /// The per-VM caps besides memory and CPU, as configured.
     pub fn io_caps(&self) -> IoCaps {
         IoCaps { pids_max: self.pids_max, disk_bytes_per_second: self.disk_bytes_per_second, disk_iops: self.disk_iops }
@@ -259,7 +279,11 @@ impl Confiner {
     /// Hands `path` to `account` (no-op when QEMU runs as the control plane's user).
     pub fn give(&self, account: Option<Account>, vm: &str, path: &Path) -> Result<(), VmError> {
         let Some(a) = account else { return Ok(()) };
-        user::give(path, a).map_err(|source| VmError::Io { vm: vm.to_string(), step: "handing a file to the QEMU user", source })
+        user::give(path, a).map_err(|source| VmError::Io {
+            vm: vm.to_string(),
+            step: "handing a file to the QEMU user",
+            source,
+        })
     }
 
     /// Memory cap of a VM with `memory_mib` of guest RAM.
@@ -268,7 +292,13 @@ impl Confiner {
     }
 
     /// Creates VM `id`'s cgroups (or picks its rlimit fallback); QEMU will drop to `account`.
-    pub fn prepare(&self, id: &str, vcpus: u32, memory_mib: u32, account: Option<Account>) -> Result<VmConfinement, VmError> {
+    pub fn prepare(
+        &self,
+        id: &str,
+        vcpus: u32,
+        memory_mib: u32,
+        account: Option<Account>,
+    ) -> Result<VmConfinement, VmError> {
         let memory_bytes = self.memory_limit_bytes(memory_mib);
         let caps = Caps { memory_bytes, vcpus, io: self.io_caps() };
         match &self.cgroups {
@@ -280,7 +310,13 @@ impl Confiner {
                 })?;
                 Ok(VmConfinement { cgroup_dirs: dirs, procs, data_limit: None, account, inherit: Vec::new() })
             }
-            None => Ok(VmConfinement { cgroup_dirs: Vec::new(), procs: Vec::new(), data_limit: Some(memory_bytes), account, inherit: Vec::new() }),
+            None => Ok(VmConfinement {
+                cgroup_dirs: Vec::new(),
+                procs: Vec::new(),
+                data_limit: Some(memory_bytes),
+                account,
+                inherit: Vec::new(),
+            }),
         }
     }
 

@@ -24,11 +24,13 @@ use std::sync::{Arc, Mutex};
 const CHUNK: usize = 2 << 20;
 
 type Key = (u64, u64, i64, i64);
+/// Template RAM file → (its version, the sealed copy).
+type Sealed = HashMap<PathBuf, (Key, Arc<OwnedFd>)>;
 
-/// Sealed memfd copies of template RAM files.
-#[derive(Debug, Default)]
+/// Sealed memfd copies of template RAM files. Clones share one registry.
+#[derive(Debug, Default, Clone)]
 pub struct TemplateRam {
-    fds: Mutex<HashMap<PathBuf, (Key, Arc<OwnedFd>)>>,
+    fds: Arc<Mutex<Sealed>>,
 }
 
 impl TemplateRam {
