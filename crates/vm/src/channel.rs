@@ -245,20 +245,6 @@ impl GuestChannel {
         }
     }
 
-    /// Opens `req` (a watch) until its first answer, then ends it: like [`Self::warm_terminal`],
-    /// so that a session's watchers, started with it, find their paths translated.
-    pub async fn warm_watch(&self, req: &OpenRequest) -> Result<(), ChannelError> {
-        let mut s = self.open(req).await?;
-        loop {
-            match s.recv().await {
-                Event::Ctrl(Ctrl::Error { kind, message }) => return Err(ChannelError::Guest { kind, message }),
-                Event::Ctrl(_) | Event::Eof => return Ok(()),
-                Event::Data { .. } => continue,
-                Event::Reset(r) => return Err(MuxError::Reset(r).into()),
-            }
-        }
-    }
-
     /// Starts a parked login shell (see [`OpenRequest::SpareShell`]) for a template: the first
     /// terminal of every clone adopts it with its start-up already done.
     pub async fn park_shell(&self, cols: u16, rows: u16) -> Result<(), ChannelError> {

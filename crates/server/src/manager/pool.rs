@@ -450,8 +450,10 @@ async fn prepare(vm: &Arc<dyn Vm>, session: &str) -> Result<(), String> {
         ch.set_identity(Identity { hostname: Some(session.to_string()), ..Default::default() }).await?;
         ch.spare_shell(80, 24).await?;
         ch.warm_terminal().await?;
-        ch.warm_watch(&OpenRequest::WatchPorts).await?;
-        ch.warm_watch(&OpenRequest::WatchFiles { path: super::file_watch::WORKSPACE.into() }).await
+        // A watch's first answer (the ports, or `ok` once the file watches are in place) means
+        // its start-up ran; dropping the stream ends it.
+        ch.call(&OpenRequest::WatchPorts).await?;
+        ch.call(&OpenRequest::WatchFiles { path: super::file_watch::WORKSPACE.into() }).await.map(drop)
     };
     tokio::time::timeout(Duration::from_secs(30), work)
         .await
