@@ -14,8 +14,13 @@ pub enum TermInput {
 }
 
 /// Current size of the local terminal (80x24 when not a terminal).
+/// The terminal's size; 80×24 when it has none (a pipe, or a pseudo-terminal that reports 0×0,
+/// which the server would refuse).
 pub fn size() -> (u16, u16) {
-    crossterm::terminal::size().unwrap_or((80, 24))
+    match crossterm::terminal::size() {
+        Ok((cols, rows)) if cols > 0 && rows > 0 => (cols, rows),
+        _ => (80, 24),
+    }
 }
 
 /// Restores the terminal mode on drop, even on error paths.
