@@ -239,6 +239,8 @@ impl AgentService {
             }
         };
         let (outcome, ()) = tokio::join!(looped, relay);
+        // A cancelled run leaves its command to be stopped: the run ends when it is gone.
+        tools.shell.settle().await;
         outcome
     }
 

@@ -12,9 +12,11 @@
 //! 4. reads `<n>.out` and `<n>.rc` through the file API.
 //!
 //! At the timeout, or when the run is cancelled mid-command, it types Ctrl-C (SIGINT to the
-//! foreground job; background jobs started by the command ignore it, as `sh` arranges); after a
-//! timeout, if the marker still does not come, the command's process group is SIGKILLed. The
-//! terminal is drained continuously by a reader task, so the shell never blocks on us.
+//! foreground job; background jobs started by the command ignore it, as `sh` arranges); if the
+//! script still runs after a grace period, its process group is SIGKILLed. A cancelled call hands
+//! the terminal to a task that does this before letting the terminal go, and the run ends only
+//! when that task is done ([`AgentShell::settle`]). The terminal is drained continuously by a
+//! reader task, so the shell never blocks on us.
 
 use crate::manager::{PtyParams, SessionError, SessionManager};
 use bytes::Bytes;
@@ -23,6 +25,7 @@ use mayfly_proto::mux::{Event, StreamSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 pub const TERMINAL: &str = "agent";
 const DIR: &str = "/tmp/.mayfly-agent";
@@ -56,11 +59,13 @@ pub struct AgentShell {
     manager: Arc<SessionManager>,
     session: String,
     attached: tokio::sync::Mutex<Option<Attached>>,
+    /// Commands being stopped after their run let go of them mid-command.
+    stopping: TaskTracker,
 }
 
 impl AgentShell {
     pub fn new(manager: Arc<SessionManager>, session: String) -> Self {
-        Self { manager, session, attached: tokio::sync::Mutex::new(None) }
+        Self { manager, session, attached: tokio::sync::Mutex::new(None), stopping: TaskTracker::new() }
     }
 
     /// The agent acts as the server on the run's session (access was checked when it started).
@@ -111,29 +116,29 @@ impl AgentShell {
         if guard.as_ref().is_none_or(|a| a.reader.is_finished()) {
             *guard = Some(self.attach().await?);
         }
-        let a = guard.as_ref().expect("attached above");
+        let a = guard.take().expect("attached above");
         a.tail.lock().expect("tail lock").clear();
         let line = format!(
             " {{ sh {DIR}/{n}.sh </dev/null; echo $? > {DIR}/{n}.rc; }} 2>&1 | tee {DIR}/{n}.out; printf '\\036%s\\036\\n' {n}\r"
         );
         let marker = format!("\x1e{n}\x1e");
         send(&a.tx, line.as_bytes(), &self.session).await?;
-        // A run cancelled mid-command drops this future: interrupt the command then.
-        let mut interrupt = Interrupt(Some(a.tx.clone()));
-        let mut timed_out = false;
-        if !wait_for(a, &marker, timeout).await {
-            timed_out = true;
+        // A run cancelled mid-command drops this future: the guard then owns the terminal and
+        // interrupts the command before letting the terminal go.
+        let mut pending = Pending {
+            attached: Some(a),
+            manager: self.manager.clone(),
+            session: self.session.clone(),
+            n: n.clone(),
+            tracker: self.stopping.clone(),
+        };
+        let a = pending.attached.as_ref().expect("set above");
+        let timed_out = !wait_for(a, &marker, timeout).await;
+        if timed_out {
             tracing::info!(session = %self.session, "agent shell command timed out; interrupting");
-            send(&a.tx, b"\x03", &self.session).await?;
-            // An interrupted job also stops bash from printing the marker: watch the process.
-            if !self.wait_gone(&n).await {
-                // The command ignores SIGINT: kill its whole process group.
-                let script = format!("for p in $(pgrep -f '{n}[.]sh'); do kill -KILL -- -$(ps -o pgid= -p $p | tr -d ' '); done");
-                let _ = self.manager.exec(&self.sref(), exec_body(vec!["sh".into(), "-c".into(), script])).await;
-                self.wait_gone(&n).await;
-            }
+            stop_command(&self.manager, &self.session, &a.tx, &n).await;
         }
-        interrupt.0 = None;
+        *guard = pending.attached.take();
         drop(guard);
         let output = self.read(&format!("{DIR}/{n}.out")).await.unwrap_or_default();
         let exit_code = self.read(&format!("{DIR}/{n}.rc")).await.ok().and_then(|s| s.trim().parse().ok());
@@ -142,19 +147,11 @@ impl AgentShell {
         Ok(ShellResult { exit_code: if timed_out { None } else { exit_code }, output, timed_out })
     }
 
-    /// True once no process runs script `n` (polled for up to [`GRACE`]).
-    async fn wait_gone(&self, n: &str) -> bool {
-        let deadline = tokio::time::Instant::now() + GRACE;
-        while tokio::time::Instant::now() < deadline {
-            let probe = exec_body(vec!["pgrep".into(), "-f".into(), format!("{n}[.]sh")]);
-            if let Ok(r) = self.manager.exec(&self.sref(), probe).await {
-                if r.exit_code == Some(1) {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        false
+    /// Waits until every command a cancelled call left running is gone (or was given up on).
+    /// The run ends only after this, so a cancelled run's command does not outlive it.
+    pub async fn settle(&self) {
+        self.stopping.close();
+        self.stopping.wait().await;
     }
 
     async fn read(&self, path: &str) -> Result<String, SessionError> {
@@ -166,17 +163,64 @@ fn exec_body(cmd: Vec<String>) -> mayfly_proto::api::ExecBody {
     mayfly_proto::api::ExecBody { cmd, cwd: None, env: Default::default(), timeout_seconds: Some(10) }
 }
 
-/// Types Ctrl-C into the terminal when dropped armed.
-struct Interrupt(Option<StreamSender>);
+/// A command typed into the terminal whose marker has not come yet. Dropped with the terminal
+/// still inside (the run was cancelled or ran out of time mid-command), it interrupts the command
+/// on a task of its own and only then lets the terminal go: dropping the terminal's stream first
+/// would reset it, and a Ctrl-C sent after that never reaches the shell.
+struct Pending {
+    attached: Option<Attached>,
+    manager: Arc<SessionManager>,
+    session: String,
+    n: String,
+    tracker: TaskTracker,
+}
 
-impl Drop for Interrupt {
+impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            tokio::spawn(async move {
-                let _ = tx.send_data(0, b"\x03").await;
-            });
-        }
+        let Some(a) = self.attached.take() else { return };
+        let (manager, session, n) = (self.manager.clone(), self.session.clone(), std::mem::take(&mut self.n));
+        self.tracker.spawn(async move {
+            tracing::info!(%session, "agent run ended mid-command; interrupting it");
+            stop_command(&manager, &session, &a.tx, &n).await;
+            drop(a);
+        });
     }
+}
+
+/// Types Ctrl-C (SIGINT to the foreground job); if script `n` still runs after [`GRACE`], kills
+/// its process group, and waits up to [`GRACE`] again for it to go.
+async fn stop_command(manager: &SessionManager, session: &str, tx: &StreamSender, n: &str) {
+    if let Err(e) = send(tx, b"\x03", session).await {
+        tracing::warn!(%session, error = %e, "cannot interrupt the agent's command");
+    }
+    // An interrupted job also stops bash from printing the marker: watch the process.
+    if wait_gone(manager, session, n).await {
+        return;
+    }
+    // The command ignores SIGINT: kill its whole process group.
+    let script = format!("for p in $(pgrep -f '{n}[.]sh'); do kill -KILL -- -$(ps -o pgid= -p $p | tr -d ' '); done");
+    let sref = crate::access::system(session, "agent");
+    let _ = manager.exec(&sref, exec_body(vec!["sh".into(), "-c".into(), script])).await;
+    if !wait_gone(manager, session, n).await {
+        tracing::warn!(%session, "the agent's command is still running after SIGKILL");
+    }
+}
+
+/// True once no process runs script `n` (polled for up to [`GRACE`]).
+async fn wait_gone(manager: &SessionManager, session: &str, n: &str) -> bool {
+    let sref = crate::access::system(session, "agent");
+    let deadline = tokio::time::Instant::now() + GRACE;
+    while tokio::time::Instant::now() < deadline {
+        let probe = exec_body(vec!["pgrep".into(), "-f".into(), format!("{n}[.]sh")]);
+        match manager.exec(&sref, probe).await {
+            Ok(r) if r.exit_code == Some(1) => return true,
+            // The session ended: nothing is left to stop.
+            Err(SessionError::NotFound(_) | SessionError::NotReady { .. } | SessionError::Elsewhere { .. }) => return true,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 async fn send(tx: &StreamSender, data: &[u8], session: &str) -> Result<(), SessionError> {

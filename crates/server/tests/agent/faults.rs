@@ -94,7 +94,7 @@ async fn hang_cancel_and_session_end() {
     assert_eq!((cancelled["status"].as_str(), cancelled["reason"].as_str()), (Some("cancelled"), Some("cancelled by the user")), "{cancelled}");
     until_done(&mut events, &run).await;
     // The interrupted command does not outlive the run.
-    assert_eq!(sh(&server, &id, "sleep 1; pgrep -f 'sleep 50[0]'").await.0, 1);
+    assert_eq!(sh(&server, &id, "pgrep -f 'sleep 50[0]'").await.0, 1, "the run ends only once its command is gone");
 
     let run = run_id(&server, &id, "still there?").await;
     until_done(&mut events, &run).await;
