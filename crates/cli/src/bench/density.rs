@@ -58,7 +58,14 @@ pub struct DensityBench {
     /// True when the sessions were measured paused (`--pause-after`).
     pub paused: bool,
     /// One exec `true` on each of up to [`EXECS`] paused sessions: resume plus the round trip.
+    /// Each had one exec before it paused, so this is the resume, not a first exec.
     pub exec_on_paused: Option<Summary>,
+    /// The server's own time for those resumes (QMP `cont` and setting the guest clock), mean ms,
+    /// from its `/metrics` counters.
+    pub resume_ms_mean: Option<f64>,
+    /// The first exec `true` on each new session (clones 2…N, no pool): a clone's first exec
+    /// runs the guest's exec path for the first time in its QEMU (TCG translates it then).
+    pub first_exec_new_clone: Option<Summary>,
     /// Creates that failed and were retried (each session gets [`CREATE_TRIES`]).
     pub create_failures: usize,
 }
@@ -104,6 +111,7 @@ async fn measure(
 
     let mut ids = vec![first.clone()];
     let mut create_failures = 0;
+    let mut first_execs = Vec::new();
     for i in 1..n {
         eprintln!("  session {}/{n}…", i + 1);
         let mut tries = 0;
@@ -122,6 +130,9 @@ async fn measure(
                 Err(e) => return Err(e.context(format!("session {} failed {CREATE_TRIES} times", i + 1))),
             }
         };
+        // A paused session is one somebody used: its first exec (a clone's first, which pays
+        // for translating the exec path in its new QEMU) is timed here, not after the pause.
+        first_execs.push(exec_once(r, &id).await?);
         ids.push(id);
     }
     let (settle_secs, settled) = match pause_after {
@@ -154,14 +165,21 @@ async fn measure(
     let sum: f64 = per_vm.iter().sum();
     let mem: Vec<(f64, f64)> = pids.iter().map(|p| rss_pss_mib(*p)).collect();
 
+    let mut resume_ms_mean = None;
     let exec_on_paused = match pause_after {
         Some(_) => {
             let sample: Vec<&String> = ids.iter().skip(1).take(EXECS).collect();
             eprintln!("  exec `true` on {} paused sessions (resume included)…", sample.len());
+            let before = resume_counters(r).await;
             let mut times = Vec::new();
             for id in sample {
                 times.push(exec_once(r, id).await?);
             }
+            let after = resume_counters(r).await;
+            resume_ms_mean = match (before, after) {
+                (Some((n0, us0)), Some((n1, us1))) if n1 > n0 => Some(round2((us1 - us0) / (n1 - n0) / 1000.0)),
+                _ => None,
+            };
             Some(summarize(&times))
         }
         None => None,
@@ -194,6 +212,8 @@ async fn measure(
         exec_p50_ratio: round2(ratio),
         paused: pause_after.is_some(),
         exec_on_paused,
+        resume_ms_mean,
+        first_exec_new_clone: (!first_execs.is_empty()).then(|| summarize(&first_execs)),
         create_failures,
     })
 }
@@ -294,6 +314,15 @@ async fn exec_once(r: &Running, id: &str) -> anyhow::Result<Duration> {
     Ok(t.elapsed())
 }
 
+/// The server's resume counters: (resumes, microseconds spent), from `/metrics`.
+async fn resume_counters(r: &Running) -> Option<(f64, f64)> {
+    let text = r.http.get(format!("{}/metrics", r.base)).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+    };
+    Some((value("mayfly_session_resumes_total ")?, value("mayfly_session_resume_microseconds_total ")?))
+}
+
 /// Waits until `n` sessions report `paused`; returns (seconds waited, all paused). Gives up after
 /// [`SETTLE_LIMIT`] and measures anyway.
 async fn wait_paused(r: &Running, n: usize) -> (f64, bool) {
@@ -357,8 +386,14 @@ impl std::fmt::Display for DensityBench {
         writeln!(f, "  exec `true`, 1 session        {}", self.exec_true_one_session)?;
         writeln!(f, "  exec `true`, {n} idle sessions {}", self.exec_true_n_sessions)?;
         writeln!(f, "  exec p50 ratio N/1            {:.2}×", self.exec_p50_ratio)?;
+        if let Some(s) = &self.first_exec_new_clone {
+            writeln!(f, "  first exec on a new clone     {s}")?;
+        }
         if let Some(s) = &self.exec_on_paused {
             writeln!(f, "  exec `true` on a paused one   {s} (resume included)")?;
+        }
+        if let Some(ms) = self.resume_ms_mean {
+            writeln!(f, "  resume (cont + clock), mean   {ms:.2} ms")?;
         }
         write!(f, "  failed creates (retried)      {}", self.create_failures)
     }
