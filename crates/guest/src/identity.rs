@@ -137,9 +137,14 @@ fn credit_entropy(seed: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Replaces `path` with `contents` atomically (temp file + rename in the same directory).
+/// Replaces `path` with `contents`: in place when it is a tmpfs bind mount (a VM's
+/// [`crate::boot::MACHINE_FILES`]; a mount point cannot be renamed over), else atomically (temp
+/// file + rename in the same directory).
 fn replace_file(path: &'static str, contents: &str) -> Result<(), IdentityError> {
     let err = |source| IdentityError::Write { path, source };
+    if crate::boot::is_mountpoint(Path::new(path)) {
+        return std::fs::write(path, contents).map_err(err);
+    }
     let tmp = Path::new(path).with_extension("mayfly-tmp");
     std::fs::write(&tmp, contents).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(|e| {

@@ -47,11 +47,17 @@ async fn pool_hands_over_refills_and_drains() {
 
     // Each handed-over clone carries its session's identity, not the pool's or the template's.
     for id in [&a, &b] {
-        let (status, out) = server.exec(id, &["sh", "-c", "hostname; cat /etc/machine-id"]).await;
+        let (status, out) = server.exec(id, &["sh", "-c", "hostname; cat /etc/hostname; cat /etc/machine-id"]).await;
         assert_eq!(status, 200, "{out}");
         let text = out["stdout"].as_str().unwrap();
-        assert_eq!(text.lines().next().unwrap(), id.as_str(), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..2], [id.as_str(), id.as_str()], "the name and /etc/hostname: {text}");
+        assert_eq!(lines[2].len(), 32, "a machine id: {text}");
     }
+    // Those files live on tmpfs (bind mounts over the image's copies): a clone's identity does
+    // not write to its disk.
+    let (_, out) = server.exec(&a, &["sh", "-c", "grep -E ' /etc/(hostname|machine-id) ' /proc/self/mountinfo | grep -c tmpfs"]).await;
+    assert_eq!(out["stdout"], "2\n", "{out}");
     let (_, ma) = server.exec(&a, &["cat", "/etc/machine-id"]).await;
     let (_, mb) = server.exec(&b, &["cat", "/etc/machine-id"]).await;
     assert_ne!(ma["stdout"], mb["stdout"]);
