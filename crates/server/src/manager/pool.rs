@@ -30,6 +30,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// How long the refill waits after a hand-over or a miss before restoring the next clone.
+/// Measured on 2 cores under TCG: a refill started at once stretched a pool hit's first shell
+/// byte from ≈ 12 to ≈ 30 ms.
+const REFILL_DEFER: Duration = Duration::from_millis(300);
+
 /// How a VM was provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -325,7 +330,14 @@ impl Provisioner {
                 }
             }
             tokio::select! {
-                _ = self.refill.notified() => {}
+                _ = self.refill.notified() => {
+                    // A hand-over (or a miss) just happened: that session's first terminal and
+                    // commands get the host's CPUs before the next clone's restore competes.
+                    tokio::select! {
+                        _ = tokio::time::sleep(REFILL_DEFER) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_secs(15)) => {}
                 _ = self.stop.cancelled() => return,
             }
