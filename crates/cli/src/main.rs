@@ -202,6 +202,9 @@ fn main() -> ExitCode {
         _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
     }
     .expect("tokio runtime");
+    // `shell` reads stdin on one of tokio's blocking threads, which cannot be cancelled: waiting
+    // for it at the end would hang until the next key after the remote shell exited.
+    let reads_stdin = matches!(cli.cmd, Cmd::Shell { .. });
     let result = rt.block_on(async move {
         let client = || client::Client::from_env(&data_dir);
         match cli.cmd {
@@ -230,6 +233,9 @@ fn main() -> ExitCode {
             Cmd::SshConfig { gateway, file, dry_run } => ssh_cmd::config(&client()?, &gateway, file, dry_run).await,
         }
     });
+    if reads_stdin {
+        rt.shutdown_background();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -4,7 +4,7 @@ use crate::client::Client;
 use crate::terminal::{self, TermInput};
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
-use mayfly_proto::api::{ExecBody, PtyControl};
+use mayfly_proto::api::{ExecBody, PtyControl, PtyNotice};
 use std::io::Write;
 use std::process::ExitCode;
 use tokio::sync::mpsc;
@@ -185,11 +185,7 @@ pub async fn exec(client: &Client, id: &str, cmd: Vec<String>, cwd: Option<Strin
     if r.timed_out {
         eprintln!("mayfly: command timed out");
     }
-    Ok(match (r.exit_code, r.signal) {
-        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
-        (None, Some(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
-        _ => ExitCode::from(255),
-    })
+    Ok(exit_code(r.exit_code, r.signal))
 }
 
 pub async fn ports(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
@@ -228,9 +224,18 @@ pub async fn shell(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
         let _ = sink.close().await;
     });
     let pump_out = tokio::spawn(async move {
+        let mut exit = None;
         while let Some(Ok(msg)) = stream.next().await {
             let bytes = match msg {
                 Message::Binary(b) => bytes::Bytes::from(b),
+                Message::Text(t) => {
+                    match serde_json::from_str::<PtyNotice>(&t) {
+                        Ok(PtyNotice::Exit { code, signal }) => exit = Some((code, signal)),
+                        Ok(PtyNotice::Error { message }) => eprintln!("\r\nmayfly: {message}\r"),
+                        Err(_) => {}
+                    }
+                    continue;
+                }
                 Message::Close(_) => break,
                 _ => continue,
             };
@@ -238,11 +243,30 @@ pub async fn shell(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
                 break;
             }
         }
+        exit
     });
     terminal::run(in_tx, out_rx).await?;
     pump_in.abort();
-    pump_out.abort();
-    Ok(ExitCode::SUCCESS)
+    // The output ended: the pump has finished (with the exit notice, if the server sent one).
+    let exit = pump_out.await.ok().flatten();
+    Ok(match exit {
+        Some((code, signal)) => exit_code(code, signal),
+        // The connection ended without an exit notice (the session went away).
+        None => {
+            eprintln!("mayfly: the terminal connection ended without an exit status");
+            ExitCode::from(255)
+        }
+    })
+}
+
+/// A remote process's end as this process's exit code: the code itself, 128 + the signal, or
+/// 255 when neither is known.
+fn exit_code(code: Option<i32>, signal: Option<i32>) -> ExitCode {
+    match (code, signal) {
+        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+        (None, Some(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        _ => ExitCode::from(255),
+    }
 }
 
 #[cfg(test)]

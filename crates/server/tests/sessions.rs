@@ -104,6 +104,44 @@ async fn terminal(server: &TestServer, id: &str) {
     type_keys(&mut again, "echo back$((1+1))\r").await;
     read_until(&mut again, "back2").await;
     again.close(None).await.unwrap();
+
+    cli_shell(server, id).await;
+}
+
+/// `mayfly shell` (the real CLI): returns when the remote shell exits, even with its stdin still
+/// open, with the remote shell's exit status.
+async fn cli_shell(server: &TestServer, id: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(external::mayfly_binary())
+        .args(["shell", id])
+        .env("MAYFLY_URL", &server.base)
+        .env("MAYFLY_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open (as a terminal would be) until the CLI has ended.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo cli$((6*7)); exit 7\n").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    drop(stdin);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "the remote exit status (killed after 60 s if it hung); stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("cli42"), "{stdout}");
 }
 
 async fn ports(server: &TestServer, id: &str, events: &mut Ws) {
