@@ -1,73 +1,41 @@
 //! Forking a running VM: a new VM that starts from the source's memory, devices and disk at one
 //! instant, while the source carries on.
 //!
-//! 1. Pause the source (`stop`). QEMU drains and flushes its disk, so its overlay file is now
-//!    exactly the disk the paused guest sees.
-//! 2. Launch the fork with a *copy* of that overlay (same backing chain: template disk or image
-//!    base), the source's RAM layout (anonymous, or the template's RAM file mapped private) and
-//!    `-incoming defer`.
-//! 3. Migrate the paused source into the fork over the fork's migration socket (the whole RAM
-//!    this time: a clone's RAM is private, so `x-ignore-shared` skips nothing), relayed by the
-//!    control plane with 1 MiB buffers.
+//! 1. Launch the fork while the source still runs: a copy of the source's overlay (same
+//!    backing chain: template disk or image base), the source's RAM layout (anonymous, or the
+//!    template's RAM file mapped private) and `-incoming defer`. With `-incoming` QEMU opens its
+//!    disk inactive and re-reads it when the migration completes. The two QEMUs get one end
+//!    each of a socket pair (`getfd` over QMP: they run under different uids and neither may
+//!    enter the other's run dir), and the fork listens on its end.
+//! 2. Pause the source (`stop`). QEMU drains and flushes its disk, so its overlay file is now
+//!    exactly the disk the paused guest sees; it is copied again into the fork's overlay,
+//!    through the descriptor kept from step 1.
+//! 3. Migrate the paused source into the fork over the socket pair (the whole RAM: a clone's
+//!    RAM is private, so `x-ignore-shared` skips nothing); the stream does not pass through the
+//!    control plane.
 //! 4. `cont` both: the source goes on at once, its clock set again since it stood still. While
 //!    it runs, the fork's guest answers and gets a fresh identity (hostname, machine id, clock,
 //!    RNG seed).
 //!
 //! The source is resumed on every path, success or failure. Its guest pauses for the length of
-//! steps 1–3, which grows with the RAM the guest uses and the disk it has written.
+//! steps 2–3, which grows with the RAM the guest uses and the disk it has written.
 
 use crate::qemu::{Launch, QemuBackend, QemuVm};
 use crate::snapshot::{fresh_identity, launched_qmp, qmp, qmp_exec, wait_migration};
 use crate::{Vm, VmError, VmSpec};
 use mayfly_proto::msg::Identity;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Migration bandwidth for forks: local and the source is paused, so no throttling.
 const FORK_BANDWIDTH_BYTES: u64 = 64 << 30;
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
-/// The relay's buffer towards the fork: the migration stream is bulk, and tokio's default 8 KiB
-/// costs a read and a write per two pages.
-const RELAY_BUFFER: usize = 1 << 20;
-
-/// A one-connection relay from a socket in the source's run dir to the fork's migration socket;
-/// dropping it stops it and removes the socket.
-struct Relay {
-    path: std::path::PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
+/// What QEMU calls the two ends of the migration stream (`getfd` names, one per monitor).
+const FD_OUT: &str = "mayfly-fork-out";
+const FD_IN: &str = "mayfly-fork-in";
 
 impl QemuBackend {
-    fn relay(&self, source: &QemuVm, to: &std::path::Path) -> Result<Relay, VmError> {
-        let io = |step: &'static str| move |source| VmError::Io { vm: "fork".into(), step, source };
-        let path = source.run().dir.join("fork-relay.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path).map_err(io("binding the fork relay socket"))?;
-        self.confiner.give(self.confiner.account_of(source.id()), source.id(), &path)?;
-        let to = to.to_path_buf();
-        let task = tokio::spawn(async move {
-            let Ok((mut inbound, _)) = listener.accept().await else { return };
-            match tokio::net::UnixStream::connect(&to).await {
-                Ok(mut outbound) => {
-                    if let Err(e) =
-                        tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut outbound, RELAY_BUFFER, 4096).await
-                    {
-                        tracing::debug!("fork relay ended: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!(to = %to.display(), "fork relay cannot reach the fork: {e}"),
-            }
-        });
-        Ok(Relay { path, task })
-    }
-
     pub(crate) async fn fork_vm(&self, source: &QemuVm, id: &str) -> Result<Arc<dyn Vm>, VmError> {
         if source.exited() {
             return Err(VmError::Snapshot {
@@ -77,9 +45,19 @@ impl QemuBackend {
         }
         let t0 = Instant::now();
         let mut src = qmp(source.id(), &source.run().qmp()).await?;
-        qmp_exec(&mut src, source.id(), "stop", None).await?;
+        // Everything that does not need the source paused happens first: the fork's QEMU starts
+        // and waits for the stream on its end of a socket pair.
+        let mut fork = self.prepare_fork(source, &mut src, id).await?;
+        if let Err(e) = qmp_exec(&mut src, source.id(), "stop", None).await {
+            // Whatever state the failed command left the source in, it runs on.
+            let _ = qmp_exec(&mut src, source.id(), "cont", None).await;
+            return Err(self.boot_error(&fork.spec, &fork.launched, format!("cannot pause the source: {e}")).await);
+        }
         let paused = Instant::now();
-        let migrated = self.fork_paused(source, &mut src, id).await;
+        let migrated = match self.migrate_paused(source, &mut src, &mut fork).await {
+            Ok(()) => Ok((fork.spec, fork.launched, fork.cleanup)),
+            Err(e) => Err(self.boot_error(&fork.spec, &fork.launched, format!("fork failed: {e}")).await),
+        };
         // The source goes on as soon as its state is in the fork; the fork's own start-up
         // (its guest answering, its identity) runs while the source is live again.
         let resumed = qmp_exec(&mut src, source.id(), "cont", None).await;
@@ -117,18 +95,16 @@ impl QemuBackend {
         Ok(vm)
     }
 
-    /// Launches the fork and migrates the paused source into it; the fork is left paused.
-    async fn fork_paused(
-        &self,
-        source: &QemuVm,
-        src: &mut crate::qmp::Qmp,
-        id: &str,
-    ) -> Result<(VmSpec, crate::qemu::Launched, crate::cleanup::Cleanup), VmError> {
+    /// Launches the fork (`-incoming`, a copy of the running source's overlay) and sets up the
+    /// migration: the same capabilities on both ends, each holding one end of a socket pair
+    /// (handed over QMP with `getfd`; the two QEMUs run under different uids and neither may
+    /// enter the other's run dir), the fork listening on its end. The source keeps running.
+    async fn prepare_fork(&self, source: &QemuVm, src: &mut crate::qmp::Qmp, id: &str) -> Result<Prepared, VmError> {
         let spec = VmSpec { id: id.to_string(), ..source.spec.clone() };
         let mode = Launch::Fork { overlay: source.run().overlay(), memory: source.memory.clone() };
         let (launched, cleanup) = self.launch(&spec, &mode).await?;
         tracing::debug!(vm = id, ms = launched.started.elapsed().as_millis() as u64, "fork: launched");
-        let migrate = async {
+        let connect = async {
             let mut dst = launched_qmp(&launched).await?;
             // Both ends must agree on the capability (it changes the stream's format).
             let caps = serde_json::json!({ "capabilities": [ { "capability": "x-ignore-shared", "state": false } ] });
@@ -136,24 +112,45 @@ impl QemuBackend {
             qmp_exec(&mut dst, id, "migrate-set-capabilities", Some(caps)).await?;
             let bw = serde_json::json!({ "max-bandwidth": FORK_BANDWIDTH_BYTES });
             qmp_exec(src, source.id(), "migrate-set-parameters", Some(bw)).await?;
-            let dst_sock = launched.run.dir.join("migrate.sock");
-            let uri = format!("unix:{}", dst_sock.display());
+            let (out, inbound) = std::os::unix::net::UnixStream::pair()
+                .map_err(|source| VmError::Io { vm: id.to_string(), step: "creating the migration socket pair", source })?;
+            dst.pass_fd(FD_IN, inbound.as_fd()).await.map_err(|e| VmError::Qmp { vm: id.to_string(), source: e })?;
+            let uri = format!("fd:{FD_IN}");
             qmp_exec(&mut dst, id, "migrate-incoming", Some(serde_json::json!({ "uri": uri }))).await?;
-            // The two QEMUs run under different uids and neither may enter the other's run
-            // dir: the control plane relays the stream through a socket in the source's.
-            let relay = self.relay(source, &dst_sock)?;
-            let uri = format!("unix:{}", relay.path.display());
-            qmp_exec(src, source.id(), "migrate", Some(serde_json::json!({ "uri": uri }))).await?;
-            wait_migration(src, source.id(), MIGRATION_TIMEOUT).await?;
-            wait_migration(&mut dst, id, MIGRATION_TIMEOUT).await?;
-            drop(relay);
-            tracing::debug!(vm = id, ms = launched.started.elapsed().as_millis() as u64, "fork: migrated");
-            qmp_exec(&mut dst, id, "cont", None).await?;
-            Ok::<(), VmError>(())
+            src.pass_fd(FD_OUT, out.as_fd()).await.map_err(|e| VmError::Qmp { vm: source.id().to_string(), source: e })?;
+            Ok::<_, VmError>(dst)
         };
-        if let Err(e) = migrate.await {
-            return Err(self.boot_error(&spec, &launched, format!("fork failed: {e}")).await);
+        match connect.await {
+            Ok(dst) => Ok(Prepared { spec, launched, cleanup, dst }),
+            Err(e) => Err(self.boot_error(&spec, &launched, format!("fork failed: {e}")).await),
         }
-        Ok((spec, launched, cleanup))
     }
+
+    /// With the source paused: its overlay copied again (now consistent with its memory), its
+    /// state migrated into the fork, the fork continued.
+    async fn migrate_paused(&self, source: &QemuVm, src: &mut crate::qmp::Qmp, fork: &mut Prepared) -> Result<(), VmError> {
+        let id = fork.spec.id.clone();
+        let copy_err = |source| VmError::Io { vm: id.clone(), step: "copying the disk overlay", source };
+        let mut file = fork.launched.overlay_copy.take().ok_or_else(|| copy_err(std::io::Error::other("no overlay copy")))?;
+        let from = source.run().overlay();
+        let file = tokio::task::spawn_blocking(move || crate::qemu::copy_into(&from, &mut file).map(|_| file))
+            .await
+            .map_err(|e| copy_err(std::io::Error::other(e)))?
+            .map_err(copy_err)?;
+        drop(file);
+        let uri = format!("fd:{FD_OUT}");
+        qmp_exec(src, source.id(), "migrate", Some(serde_json::json!({ "uri": uri }))).await?;
+        wait_migration(src, source.id(), MIGRATION_TIMEOUT).await?;
+        wait_migration(&mut fork.dst, &id, MIGRATION_TIMEOUT).await?;
+        tracing::debug!(vm = %id, ms = fork.launched.started.elapsed().as_millis() as u64, "fork: migrated");
+        qmp_exec(&mut fork.dst, &id, "cont", None).await.map(drop)
+    }
+}
+
+/// A fork launched and waiting for the source's state.
+struct Prepared {
+    spec: VmSpec,
+    launched: crate::qemu::Launched,
+    cleanup: crate::cleanup::Cleanup,
+    dst: crate::qmp::Qmp,
 }

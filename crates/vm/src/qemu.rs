@@ -210,6 +210,8 @@ pub(crate) struct Launched {
     pub memory: MemoryBacking,
     /// The account QEMU runs as (`None`: the control plane's).
     pub account: Option<crate::confine::Account>,
+    /// A fork's overlay, open for the control plane to copy the paused source's into.
+    pub overlay_copy: Option<std::fs::File>,
 }
 
 impl QemuBackend {
@@ -245,15 +247,18 @@ impl QemuBackend {
         // and the overlay; only the control plane (root) and that uid can enter it.
         let account = self.confiner.claim(&spec.id, &run.dir)?;
 
+        let mut overlay_copy = None;
         match mode {
-            // The source is paused and its disk flushed: a copy is its disk at this instant
-            // (with the same backing chain).
+            // A copy of the source's overlay (same backing chain). QEMU opens it inactive
+            // (`-incoming`) and re-reads it when the migration completes; the fork copies it
+            // again, through the descriptor kept here, once the source is paused.
             Launch::Fork { overlay, .. } => {
                 let (from, to) = (overlay.clone(), run.overlay());
-                tokio::task::spawn_blocking(move || copy_nofollow(&from, &to))
+                let file = tokio::task::spawn_blocking(move || copy_nofollow(&from, &to))
                     .await
                     .map_err(|e| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source: std::io::Error::other(e) })?
                     .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source })?;
+                overlay_copy = Some(file);
             }
             Launch::Clone(_) => self.create_overlay(&spec.id, &backing, None, &run).await?,
             _ => self.create_overlay(&spec.id, &backing, spec.disk_size_bytes, &run).await?,
@@ -373,7 +378,7 @@ impl QemuBackend {
         });
         let channel = GuestChannel::new(&spec.id, &run.channel(), self.cfg.boot_timeout);
         let spec = spec.clone();
-        Ok((Launched { pid, run, exit_rx, stop_requested, started, channel, spec, memory, account }, cleanup))
+        Ok((Launched { pid, run, exit_rx, stop_requested, started, channel, spec, memory, account, overlay_copy }, cleanup))
     }
 
     /// Waits for the guest daemon; on failure kills QEMU and returns a boot error with the console.
@@ -615,14 +620,25 @@ pub(crate) fn set_mode(path: &Path, mode: u32) {
 }
 
 /// Copies `from` (in a directory a VM's uid can write) without following a symlink there.
-fn copy_nofollow(from: &Path, to: &Path) -> std::io::Result<u64> {
+/// Copies regular file `from` (not a symlink) to new file `to`; returns `to`, still open.
+fn copy_nofollow(from: &Path, to: &Path) -> std::io::Result<std::fs::File> {
+    let mut dst = std::fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    copy_into(from, &mut dst)?;
+    Ok(dst)
+}
+
+/// Replaces the contents of the open file `dst` with those of regular file `from` (not a
+/// symlink). Through the descriptor, not the path: the path is in a directory a VM's account owns.
+pub(crate) fn copy_into(from: &Path, dst: &mut std::fs::File) -> std::io::Result<u64> {
+    use std::io::Seek;
     use std::os::unix::fs::OpenOptionsExt;
     let mut src = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(from)?;
     if !src.metadata()?.is_file() {
         return Err(std::io::Error::other(format!("{} is not a regular file", from.display())));
     }
-    let mut dst = std::fs::OpenOptions::new().write(true).create_new(true).open(to)?;
-    std::io::copy(&mut src, &mut dst)
+    dst.set_len(0)?;
+    dst.rewind()?;
+    std::io::copy(&mut src, dst)
 }
 
 pub(crate) fn remove_dir(dir: &Path) {

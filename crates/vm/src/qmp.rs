@@ -77,6 +77,11 @@ impl Qmp {
         let mut line = msg.to_string();
         line.push('\n');
         self.writer.write_all(line.as_bytes()).await?;
+        self.reply(command).await
+    }
+
+    /// The reply to the command just sent: its `return` value, or its `error`.
+    async fn reply(&mut self, command: &str) -> Result<Value, QmpError> {
         let reply = tokio::time::timeout(Duration::from_secs(30), self.read_message())
             .await
             .map_err(|_| QmpError::Timeout(command.to_string()))??;
@@ -88,6 +93,33 @@ impl Qmp {
             });
         }
         Ok(reply.get("return").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Hands `fd` to QEMU under `name` (`getfd`: the command travels with the descriptor as
+    /// `SCM_RIGHTS`); QEMU holds its own copy, usable as `fd:<name>` in a migration URI.
+    pub async fn pass_fd(&mut self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), QmpError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let mut line = json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string();
+        line.push('\n');
+        let raw = [fd.as_raw_fd()];
+        let stream: &UnixStream = self.writer.as_ref();
+        loop {
+            stream.writable().await?;
+            let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                let iov = [std::io::IoSlice::new(line.as_bytes())];
+                sendmsg::<()>(stream.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&raw)], MsgFlags::MSG_NOSIGNAL, None)
+                    .map_err(std::io::Error::from)
+            });
+            match sent {
+                // A short send of a line this small would leave QEMU half a command: say so.
+                Ok(n) if n == line.len() => break,
+                Ok(n) => return Err(QmpError::Io(std::io::Error::other(format!("getfd: sent {n} of {} bytes", line.len())))),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.reply("getfd").await.map(drop)
     }
 
     /// `query-status` → e.g. "running", "paused", "inmigrate".

@@ -108,6 +108,11 @@ async fn check_fork(backend: &mayfly_vm::qemu::QemuBackend, source: &Arc<dyn Vm>
     sh(source, "head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /run/secret").await;
     sh(source, "v=$(cat /run/secret); (while :; do echo \"$v\" > /run/live; sleep 0.1; done) >/dev/null 2>&1 & echo $! > /run/loop.pid").await;
     sh(source, "echo before > /root/before && sync").await;
+    // The disk is written and synced without a break up to the fork; /run/synced (memory) lists
+    // each file only once it is on the disk. The fork must get the disk of the instant its
+    // memory was taken, not of some moment before.
+    sh(source, "mkdir -p /root/churn; (i=0; while :; do i=$((i+1)); echo $i > /root/churn/$i; sync; echo $i >> /run/synced; done) >/dev/null 2>&1 & echo $! > /run/churn.pid").await;
+    sh(source, "for i in $(seq 100); do test $(wc -l < /run/synced) -ge 3 && break; sleep 0.1; done").await;
     let secret = sh(source, "cat /run/secret").await;
 
     let fork = backend.fork(source.as_ref(), fork_id).await.expect("fork");
@@ -127,6 +132,16 @@ async fn check_fork(backend: &mayfly_vm::qemu::QemuBackend, source: &Arc<dyn Vm>
         assert_eq!(sh(vm, "cat /run/live").await.trim(), secret);
     }
     assert_eq!(sh(&fork, "cat /root/before").await.trim(), "before");
+    // Every file the source had synced is on the fork's disk: read back from the disk itself.
+    for vm in [&fork, source] {
+        sh(vm, "kill $(cat /run/churn.pid)").await;
+    }
+    let check = sh(
+        &fork,
+        "sync; echo 3 > /proc/sys/vm/drop_caches; for i in $(cat /run/synced); do test \"$(cat /root/churn/$i 2>&1)\" = $i || echo \"$i: $(cat /root/churn/$i 2>&1)\"; done; echo checked $(wc -l < /run/synced)",
+    )
+    .await;
+    assert!(check.starts_with("checked ") && !check.contains("checked 0"), "files synced before the fork, read from the fork's disk: {check}");
     // From here on their disks differ.
     sh(source, "echo s > /root/after-source && sync").await;
     sh(&fork, "echo f > /root/after-fork && sync").await;
