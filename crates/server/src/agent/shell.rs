@@ -68,9 +68,8 @@ impl AgentShell {
         Self { manager, session, attached: tokio::sync::Mutex::new(None), stopping: TaskTracker::new() }
     }
 
-    /// The agent acts as the server on the run's session (access was checked when it started).
     fn sref(&self) -> crate::access::SessionRef {
-        crate::access::system(&self.session, "agent")
+        agent_ref(&self.session)
     }
 
     async fn attach(&self) -> Result<Attached, SessionError> {
@@ -159,6 +158,11 @@ impl AgentShell {
     }
 }
 
+/// The agent acts as the server on the run's session (access was checked when it started).
+fn agent_ref(session: &str) -> crate::access::SessionRef {
+    crate::access::system(session, "agent")
+}
+
 fn exec_body(cmd: Vec<String>) -> mayfly_proto::api::ExecBody {
     mayfly_proto::api::ExecBody { cmd, cwd: None, env: Default::default(), timeout_seconds: Some(10) }
 }
@@ -199,7 +203,7 @@ async fn stop_command(manager: &SessionManager, session: &str, tx: &StreamSender
     }
     // The command ignores SIGINT: kill its whole process group.
     let script = format!("for p in $(pgrep -f '{n}[.]sh'); do kill -KILL -- -$(ps -o pgid= -p $p | tr -d ' '); done");
-    let sref = crate::access::system(session, "agent");
+    let sref = agent_ref(session);
     let _ = manager.exec(&sref, exec_body(vec!["sh".into(), "-c".into(), script])).await;
     if !wait_gone(manager, session, n).await {
         tracing::warn!(%session, "the agent's command is still running after SIGKILL");
@@ -208,7 +212,7 @@ async fn stop_command(manager: &SessionManager, session: &str, tx: &StreamSender
 
 /// True once no process runs script `n` (polled for up to [`GRACE`]).
 async fn wait_gone(manager: &SessionManager, session: &str, n: &str) -> bool {
-    let sref = crate::access::system(session, "agent");
+    let sref = agent_ref(session);
     let deadline = tokio::time::Instant::now() + GRACE;
     while tokio::time::Instant::now() < deadline {
         let probe = exec_body(vec!["pgrep".into(), "-f".into(), format!("{n}[.]sh")]);
