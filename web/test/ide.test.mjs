@@ -154,7 +154,12 @@ test('files are created, renamed and deleted from the tree', SLOW, async () => {
   await page.keyboard.press('F2');
   await treeInput();
   await page.keyboard.press('Control+a');
-  await page.keyboard.type('renamed.md\n');
+  await page.keyboard.type('renamed');
+  // A file appears in the VM while the name is being typed: the tree refreshes, the typing goes on.
+  const put = await ide((id) => fetch(`/api/v1/sessions/${id}/files?path=%2Froot%2Fother.txt`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: 'x' }).then((r) => r.status), sid);
+  assert.ok(put >= 200 && put < 300, `writing other.txt: HTTP ${put}`);
+  await page.waitForSelector('.tree-row[data-path="/root/other.txt"]');
+  await page.keyboard.type('.md\n');
   await page.waitForSelector('.tree-row[data-path="/root/renamed.md"]');
   assert.equal(await page.$('.tree-row[data-path="/root/notes.md"]'), null);
   await page.waitForSelector('.tab[data-path="/root/renamed.md"]');

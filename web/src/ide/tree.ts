@@ -40,6 +40,7 @@ export class FileTree {
   private readonly root: Node;
   private focused: string;
   private editing?: Editing;
+  private edit?: { e: Editing; row: HTMLElement; field: HTMLInputElement };
   private readonly dirty = new Set<string>();
   private refreshTimer?: number;
   private readonly storageKey: string;
@@ -146,24 +147,11 @@ export class FileTree {
   render(): void {
     const rows = this.rows();
     const items: HTMLElement[] = [];
+    if (!this.editing) this.edit = undefined;
     const input = (e: Editing, depth: number, initial: string, type: string) => {
-      const field = h('input', { class: 'tree-input', value: initial, spellcheck: false, 'aria-label': 'Name' });
-      const error = h('div', { class: 'tree-input-error', hidden: true });
-      field.addEventListener('keydown', (ev: KeyboardEvent) => {
-        ev.stopPropagation();
-        if (ev.key === 'Enter') void this.commit(e, field.value.trim(), error);
-        if (ev.key === 'Escape') this.cancelEdit();
-      });
-      field.addEventListener('blur', () => setTimeout(() => this.editing === e && this.cancelEdit(), 150));
-      const [name, color] = fileIcon(initial || (type === 'dir' ? 'folder' : 'file'), type);
-      items.push(
-        h('div', { class: 'tree-row editing', style: `padding-left:${8 + depth * 12}px` }, icon('blank', 'twisty'), h('i', { class: `codicon codicon-${name}`, style: `color:${color}` }), h('div', { class: 'tree-edit' }, field, error)),
-      );
-      requestAnimationFrame(() => {
-        field.focus();
-        const dot = initial.lastIndexOf('.');
-        field.setSelectionRange(0, dot > 0 ? dot : initial.length);
-      });
+      if (this.edit?.e !== e) this.edit = this.editRow(e, initial, type);
+      this.edit.row.style.paddingLeft = `${8 + depth * 12}px`;
+      items.push(this.edit.row);
     };
     const e = this.editing;
     if (e && e.kind !== 'rename' && e.parent === this.rootPath) input(e, 0, '', e.kind);
@@ -196,8 +184,36 @@ export class FileTree {
       if (e && e.kind !== 'rename' && e.parent === p) input(e, depth + 1, '', e.kind);
     }
     if (this.root.error) items.unshift(h('div', { class: 'tree-row error' }, this.root.error));
+    // A refresh while a name is being typed keeps the input, its text, focus and selection.
+    const field = this.edit?.field;
+    const typing = field && document.activeElement === field ? [field.selectionStart, field.selectionEnd] : undefined;
     render(this.el, items);
+    if (field && typing) {
+      field.focus();
+      field.setSelectionRange(typing[0], typing[1]);
+    }
     this.el.querySelector('.tree-row.focused')?.scrollIntoView({ block: 'nearest' });
+  }
+
+  /** The inline name input's row for `e`; made once per edit so that re-renders keep what was typed. */
+  private editRow(e: Editing, initial: string, type: string): { e: Editing; row: HTMLElement; field: HTMLInputElement } {
+    const field = h('input', { class: 'tree-input', value: initial, spellcheck: false, 'aria-label': 'Name' }) as HTMLInputElement;
+    const error = h('div', { class: 'tree-input-error', hidden: true });
+    field.addEventListener('keydown', (ev: KeyboardEvent) => {
+      ev.stopPropagation();
+      if (ev.key === 'Enter') void this.commit(e, field.value.trim(), error);
+      if (ev.key === 'Escape') this.cancelEdit();
+    });
+    // Leaving the input cancels the edit; a re-render moves it (and may blur it) without leaving.
+    field.addEventListener('blur', () => setTimeout(() => this.editing === e && document.activeElement !== field && this.cancelEdit(), 150));
+    const [name, color] = fileIcon(initial || (type === 'dir' ? 'folder' : 'file'), type);
+    const row = h('div', { class: 'tree-row editing' }, icon('blank', 'twisty'), h('i', { class: `codicon codicon-${name}`, style: `color:${color}` }), h('div', { class: 'tree-edit' }, field, error));
+    requestAnimationFrame(() => {
+      field.focus();
+      const dot = initial.lastIndexOf('.');
+      field.setSelectionRange(0, dot > 0 ? dot : initial.length);
+    });
+    return { e, row, field };
   }
 
   private async toggle(n: Node, open = !n.expanded): Promise<void> {
