@@ -7,6 +7,7 @@
 use mayfly_proto::api::{EgressMode, GitCredential, Network};
 use mayfly_vm::accel::AccelSetting;
 use serde::Deserialize;
+use crate::redacted::Redacted;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -144,7 +145,7 @@ pub struct ServerConfig {
     /// `<issuer>/.well-known/openid-configuration`); unset: no OpenID Connect.
     pub oidc_issuer: Option<String>,
     pub oidc_client_id: Option<String>,
-    pub oidc_client_secret: Option<String>,
+    pub oidc_client_secret: Option<Redacted>,
     /// Shown as "Sign in with <oidc_name>".
     pub oidc_name: String,
     /// Scopes asked for besides `openid email profile`.
@@ -159,14 +160,14 @@ pub struct ServerConfig {
     pub oidc_groups_claim: String,
     /// PostgreSQL shared by the nodes of a deployment (`postgres://user:password@host:port/db`);
     /// `None`: the embedded SQLite in the data dir.
-    pub database_url: Option<String>,
+    pub database_url: Option<Redacted>,
     /// This host's name in the node registry; empty: the host name.
     pub node_name: String,
     /// Where the other nodes reach this one (`http://host:port`); default: the bound address.
     pub advertise_url: Option<String>,
     /// Shared by every node of a deployment (at least 32 characters): signs node-to-node requests
     /// and derives the preview and sealing keys. Required with a PostgreSQL `database_url`.
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Redacted>,
     /// A node that has not renewed its lease in the database for this long is lost.
     pub node_lease_seconds: u64,
 }
@@ -509,7 +510,7 @@ impl ServerConfig {
     pub fn oidc_settings(&self) -> Option<crate::users::oidc::OidcSettings> {
         let issuer = self.oidc_issuer.as_deref()?;
         let mut s = crate::users::oidc::OidcSettings::new(issuer, self.oidc_client_id.as_deref().unwrap_or(""));
-        s.client_secret = self.oidc_client_secret.clone().filter(|c| !c.is_empty());
+        s.client_secret = self.oidc_client_secret.as_ref().map(|c| c.expose().to_string()).filter(|c| !c.is_empty());
         s.display_name = self.oidc_name.clone();
         s.scopes = self.oidc_scopes.clone();
         s.allowed_email_domains = self.oidc_allowed_domains.clone();
@@ -642,6 +643,25 @@ mod tests {
         assert_eq!(cfg.agent.provider, mayfly_agent::ProviderKind::Openai);
         let e = ServerConfig::load_with_env(None, dir.path(), env(&[("MAYFLY_AGENT_PROVIDER", "gemini")])).unwrap_err();
         assert!(e.to_string().contains("gemini"), "{e}");
+    }
+
+    #[test]
+    fn secrets_load_but_never_show_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            ("MAYFLY_DATABASE_URL", "postgres://mayfly:pw-db-1@db/mayfly"),
+            ("MAYFLY_CLUSTER_SECRET", "cluster-secret-0123456789abcdef0123456789"),
+            ("MAYFLY_OIDC_CLIENT_SECRET", "oidc-secret-xyz"),
+            ("MAYFLY_AGENT_API_KEY", "sk-agent-key"),
+        ];
+        let cfg = ServerConfig::load_with_env(None, dir.path(), env(&vars)).unwrap();
+        assert_eq!(cfg.database_url.as_ref().map(Redacted::expose), Some(vars[0].1));
+        assert_eq!(cfg.cluster_secret.as_ref().map(Redacted::expose), Some(vars[1].1));
+        assert_eq!(cfg.oidc_client_secret.as_ref().map(Redacted::expose), Some(vars[2].1));
+        let shown = format!("{cfg:?}");
+        for (_, secret) in vars {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]

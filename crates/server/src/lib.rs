@@ -30,6 +30,7 @@ pub mod manager;
 mod metrics;
 pub mod preview;
 pub mod ratelimit;
+pub mod redacted;
 pub mod secrets;
 mod server;
 pub mod store;

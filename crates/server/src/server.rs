@@ -46,7 +46,7 @@ pub async fn build_state(config: ServerConfig, public_url: String) -> anyhow::Re
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (auth, generated) = Auth::load_or_generate(config.token.as_deref(), &config.token_path())?;
     let store = Arc::new(match &config.database_url {
-        Some(url) => SqlStore::connect(url).await.context("cannot open the PostgreSQL database (database_url)")?,
+        Some(url) => SqlStore::connect(url.expose()).await.context("cannot open the PostgreSQL database (database_url)")?,
         None => SqlStore::open(&config.store_path()).await.context("cannot open the session store")?,
     });
     let cluster = crate::cluster::node::Cluster::new(

@@ -33,7 +33,7 @@ pub fn derive(secret: &[u8], purpose: Purpose) -> [u8; 32] {
 /// still opens what it sealed before), else the data dir's.
 pub fn secrets_for(cfg: &crate::config::ServerConfig) -> crate::secrets::Secrets {
     match &cfg.cluster_secret {
-        Some(secret) => crate::secrets::Secrets::shared(derive(secret.as_bytes(), Purpose::Sealing), &cfg.data_dir),
+        Some(secret) => crate::secrets::Secrets::shared(derive(secret.expose().as_bytes(), Purpose::Sealing), &cfg.data_dir),
         None => crate::secrets::Secrets::new(&cfg.data_dir),
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// `app` behind the cluster's two layers: node-to-node signatures checked first, then (on a
 /// shared database) requests for other nodes' sessions forwarded and creates placed.
 pub fn layer(app: axum::Router, cluster: &Arc<node::Cluster>, cfg: &crate::config::ServerConfig, control_port: u16) -> axum::Router {
-    let auth = cfg.cluster_secret.as_ref().map(|s| Arc::new(node_auth::NodeAuth::new(cluster.name(), s.as_bytes())));
+    let auth = cfg.cluster_secret.as_ref().map(|s| Arc::new(node_auth::NodeAuth::new(cluster.name(), s.expose().as_bytes())));
     let app = match (&auth, cluster.shared()) {
         (Some(a), true) => {
             let router = Arc::new(route::Router {

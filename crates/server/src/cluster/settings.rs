@@ -1,6 +1,7 @@
 //! The cluster settings of [`ServerConfig`]: checked at load, resolved at start.
 
 use crate::config::{ConfigError, ServerConfig};
+use crate::redacted::Redacted;
 
 /// Shortest `cluster_secret` accepted, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -17,14 +18,14 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
         }
     }
     if let Some(secret) = &cfg.cluster_secret {
-        if secret.len() < MIN_SECRET_LEN {
+        if secret.expose().len() < MIN_SECRET_LEN {
             return Err(ConfigError::Invalid {
                 field: "cluster_secret",
                 message: format!("must be at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"),
             });
         }
     }
-    if let Some(url) = cfg.database_url.as_deref().filter(|u| !crate::store::pool::is_postgres_url(u)) {
+    if let Some(url) = cfg.database_url.as_ref().map(Redacted::expose).filter(|u| !crate::store::pool::is_postgres_url(u)) {
         let scheme = url.split(':').next().unwrap_or("");
         return Err(ConfigError::Invalid {
             field: "database_url",
@@ -45,7 +46,7 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), ConfigError> {
 
 /// True when the store is a database other nodes can share (PostgreSQL).
 pub fn shared_database(cfg: &ServerConfig) -> bool {
-    cfg.database_url.as_deref().is_some_and(crate::store::pool::is_postgres_url)
+    cfg.database_url.as_ref().map(Redacted::expose).is_some_and(crate::store::pool::is_postgres_url)
 }
 
 /// A node name: a DNS label in lower case.

@@ -67,7 +67,7 @@ impl Preview {
     /// `cluster_secret`, so a cookie one node minted opens the preview through any other.
     pub fn new(manager: Arc<SessionManager>, auth: Arc<Auth>, data_dir: &Path, control_port: u16) -> Result<Self, access::KeyError> {
         let signer = match &manager.config().cluster_secret {
-            Some(secret) => Signer::new(crate::cluster::keys::derive(secret.as_bytes(), crate::cluster::keys::Purpose::PreviewSigning)),
+            Some(secret) => Signer::new(crate::cluster::keys::derive(secret.expose().as_bytes(), crate::cluster::keys::Purpose::PreviewSigning)),
             None => Signer::load_or_generate(&data_dir.join("preview.key"))?,
         };
         let domain = manager.config().preview_domain.clone();
