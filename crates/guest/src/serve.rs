@@ -35,15 +35,15 @@ impl Daemon {
 /// Serves host connections from `listener` forever.
 pub async fn run(mut listener: Listener, daemon: Daemon) {
     loop {
-        let (r, w) = match listener.next().await {
-            Ok(rw) => rw,
+        let conn = match listener.next().await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!("{}", crate::error_chain(&e));
                 tokio::time::sleep(RETRY_DELAY).await;
                 continue;
             }
         };
-        let handshake = Mux::connect(r, w, Role::Guest);
+        let handshake = Mux::connect_with(conn.read, conn.write, Role::Guest, conn.on_peer_restart);
         let mux = match listener.handshake_timeout() {
             Some(t) => match tokio::time::timeout(t, handshake).await {
                 Ok(m) => m,

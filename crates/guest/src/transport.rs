@@ -29,6 +29,7 @@
 //! This module does not know about frames; [`mayfly_proto::mux::Mux`] does.
 
 use bytes::{Buf, Bytes};
+use mayfly_proto::mux::PeerRestartHook;
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -36,7 +37,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -80,6 +81,14 @@ pub enum TransportError {
 pub type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
 pub type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
+/// One host connection: its bytes, and what the multiplexer calls when the host says HELLO again
+/// on it ([`Mux::connect_with`](mayfly_proto::mux::Mux::connect_with)).
+pub struct Connection {
+    pub read: BoxRead,
+    pub write: BoxWrite,
+    pub on_peer_restart: Option<PeerRestartHook>,
+}
+
 /// Source of host connections.
 pub enum Listener {
     Port(Port),
@@ -94,17 +103,18 @@ impl Listener {
         Ok(Listener::Unix(l))
     }
 
-    /// The byte stream of the next host connection.
-    pub async fn next(&mut self) -> Result<(BoxRead, BoxWrite), TransportError> {
+    /// The next host connection.
+    pub async fn next(&mut self) -> Result<Connection, TransportError> {
         match self {
             Listener::Port(p) => {
                 let (r, w) = p.connection();
-                Ok((Box::new(r), Box::new(w)))
+                let hook = r.peer_restart_hook();
+                Ok(Connection { read: Box::new(r), write: Box::new(w), on_peer_restart: Some(hook) })
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await.map_err(TransportError::Accept)?;
                 let (r, w) = s.into_split();
-                Ok((Box::new(r), Box::new(w)))
+                Ok(Connection { read: Box::new(r), write: Box::new(w), on_peer_restart: None })
             }
         }
     }
@@ -201,7 +211,14 @@ impl Port {
     pub fn connection(&self) -> (PortReader, PortWriter) {
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
         (
-            PortReader { shared: self.shared.clone(), generation, seen_host: false, eof: false, pending: Bytes::new() },
+            PortReader {
+                shared: self.shared.clone(),
+                generation,
+                seen_host: false,
+                stale_hangup: Arc::new(AtomicBool::new(false)),
+                eof: false,
+                pending: Bytes::new(),
+            },
             PortWriter { shared: self.shared.clone(), generation, inflight: None },
         )
     }
@@ -324,8 +341,29 @@ pub struct PortReader {
     generation: u64,
     /// True once this connection received bytes, i.e. a host is (or was) on the other end.
     seen_host: bool,
+    /// The host said HELLO again on this connection, so the hangup of the host it replaced is
+    /// still to come (see [`PortReader::peer_restart_hook`]) and must not end the connection.
+    stale_hangup: Arc<AtomicBool>,
     eof: bool,
     pending: Bytes,
+}
+
+impl PortReader {
+    /// For the multiplexer: the host said HELLO again on this live connection.
+    ///
+    /// A new host can be talking before this guest has seen the old one go: virtio-console
+    /// reports the port's close and open on its control queue, which the guest handles in a
+    /// work item, while the new host's first bytes arrive on the data queue and wake the reader
+    /// at once. (A clone restored from a template meets this every time the template's guest had
+    /// not yet handled its host's disconnect when it was snapshotted.) The hangup read after that
+    /// HELLO is the old host's: ending the connection on it would make the guest say HELLO to
+    /// the new host a second time, which resets every stream the new host opened meanwhile. So
+    /// the next hangup is ignored; a host that really left is replaced by one that says HELLO,
+    /// which resets the streams of this connection anyway.
+    pub fn peer_restart_hook(&self) -> PeerRestartHook {
+        let flag = self.stale_hangup.clone();
+        Box::new(move || flag.store(true, Ordering::SeqCst))
+    }
 }
 
 impl AsyncRead for PortReader {
@@ -352,6 +390,9 @@ impl AsyncRead for PortReader {
                 Some(PortEvent::Data(b)) => {
                     this.seen_host = true;
                     this.pending = b;
+                }
+                Some(PortEvent::Hangup) if this.stale_hangup.swap(false, Ordering::SeqCst) => {
+                    tracing::info!("ignoring the hangup of the host that was already replaced on this connection");
                 }
                 Some(PortEvent::Hangup) if this.seen_host => {
                     this.eof = true;

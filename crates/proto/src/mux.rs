@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 
+/// Called (on the reader task, before the next read) when the peer says HELLO on a live
+/// connection, i.e. it restarted without this side having seen it go.
+pub type PeerRestartHook = Box<dyn Fn() + Send + Sync>;
+
 /// DATA bytes a sender may have in flight per stream before it waits for WINDOW credit.
 pub const INITIAL_WINDOW: u32 = 1024 * 1024;
 /// Consumed bytes accumulated before a WINDOW frame is sent back.
@@ -111,6 +115,7 @@ struct Shared {
     /// `Some(reason)` once the connection ended.
     closed: watch::Sender<Option<String>>,
     accept_tx: mpsc::Sender<(OpenRequest, Stream)>,
+    on_peer_restart: Option<PeerRestartHook>,
 }
 
 /// Handle to a live connection. Cheap to clone.
@@ -124,7 +129,22 @@ pub struct Mux {
 impl Mux {
     /// Sends HELLO, waits for the peer's, and starts the reader and writer tasks.
     /// The caller bounds the wait with a timeout.
-    pub async fn connect<R, W>(mut reader: R, mut writer: W, role: Role) -> Result<Mux, MuxError>
+    pub async fn connect<R, W>(reader: R, writer: W, role: Role) -> Result<Mux, MuxError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::connect_with(reader, writer, role, None).await
+    }
+
+    /// [`Mux::connect`], calling `on_peer_restart` whenever the peer says HELLO again on this
+    /// connection (just before every stream is reset).
+    pub async fn connect_with<R, W>(
+        mut reader: R,
+        mut writer: W,
+        role: Role,
+        on_peer_restart: Option<PeerRestartHook>,
+    ) -> Result<Mux, MuxError>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -181,6 +201,7 @@ impl Mux {
             }),
             closed,
             accept_tx,
+            on_peer_restart,
         });
         tokio::spawn(write_loop(writer, out_rx, shared.clone()));
         tokio::spawn(read_loop(reader, buf, shared.clone()));
@@ -438,6 +459,9 @@ fn dispatch(shared: &Arc<Shared>, f: Frame) {
         FrameType::Hello => match serde_json::from_slice::<Hello>(&f.payload) {
             Ok(h) if !h.ack => {
                 tracing::info!(peer_role = %h.role, peer_version = %h.version, "peer restarted; resetting streams");
+                if let Some(hook) = &shared.on_peer_restart {
+                    hook();
+                }
                 shared.reset_all("peer restarted");
                 let ack = serde_json::to_vec(&own_hello(shared.role, true)).expect("json");
                 shared.send_now(Frame::new(FrameType::Hello, 0, ack));

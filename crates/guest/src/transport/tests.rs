@@ -30,6 +30,26 @@ async fn hangup_before_host_spoke_is_ignored_after_is_eof() {
 }
 
 #[tokio::test]
+async fn the_hangup_of_a_host_already_replaced_does_not_end_the_connection() {
+    let (port, tx) = scripted_port();
+    let (mut r, _w) = port.connection();
+    let replaced = r.peer_restart_hook();
+    // The new host's HELLO arrives before the old host's hangup is read; the multiplexer,
+    // seeing a HELLO on a live connection, calls the hook.
+    tx.send(PortEvent::Data(Bytes::from_static(b"hello"))).await.unwrap();
+    let mut first = [0u8; 5];
+    r.read_exact(&mut first).await.unwrap();
+    replaced();
+    tx.send(PortEvent::Hangup).await.unwrap();
+    tx.send(PortEvent::Data(Bytes::from_static(b" again"))).await.unwrap();
+    // A later hangup is a real one again.
+    tx.send(PortEvent::Hangup).await.unwrap();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b" again");
+}
+
+#[tokio::test]
 async fn new_connection_kills_the_old_one() {
     let (port, tx) = scripted_port();
     let (mut old_r, mut old_w) = port.connection();

@@ -143,15 +143,22 @@ async fn peer_restart_resets_streams_but_keeps_connection() {
     let (a, b) = duplex(64 * 1024);
     let (ar, mut aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
-    let guest = tokio::spawn(Mux::connect(br, bw, Role::Guest));
+    let restarts = Arc::new(AtomicU32::new(0));
+    let count = restarts.clone();
+    let hook: PeerRestartHook = Box::new(move || {
+        count.fetch_add(1, Ordering::SeqCst);
+    });
+    let guest = tokio::spawn(Mux::connect_with(br, bw, Role::Guest, Some(hook)));
     let hello = serde_json::to_vec(&own_hello(Role::Host, false)).unwrap();
     aw.write_all(&Frame::new(FrameType::Hello, 0, hello.clone()).to_bytes()).await.unwrap();
     aw.write_all(&Frame::new(FrameType::Open, 1, serde_json::to_vec(&exec("a")).unwrap()).to_bytes()).await.unwrap();
     let g = guest.await.unwrap().unwrap();
     let (_, mut s) = g.accept().await.unwrap();
+    assert_eq!(restarts.load(Ordering::SeqCst), 0, "the handshake's HELLO is not a restart");
     // The host "restarts": a fresh HELLO on the same byte stream.
     aw.write_all(&Frame::new(FrameType::Hello, 0, hello).to_bytes()).await.unwrap();
     assert_eq!(s.recv().await, Event::Reset("peer restarted".into()));
+    assert_eq!(restarts.load(Ordering::SeqCst), 1, "the hook ran before the streams were told");
     aw.write_all(&Frame::new(FrameType::Open, 1, serde_json::to_vec(&exec("b")).unwrap()).to_bytes()).await.unwrap();
     let (req, _) = g.accept().await.unwrap();
     assert_eq!(req, exec("b"));
