@@ -2,7 +2,8 @@
 //! exec, a terminal attach, a preview request and an agent run each resume it and work; the
 //! guest's clock is right after a long pause; a busy guest with no client is not paused; an
 //! attached client (an open events stream, like an IDE page) keeps it running; a paused
-//! session is deleted without leaving anything.
+//! session is deleted without leaving anything; a paused session stays paused across a restart
+//! (adopted, its clock set) and resumes on the next request.
 
 mod common;
 
@@ -124,5 +125,33 @@ async fn a_busy_guest_with_no_client_is_not_paused() {
     server.exec(&id, &["pkill", "-f", "while :"]).await;
     until_paused(&server, &id).await;
     let data = server.stop().await;
+    common::leaks::assert_no_leftovers(data.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_session_stays_paused_across_a_restart() {
+    let server = TestServer::start(|c| {
+        c.pause_idle_seconds = 2;
+        c.on_shutdown = mayfly_server::config::OnShutdown::Keep;
+    })
+    .await;
+    let id = server.ready_session(json!({})).await;
+    until_paused(&server, &id).await;
+    let pid = qemu_pids_for(&id);
+    let data = server.stop().await;
+    assert_eq!(qemu_pids_for(&id), pid, "the paused VM outlives the server");
+
+    // The next server would not pause it for ten minutes: `paused` can only come from adoption.
+    let next = TestServer::start_in(data, |c| c.pause_idle_seconds = 600).await;
+    until_paused(&next, &id).await;
+    assert_eq!(qemu_pids_for(&id), pid, "the same QEMU");
+    tokio::time::sleep(Duration::from_secs(3)).await; // the guest clock stands still meanwhile
+    let (status, out) = next.exec(&id, &["date", "+%s"]).await;
+    assert_eq!(status, 200, "{out}");
+    let guest: i64 = out["stdout"].as_str().unwrap().trim().parse().unwrap();
+    assert!((guest - host_now()).abs() <= 2, "guest clock {guest} vs host {} after the resume", host_now());
+    assert_eq!(session(&next, &id).await["paused"], false);
+    let data = next.stop().await;
+    assert!(qemu_pids_for(&id).is_empty(), "on_shutdown = end stopped it");
     common::leaks::assert_no_leftovers(data.path()).await;
 }

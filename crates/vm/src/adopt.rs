@@ -3,9 +3,11 @@
 //!
 //! Adoption checks, in order: the record (`vm.json`) parses and names the spec; the recorded pid
 //! is still this VM's QEMU (its command line names the VM, so a reused pid is never taken); QMP
-//! answers and the VM runs (a VM paused by an interrupted fork is continued; one that never
-//! finished an incoming migration is refused); the guest daemon answers a HELLO in the protocol
-//! this binary speaks. Any failure leaves the VM untouched for the caller to reap.
+//! answers and the VM is whole (a paused one, idle or left mid-fork, is continued for the check;
+//! one that never finished an incoming migration is refused); the guest daemon answers a HELLO in
+//! the protocol this binary speaks. A VM found paused then gets its clock set and is paused again
+//! ([`Vm::adopted_paused`](crate::Vm::adopted_paused)). Any failure leaves the VM for the caller
+//! to reap.
 //!
 //! An adopted QEMU is not our child, so its exit is observed through a pidfd: the exit status is
 //! unknown (its new parent reaps it), only the fact of the exit.
@@ -50,7 +52,7 @@ impl QemuBackend {
         let exited = watch_exit(id, rec.pid, self.own_cgroups(id, &rec.cgroups))?;
         let stop_requested = exited.1;
         let exit_rx = exited.0;
-        resume_if_paused(id, &run).await?;
+        let was_paused = resume_if_paused(id, &run).await?;
         let channel = GuestChannel::new(id, &run.channel(), ADOPT_TIMEOUT);
         // The handshake's own limit is ADOPT_TIMEOUT; this one only guards the connect.
         match tokio::time::timeout(ADOPT_TIMEOUT * 2, channel.connect()).await {
@@ -58,7 +60,11 @@ impl QemuBackend {
             Ok(Err(e)) => return Err(refuse(format!("its guest daemon does not answer: {}", error_chain(&e)))),
             Err(_) => return Err(refuse(format!("its guest daemon did not answer within {} s", ADOPT_TIMEOUT.as_secs()))),
         }
-        tracing::info!(vm = id, pid = rec.pid, image = %rec.image, "VM adopted");
+        // A VM found paused (an idle session's, or a fork's source the old control plane left
+        // mid-fork) goes back to sleep once its guest has answered, with its clock set: a
+        // restart must not wake every idle session. The next request resumes it.
+        let adopted_paused = was_paused && pause_again(id, &run, &channel).await;
+        tracing::info!(vm = id, pid = rec.pid, image = %rec.image, paused = adopted_paused, "VM adopted");
         Ok(Arc::new(QemuVm {
             id: id.to_string(),
             pid: rec.pid,
@@ -70,28 +76,55 @@ impl QemuBackend {
             spec,
             memory,
             detached: AtomicBool::new(false),
+            adopted_paused,
         }))
     }
 }
 
-/// Continues a VM that an interrupted fork left paused; refuses one that is not a whole VM.
-async fn resume_if_paused(id: &str, run: &RunDir) -> Result<(), VmError> {
+/// Continues a paused VM so that its guest can answer; returns whether it was paused. Refuses one
+/// that is not a whole VM.
+async fn resume_if_paused(id: &str, run: &RunDir) -> Result<bool, VmError> {
     let refuse = |reason: String| VmError::Adopt { vm: id.to_string(), reason };
     let status = async {
         let mut qmp = Qmp::connect(&run.qmp()).await?;
         let status = qmp.execute("query-status", None).await?;
         let name = status.get("status").and_then(|s| s.as_str()).unwrap_or("").to_string();
         if matches!(name.as_str(), "paused" | "postmigrate") {
-            tracing::warn!(vm = id, status = %name, "adopted VM was paused (interrupted fork?); continuing it");
+            tracing::info!(vm = id, status = %name, "adopted VM is paused; continuing it until its guest answers");
             qmp.execute("cont", None).await?;
         }
         Ok::<_, crate::qmp::QmpError>(name)
     };
     match tokio::time::timeout(ADOPT_TIMEOUT, status).await {
-        Ok(Ok(s)) if matches!(s.as_str(), "running" | "paused" | "postmigrate") => Ok(()),
+        Ok(Ok(s)) if matches!(s.as_str(), "paused" | "postmigrate") => Ok(true),
+        Ok(Ok(s)) if s == "running" => Ok(false),
         Ok(Ok(s)) => Err(refuse(format!("QEMU reports status {s:?} (not a running VM)"))),
         Ok(Err(e)) => Err(refuse(format!("QMP: {}", error_chain(&e)))),
         Err(_) => Err(refuse(format!("QMP did not answer within {} s", ADOPT_TIMEOUT.as_secs()))),
+    }
+}
+
+/// Sets the clock of an adopted guest that had been paused, then pauses it again. False (the VM
+/// left running, which only costs CPU until the idle pauser takes it) when QMP fails.
+async fn pause_again(id: &str, run: &RunDir, channel: &GuestChannel) -> bool {
+    let clock = mayfly_proto::msg::Identity { unix_time_ns: crate::snapshot::fresh_identity("").unix_time_ns, ..Default::default() };
+    if let Err(e) = channel.set_identity(clock).await {
+        tracing::warn!(vm = id, "cannot set the clock of an adopted paused VM: {e}");
+    }
+    let stop = async {
+        let mut qmp = Qmp::connect(&run.qmp()).await?;
+        qmp.execute("stop", None).await.map(|_| ())
+    };
+    match tokio::time::timeout(ADOPT_TIMEOUT, stop).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(vm = id, "cannot pause the adopted VM again: {}", error_chain(&e));
+            false
+        }
+        Err(_) => {
+            tracing::warn!(vm = id, "QMP did not answer the pause of the adopted VM");
+            false
+        }
     }
 }
 

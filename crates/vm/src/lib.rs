@@ -136,6 +136,11 @@ pub trait Vm: Send + Sync {
     async fn resume(&self) -> Result<Duration, VmError>;
     /// CPU time the VM process has used so far (`None` once it is gone).
     fn cpu_time(&self) -> Option<Duration>;
+    /// True for an adopted VM that was found paused and was paused again once its guest had
+    /// answered: the caller must [`resume`](Vm::resume) it before use.
+    fn adopted_paused(&self) -> bool {
+        false
+    }
     /// Leaves the VM running for a later control plane to adopt ([`qemu::QemuBackend::adopt`]):
     /// the channel is closed and dropping this object no longer stops the VM.
     async fn detach(&self);

@@ -418,6 +418,7 @@ impl QemuBackend {
             spec: l.spec,
             memory: l.memory,
             detached: AtomicBool::new(false),
+            adopted_paused: false,
         })
     }
 }
@@ -490,6 +491,8 @@ pub struct QemuVm {
     pub(crate) memory: MemoryBacking,
     /// Left running for the next control plane ([`Vm::detach`]): dropping it kills nothing.
     pub(crate) detached: AtomicBool,
+    /// Found paused when adopted, and left paused ([`Vm::adopted_paused`]).
+    pub(crate) adopted_paused: bool,
 }
 
 impl QemuVm {
@@ -573,6 +576,10 @@ impl Vm for QemuVm {
             return None;
         }
         self.process_cpu_time()
+    }
+
+    fn adopted_paused(&self) -> bool {
+        self.adopted_paused
     }
 
     async fn detach(&self) {

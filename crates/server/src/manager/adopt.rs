@@ -203,6 +203,8 @@ impl SessionManager {
         // The idle timer goes on from the last activity the store knows of.
         let idle_ms = rec.last_active_at.map_or(0, |t| (time::OffsetDateTime::now_utc() - t).whole_milliseconds().max(0) as u64);
         let s = LiveSession::new(rec, setup, self.now_ms().saturating_sub(idle_ms));
+        // Paused before the restart (idle): it stays paused until the next request resumes it.
+        s.pause.paused.store(vm.adopted_paused(), std::sync::atomic::Ordering::SeqCst);
         *s.visibility.lock().expect("visibility lock") = visibility;
         *s.vm.lock().expect("vm lock") = Some(vm.clone());
         vm.channel().set_acceptor(Some(self.guest_acceptor(&s)));
