@@ -6,8 +6,9 @@
 //! ports, a preview by host name and by path), concurrent creates never exceeding a node's
 //! `max_sessions`, a second node claiming a live name refused, the database restarting under the
 //! nodes, `kill -9` of a node (a forward to it fails fast; its sessions become lost within the
-//! lease; creates go to the survivor), its restart re-adopting them, and draining a node with a
-//! live session (`mayfly nodes`).
+//! lease; creates go to the survivor; a lost session past its lifetime is ended by the survivor's
+//! reaper), its restart re-adopting them (and reaping the VM of the one that ended), and draining
+//! a node with a live session (`mayfly nodes`).
 
 mod common;
 
@@ -233,7 +234,15 @@ async fn two_nodes_share_postgres_and_serve_each_others_sessions() {
     assert_eq!(code, 0);
 
     // 7. kill -9 of node b: a forward to it fails fast and clearly, its session is lost within
-    //    the lease, and creates go to node a.
+    //    the lease, and creates go to node a. A second session of node b's, with a short
+    //    lifetime, is ended by node a's reaper once that lifetime is over (node b never sees
+    //    it: it is dead by then).
+    let mode = |m: &'static str| json!({ "mode": m });
+    assert_eq!(a.post("/api/v1/nodes/node-a/mode", mode("cordoned")).await.0, 200);
+    let (status, short) = a.post("/api/v1/sessions", json!({"ttl_seconds": 45})).await;
+    assert_eq!((status, short["node"].as_str()), (201, Some("node-b")), "{short}");
+    let short = short["id"].as_str().unwrap().to_string();
+    assert_eq!(a.post("/api/v1/nodes/node-a/mode", mode("active")).await.0, 200);
     b.kill_9();
     let t = Instant::now();
     let r = tokio::time::timeout(SLOW, a.http.post(a.url(&format!("/api/v1/sessions/{id_b}/exec"))).json(&json!({"cmd": ["true"]})).send())
@@ -249,6 +258,17 @@ async fn two_nodes_share_postgres_and_serve_each_others_sessions() {
     assert_eq!(live_names(&node_list(&a).await), ["node-a"]);
     let (status, s3) = a.post("/api/v1/sessions", json!({})).await;
     assert_eq!((status, s3["node"].as_str()), (201, Some("node-a")), "{s3}");
+    let db_store = mayfly_server::store::SqlStore::connect(&db).await.unwrap();
+    let ended = until("node b's short-lived session ended while lost", SLOW, || async {
+        use mayfly_server::store::SessionStore;
+        let events = db_store.events(&short).await.unwrap();
+        events.last().filter(|e| e.to == mayfly_proto::api::SessionState::Destroyed).cloned()
+    })
+    .await;
+    assert_eq!(ended.from, Some(mayfly_proto::api::SessionState::Lost), "ended by the reaper while lost: {ended:?}");
+    let reason = ended.reason.clone().unwrap_or_default();
+    assert!(reason.contains("max lifetime reached") && reason.contains("while its node was lost"), "{reason}");
+    drop(db_store);
 
     // 8. Node b comes back on its data dir: it re-adopts the lost session (its VM outlived the
     //    control plane), which works through node a again.
@@ -258,6 +278,8 @@ async fn two_nodes_share_postgres_and_serve_each_others_sessions() {
     assert_eq!((code, out.trim()), (0, "200000"), "the VM kept its disk");
     let (_, events) = a.get(&format!("/api/v1/sessions/{id_b}")).await;
     assert_eq!(events["node"], "node-b", "{events}");
+    // The session that ended while node b was away: node b found its row ended and reaped its VM.
+    until("the ended session's VM reaped by node b", SLOW, || async { qemu_pids_for(&short).is_empty().then_some(()) }).await;
 
     // 9. Drain node b with a live session on it (`mayfly nodes drain`, the real CLI): its
     //    session goes on, new sessions go to node a; `mayfly nodes` shows it; then delete

@@ -9,6 +9,7 @@
 //! store or the VM, and is redacted from failure reasons a model server might echo it in.
 
 pub mod browser;
+mod session_end;
 pub mod shell;
 pub mod store;
 pub mod tools;
@@ -152,7 +153,7 @@ impl AgentService {
         if s.state != SessionState::Ready {
             return Err(SessionError::NotReady { id: session.to_string(), state: s.state }.into());
         }
-        let Some(mut state) = self.manager.watch_state(session) else {
+        let Some(state) = self.manager.watch_state(session) else {
             return Err(SessionError::NotReady { id: session.to_string(), state: s.state }.into());
         };
         let id = format!("r{}", &crate::manager::new_session_id()[1..]);
@@ -180,19 +181,15 @@ impl AgentService {
         tracing::info!(session, run = %id, "agent run started");
         self.emit_status(session, &id, AgentRunStatus::Running, None, None);
 
-        // The session ending cancels the run.
-        let (c, r) = (cancel.clone(), reason.clone());
-        let watcher = tokio::spawn(async move {
-            let _ = state.wait_for(|s| *s != SessionState::Ready).await;
-            r.lock().expect("reason lock").get_or_insert_with(|| "the session ended".into());
-            c.cancel();
-        });
+        // The session ending cancels the run (while it waits, and after every tool call).
+        let ended = session_end::SessionEnd::new(state, cancel.clone(), reason.clone());
+        let watcher = tokio::spawn(ended.clone().wait());
         let me = self.clone();
         let session = session.to_string();
         tokio::spawn(async move {
             // A running agent is a client: the session does not pause under it.
             let _client = me.manager.attach(&session);
-            let outcome = me.execute(&session, &id, prompt, cancel).await;
+            let outcome = me.execute(&session, &id, prompt, cancel, ended).await;
             watcher.abort();
             let why = reason.lock().expect("reason lock").clone();
             let interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
@@ -203,7 +200,7 @@ impl AgentService {
         Ok(run)
     }
 
-    async fn execute(&self, session: &str, run: &str, prompt: String, cancel: CancellationToken) -> RunOutcome {
+    async fn execute(&self, session: &str, run: &str, prompt: String, cancel: CancellationToken, ended: session_end::SessionEnd) -> RunOutcome {
         let failed = |reason: String| RunOutcome { status: RunStatus::Failed, summary: None, reason: Some(reason), usage: Default::default(), steps: 0 };
         let model = match Model::new(&self.cfg) {
             Ok(m) => m,
@@ -225,6 +222,7 @@ impl AgentService {
             local: self.local.get().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             token: self.token.clone(),
             browser: self.browser.clone().zip(self.signer.clone()),
+            ended,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = RunContext { cfg: &self.cfg, model: &model, system: &system, tools: &tools, cancel, events: tx };

@@ -29,6 +29,8 @@ pub struct VmTools {
     pub token: String,
     /// The browser and the key to sign its preview cookie with.
     pub browser: Option<(Arc<Browser>, Arc<Signer>)>,
+    /// Checked after every call: a tool that returned because the session ended ends the run.
+    pub(crate) ended: super::session_end::SessionEnd,
 }
 
 fn abs(path: &str) -> String {
@@ -50,6 +52,14 @@ fn err(e: SessionError) -> String {
 #[async_trait::async_trait]
 impl Tools for VmTools {
     async fn call(&self, name: &str, args: Value) -> ToolOutput {
+        let out = self.dispatch(name, args).await;
+        self.ended.check();
+        out
+    }
+}
+
+impl VmTools {
+    async fn dispatch(&self, name: &str, args: Value) -> ToolOutput {
         let mut paths = Vec::new();
         let r = match name {
             "shell" => self.shell(&args).await,

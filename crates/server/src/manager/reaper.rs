@@ -1,8 +1,10 @@
 //! The reaper: destroys ready sessions that have been idle longer than their idle timeout or
-//! have outlived their maximum lifetime, then pauses idle ones (`pause`). Runs every
+//! have outlived their maximum lifetime, and lost ones (their node gone) past the same limits,
+//! then pauses idle ones (`pause`). Runs every
 //! `reaper_interval_seconds` until shutdown.
 
 use super::{LiveSession, SessionManager};
+use crate::store::SessionRecord;
 use mayfly_proto::api::SessionState;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +19,20 @@ fn due(s: &LiveSession, now: OffsetDateTime, idle_for: Duration) -> Option<&'sta
     if now >= *s.expires_at.lock().expect("expiry lock") {
         Some("max lifetime reached")
     } else if idle_for >= s.idle_timeout {
+        Some("idle timeout")
+    } else {
+        None
+    }
+}
+
+/// Why a lost session (its node stopped renewing its lease) is due, if it is: the limits of a
+/// live session, read from its row. Nobody can use a lost session, so it would otherwise stay
+/// until its node came back, which may be never.
+fn lost_due(rec: &SessionRecord, now: OffsetDateTime) -> Option<&'static str> {
+    let idle_since = rec.last_active_at.unwrap_or(rec.created_at);
+    if now >= rec.expires_at {
+        Some("max lifetime reached")
+    } else if now - idle_since >= Duration::from_secs(rec.idle_timeout_seconds) {
         Some("idle timeout")
     } else {
         None
@@ -68,6 +84,23 @@ impl SessionManager {
             }
         });
         futures::future::join_all(deletes).await;
+        self.reap_lost(now).await;
+    }
+
+    /// Ends the lost sessions (of any node) that are due. Every node does it; the first one's
+    /// transition wins. A node that comes back finds the row ended and reaps the VM.
+    async fn reap_lost(&self, now: OffsetDateTime) {
+        let lost = match self.store.list(&[SessionState::Lost]).await {
+            Ok(l) => l,
+            Err(e) => return tracing::debug!("reaper: cannot list lost sessions: {e}"),
+        };
+        for rec in lost {
+            let Some(why) = lost_due(&rec, now) else { continue };
+            tracing::info!(session = %rec.id, node = rec.node.as_deref().unwrap_or(""), reason = why, "reaping lost session");
+            if let Err(e) = self.delete(&crate::access::system(&rec.id, "reaper"), why).await {
+                tracing::debug!(session = %rec.id, "reaper: {e}");
+            }
+        }
     }
 
     /// Runs [`SessionManager::reap_due`] every `interval` until shutdown.
@@ -84,5 +117,27 @@ impl SessionManager {
                 _ = self.shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_due;
+    use time::{Duration, OffsetDateTime};
+
+    #[test]
+    fn a_lost_session_is_due_at_its_lifetime_or_idle_timeout() {
+        let now = OffsetDateTime::now_utc();
+        let mut rec = crate::store::suite::session("s1", Some("gone"));
+        rec.created_at = now - Duration::minutes(10);
+        rec.expires_at = now + Duration::hours(1);
+        rec.idle_timeout_seconds = 900;
+        assert_eq!(lost_due(&rec, now), None, "10 minutes idle, 15 allowed");
+        rec.idle_timeout_seconds = 300;
+        assert_eq!(lost_due(&rec, now), Some("idle timeout"), "idle since creation");
+        rec.last_active_at = Some(now - Duration::minutes(1));
+        assert_eq!(lost_due(&rec, now), None, "used a minute ago");
+        rec.expires_at = now;
+        assert_eq!(lost_due(&rec, now), Some("max lifetime reached"));
     }
 }
