@@ -60,12 +60,7 @@ impl QemuBackend {
             Ok(Err(e)) => return Err(refuse(format!("its guest daemon does not answer: {}", error_chain(&e)))),
             Err(_) => return Err(refuse(format!("its guest daemon did not answer within {} s", ADOPT_TIMEOUT.as_secs()))),
         }
-        // A VM found paused (an idle session's, or a fork's source the old control plane left
-        // mid-fork) goes back to sleep once its guest has answered, with its clock set: a
-        // restart must not wake every idle session. The next request resumes it.
-        let adopted_paused = was_paused && pause_again(id, &run, &channel).await;
-        tracing::info!(vm = id, pid = rec.pid, image = %rec.image, paused = adopted_paused, "VM adopted");
-        Ok(Arc::new(QemuVm {
+        let mut vm = QemuVm {
             id: id.to_string(),
             pid: rec.pid,
             run,
@@ -76,8 +71,16 @@ impl QemuBackend {
             spec,
             memory,
             detached: AtomicBool::new(false),
-            adopted_paused,
-        }))
+            adopted_paused: false,
+        };
+        // A VM found paused (an idle session's, or a fork's source the old control plane left
+        // mid-fork) goes back to sleep once its guest has answered, with its clock set: a
+        // restart must not wake every idle session. The next request resumes it.
+        if was_paused {
+            vm.adopted_paused = vm.pause_again().await;
+        }
+        tracing::info!(vm = id, pid = rec.pid, image = %rec.image, paused = vm.adopted_paused, "VM adopted");
+        Ok(Arc::new(vm))
     }
 }
 
@@ -101,30 +104,6 @@ async fn resume_if_paused(id: &str, run: &RunDir) -> Result<bool, VmError> {
         Ok(Ok(s)) => Err(refuse(format!("QEMU reports status {s:?} (not a running VM)"))),
         Ok(Err(e)) => Err(refuse(format!("QMP: {}", error_chain(&e)))),
         Err(_) => Err(refuse(format!("QMP did not answer within {} s", ADOPT_TIMEOUT.as_secs()))),
-    }
-}
-
-/// Sets the clock of an adopted guest that had been paused, then pauses it again. False (the VM
-/// left running, which only costs CPU until the idle pauser takes it) when QMP fails.
-async fn pause_again(id: &str, run: &RunDir, channel: &GuestChannel) -> bool {
-    let clock = mayfly_proto::msg::Identity { unix_time_ns: crate::snapshot::fresh_identity("").unix_time_ns, ..Default::default() };
-    if let Err(e) = channel.set_identity(clock).await {
-        tracing::warn!(vm = id, "cannot set the clock of an adopted paused VM: {e}");
-    }
-    let stop = async {
-        let mut qmp = Qmp::connect(&run.qmp()).await?;
-        qmp.execute("stop", None).await.map(|_| ())
-    };
-    match tokio::time::timeout(ADOPT_TIMEOUT, stop).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::warn!(vm = id, "cannot pause the adopted VM again: {}", error_chain(&e));
-            false
-        }
-        Err(_) => {
-            tracing::warn!(vm = id, "QMP did not answer the pause of the adopted VM");
-            false
-        }
     }
 }
 

@@ -36,12 +36,31 @@ impl QemuVm {
     pub(crate) async fn resume_vm(&self) -> Result<Duration, VmError> {
         let t0 = Instant::now();
         self.run_state("cont").await?;
+        self.set_clock().await;
+        Ok(t0.elapsed())
+    }
+
+    /// For an adopted VM that was found paused and continued for its guest's HELLO: sets its
+    /// clock and pauses it again. False (left running, which only costs CPU until the idle pauser
+    /// takes it) when the pause fails.
+    pub(crate) async fn pause_again(&self) -> bool {
+        self.set_clock().await;
+        match self.pause_vm().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(vm = %self.id, "cannot pause the adopted VM again: {e}");
+                false
+            }
+        }
+    }
+
+    /// Sets the guest's wall clock from the host's (it stood still while paused).
+    async fn set_clock(&self) {
         let clock = Identity { unix_time_ns: fresh_identity("").unix_time_ns, ..Default::default() };
         if let Err(e) = self.channel.set_identity(clock).await {
             // The guest runs; only its clock may be behind. Said, not fatal.
-            tracing::warn!(vm = %self.id, "cannot set the clock after a resume: {e}");
+            tracing::warn!(vm = %self.id, "cannot set the guest's clock after a pause: {e}");
         }
-        Ok(t0.elapsed())
     }
 
     pub(crate) fn process_cpu_time(&self) -> Option<Duration> {

@@ -16,9 +16,14 @@ fn due(s: &LiveSession, now: OffsetDateTime, idle_for: Duration) -> Option<&'sta
     if s.state() != SessionState::Ready {
         return None;
     }
-    if now >= *s.expires_at.lock().expect("expiry lock") {
+    over_limit(now, *s.expires_at.lock().expect("expiry lock"), idle_for, s.idle_timeout)
+}
+
+/// The limits every session has, live or lost: its lifetime, then its idle timeout.
+fn over_limit(now: OffsetDateTime, expires_at: OffsetDateTime, idle_for: Duration, idle_timeout: Duration) -> Option<&'static str> {
+    if now >= expires_at {
         Some("max lifetime reached")
-    } else if idle_for >= s.idle_timeout {
+    } else if idle_for >= idle_timeout {
         Some("idle timeout")
     } else {
         None
@@ -29,14 +34,8 @@ fn due(s: &LiveSession, now: OffsetDateTime, idle_for: Duration) -> Option<&'sta
 /// live session, read from its row. Nobody can use a lost session, so it would otherwise stay
 /// until its node came back, which may be never.
 fn lost_due(rec: &SessionRecord, now: OffsetDateTime) -> Option<&'static str> {
-    let idle_since = rec.last_active_at.unwrap_or(rec.created_at);
-    if now >= rec.expires_at {
-        Some("max lifetime reached")
-    } else if now - idle_since >= Duration::from_secs(rec.idle_timeout_seconds) {
-        Some("idle timeout")
-    } else {
-        None
-    }
+    let idle_for = (now - rec.last_active_at.unwrap_or(rec.created_at)).try_into().unwrap_or(Duration::ZERO);
+    over_limit(now, rec.expires_at, idle_for, Duration::from_secs(rec.idle_timeout_seconds))
 }
 
 /// Activity newer than what the store holds by this much is written (one row update per active
