@@ -33,8 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Bump when the template layout or the clone command line changes (2: a parked login shell).
-pub const TEMPLATE_FORMAT: u32 = 2;
+/// Bump when the template layout or the clone command line changes (2: a parked login shell;
+/// 3: the TCG CPU model without ERMS/FSRM, see [`crate::cmdline::TCG_CPU_MODEL`]).
+pub const TEMPLATE_FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateMeta {
