@@ -15,6 +15,7 @@ mod fork;
 pub mod pause;
 pub mod confine;
 pub mod qemu;
+mod overlay;
 pub mod qmp;
 pub mod rundir;
 pub mod snapshot;

@@ -168,20 +168,15 @@ impl QemuBackend {
             .collect()
     }
 
-    async fn create_overlay(&self, vm: &str, backing: &Path, size: Option<u64>, run: &RunDir) -> Result<(), VmError> {
-        let mut cmd = Command::new(&self.cfg.qemu_img);
-        cmd.args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(backing).arg(run.overlay());
-        if let Some(size) = size {
-            cmd.arg(size.to_string());
-        }
-        let out = cmd
-            .output()
-            .await
-            .map_err(|source| VmError::Io { vm: vm.to_string(), step: "running qemu-img", source })?;
-        if !out.status.success() {
-            return Err(VmError::QemuImg { vm: vm.to_string(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
-        }
-        Ok(())
+    async fn create_overlay(
+        &self,
+        vm: &str,
+        backing: &Path,
+        size: Option<u64>,
+        run: &RunDir,
+        blank: Option<&Path>,
+    ) -> Result<(), VmError> {
+        crate::overlay::create(&self.cfg.qemu_img, vm, backing, size, &run.overlay(), blank).await
     }
 }
 
@@ -260,8 +255,8 @@ impl QemuBackend {
                     .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source })?;
                 overlay_copy = Some(file);
             }
-            Launch::Clone(_) => self.create_overlay(&spec.id, &backing, None, &run).await?,
-            _ => self.create_overlay(&spec.id, &backing, spec.disk_size_bytes, &run).await?,
+            Launch::Clone(t) => self.create_overlay(&spec.id, &backing, None, &run, Some(&t.blank_overlay())).await?,
+            _ => self.create_overlay(&spec.id, &backing, spec.disk_size_bytes, &run, None).await?,
         }
         self.confiner.give(account, &spec.id, &run.overlay())?;
         tracing::debug!(vm = %spec.id, ms = started.elapsed().as_millis() as u64, "overlay created");

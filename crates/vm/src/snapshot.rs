@@ -20,6 +20,8 @@
 //! <dir>/state          device state (QEMU migration stream, RAM excluded)
 //! <dir>/disk.qcow2     the disk overlay the snapshot was taken with (frozen, read-only)
 //! <dir>/template.json  TemplateMeta: format, image key, QEMU version, sizing, timings
+//! <dir>/blank-<h>.qcow2 an empty overlay on disk.qcow2 (h: hash of its path), made at the first
+//!                      clone, copied for each
 //! ```
 //! A template whose recorded format, image key or QEMU version differ from the running ones is
 //! never restored: it is rebuilt.
@@ -72,6 +74,15 @@ impl Template {
     }
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
+    }
+    /// An empty overlay on [`Self::disk`], copied for each clone (see `crate::overlay`). It
+    /// records the disk's absolute path, so its name carries a hash of that path: a data dir
+    /// moved elsewhere makes a new blank instead of copying one that names the old place.
+    pub fn blank_overlay(&self) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.disk().hash(&mut h);
+        self.dir.join(format!("blank-{:016x}.qcow2", h.finish()))
     }
 
     pub fn open(dir: &Path) -> Result<Template, VmError> {
