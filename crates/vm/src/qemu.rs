@@ -11,6 +11,7 @@ use crate::cleanup::Cleanup;
 use crate::cmdline::{self, MemoryBacking, QemuArgs};
 use crate::confine::{cgroup, ConfineConfig, Confiner};
 use crate::snapshot::Template;
+use crate::overlay;
 use crate::qmp::Qmp;
 use crate::rundir::{RunDir, VmRecord};
 use crate::{ExitInfo, Vm, VmBackend, VmError, VmSpec};
@@ -167,17 +168,6 @@ impl QemuBackend {
             .cloned()
             .collect()
     }
-
-    async fn create_overlay(
-        &self,
-        vm: &str,
-        backing: &Path,
-        size: Option<u64>,
-        run: &RunDir,
-        blank: Option<&Path>,
-    ) -> Result<(), VmError> {
-        crate::overlay::create(&self.cfg.qemu_img, vm, backing, size, &run.overlay(), blank).await
-    }
 }
 
 /// How a VM process starts.
@@ -243,6 +233,7 @@ impl QemuBackend {
         let account = self.confiner.claim(&spec.id, &run.dir)?;
 
         let mut overlay_copy = None;
+        let qemu_img = &self.cfg.qemu_img;
         match mode {
             // A copy of the source's overlay (same backing chain). QEMU opens it inactive
             // (`-incoming`) and re-reads it when the migration completes; the fork copies it
@@ -255,8 +246,11 @@ impl QemuBackend {
                     .map_err(|source| VmError::Io { vm: spec.id.clone(), step: "copying the disk overlay", source })?;
                 overlay_copy = Some(file);
             }
-            Launch::Clone(t) => self.create_overlay(&spec.id, &backing, None, &run, Some(&t.blank_overlay())).await?,
-            _ => self.create_overlay(&spec.id, &backing, spec.disk_size_bytes, &run, None).await?,
+            Launch::Clone(t) => {
+                let blank = t.blank_overlay();
+                overlay::create(qemu_img, &spec.id, &backing, None, &run.overlay(), Some(&blank)).await?
+            }
+            _ => overlay::create(qemu_img, &spec.id, &backing, spec.disk_size_bytes, &run.overlay(), None).await?,
         }
         self.confiner.give(account, &spec.id, &run.overlay())?;
         tracing::debug!(vm = %spec.id, ms = started.elapsed().as_millis() as u64, "overlay created");
