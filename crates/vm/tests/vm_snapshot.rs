@@ -73,8 +73,12 @@ async fn clones_are_independent_restores_of_a_template() {
     let tb = first_terminal(&b, script, "]\r\n").await;
     assert!(ta.contains("root@t-clone-a:"), "{ta:?}");
     assert!(tb.contains("root@t-clone-b:"), "{tb:?}");
-    let line =
-        |t: &str| t.rsplit_once('[').map(|(_, l)| l.split(']').next().unwrap_or("").to_string()).unwrap_or_default();
+    // The echo's output is the last "[…]\r\n"; the next prompt may have come in the same read,
+    // and its escape sequences (bracketed paste, colours) hold '[' too.
+    let line = |t: &str| {
+        let end = t.rfind("]\r\n").unwrap_or(0);
+        t[..end].rfind('[').map(|start| t[start + 1..end].to_string()).unwrap_or_default()
+    };
     let (la, lb) = (line(&ta), line(&tb));
     assert!(la.starts_with("t-clone-a "), "{la:?}");
     assert!(lb.starts_with("t-clone-b "), "{lb:?}");
