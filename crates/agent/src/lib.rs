@@ -21,9 +21,6 @@ pub mod run;
 pub mod sse;
 pub mod tools;
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 pub use config::{AgentConfig, ProviderKind};
 pub use message::{Message, ToolCall, Usage};
 pub use run::{AgentEvent, RunOutcome, RunStatus};

@@ -13,7 +13,7 @@ mod gitserver;
 
 use common::external::{ExternalServer, VmGuard};
 use common::*;
-use mayfly_agent::testing::{call, tools, ScriptedModel};
+use mayfly_agent_testing::{call, tools, ScriptedModel};
 use mayfly_agent::ProviderKind;
 use serde_json::{json, Value};
 use std::time::Duration;

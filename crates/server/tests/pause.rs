@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use mayfly_agent::testing::{call, tools, Reply, ScriptedModel};
+use mayfly_agent_testing::{call, tools, Reply, ScriptedModel};
 use mayfly_agent::ProviderKind;
 use serde_json::{json, Value};
 use std::time::Duration;

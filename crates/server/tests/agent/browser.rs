@@ -4,7 +4,7 @@
 use crate::common::*;
 use crate::helpers::*;
 use base64::Engine;
-use mayfly_agent::testing::{call, tools, ScriptedModel};
+use mayfly_agent_testing::{call, tools, ScriptedModel};
 use mayfly_agent::ProviderKind;
 use serde_json::{json, Value};
 

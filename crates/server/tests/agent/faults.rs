@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use crate::helpers::*;
-use mayfly_agent::testing::{call, tools, Reply, ScriptedModel};
+use mayfly_agent_testing::{call, tools, Reply, ScriptedModel};
 use mayfly_agent::ProviderKind;
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 
 use mayfly_agent::provider::Model;
 use mayfly_agent::run::{AgentEvent, RunContext};
-use mayfly_agent::testing::{call, tools, Reply, ScriptedModel};
+use mayfly_agent_testing::{call, tools, Reply, ScriptedModel};
 use mayfly_agent::{AgentConfig, Message, ProviderKind, RunOutcome, RunStatus, ToolOutput, Tools};
 use serde_json::{json, Value};
 use std::sync::Mutex;

@@ -8,12 +8,12 @@
 
 mod wire;
 
-use crate::{AgentConfig, ProviderKind};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use axum::{Json, Router};
+use mayfly_agent::{AgentConfig, ProviderKind};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
