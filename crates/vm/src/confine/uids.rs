@@ -63,8 +63,16 @@ pub struct UidAllocator {
 }
 
 impl UidAllocator {
+    /// The first search starts at a random uid of the range: another control plane on this host
+    /// (or a test server in another process) allocating from the same range at the same moment
+    /// sees a claimed uid only once its QEMU runs, so two allocators starting at the range's first
+    /// uid would hand it out twice.
     pub fn new(range: UidRange, state_dir: &Path) -> Self {
-        Self { range, state_dir: state_dir.to_path_buf(), next: Mutex::new(range.first) }
+        use std::hash::{BuildHasher, Hasher};
+        let size = u64::from(range.last - range.first) + 1;
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let start = range.first + u32::try_from(random % size).unwrap_or(0);
+        Self { range, state_dir: state_dir.to_path_buf(), next: Mutex::new(start) }
     }
 
     pub fn range(&self) -> UidRange {
