@@ -7,9 +7,8 @@
 //! a guest daemon that does not answer, a VM gone while the server was down, a restart in the
 //! middle of a create, a delete and a fork, and a second server on the same data dir.
 
-mod common;
-#[path = "repos/gitserver.rs"]
-mod gitserver;
+use crate::common;
+use crate::gitserver;
 
 use common::external::{ExternalServer, VmGuard};
 use common::*;

@@ -10,7 +10,7 @@
 //! reaper), its restart re-adopting them (and reaping the VM of the one that ended), and draining
 //! a node with a live session (`mayfly nodes`).
 
-mod common;
+use crate::common;
 
 use common::external::{self, ExternalServer, VmGuard};
 use common::postgres::Postgres;

@@ -1,7 +1,7 @@
 //! Faults and limits with a real server: idle reaping, a VM killed under a session, the session
 //! limit, shutdown with sessions running, and a restart after a crash that left VMs behind.
 
-mod common;
+use crate::common;
 
 use common::*;
 use mayfly_proto::api::SessionState;

@@ -2,7 +2,7 @@
 //! files made inside the VM arrive as `file_changed` events on the session's event stream;
 //! `files/mkdir` and `files/rename` work and rename refuses to replace.
 
-mod common;
+use crate::common;
 use common::*;
 use serde_json::{json, Value};
 

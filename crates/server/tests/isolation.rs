@@ -9,7 +9,7 @@
 //!   the other session's disk throughput during the flood is printed;
 //! * afterwards nothing is left (processes, run dirs, cgroups).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

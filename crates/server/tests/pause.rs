@@ -5,7 +5,7 @@
 //! session is deleted without leaving anything; a paused session stays paused across a restart
 //! (adopted, its clock set) and resumes on the next request.
 
-mod common;
+use crate::common;
 
 use common::*;
 use mayfly_agent_testing::{call, tools, Reply, ScriptedModel};

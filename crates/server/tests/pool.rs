@@ -1,7 +1,7 @@
 //! Warm pool: clones of the image's template wait unclaimed; a create is a hand-over with the
 //! session's own identity; the pool refills; shutdown drains it and leaves no process behind.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use serde_json::{json, Value};

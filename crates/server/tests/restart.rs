@@ -2,7 +2,7 @@
 //! configuration from `MAYFLY_*`, SIGTERM shutdown, and `kill -9` of the server with a session
 //! running, after which the next server adopts its VM (see `adopt.rs` for the whole story).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::{BufRead, BufReader};

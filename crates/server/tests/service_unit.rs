@@ -2,7 +2,7 @@
 //! (`systemd-analyze verify`, with no complaint either) and keeps the VMs alive across a stop:
 //! only the server process is signalled.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

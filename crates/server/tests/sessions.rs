@@ -1,7 +1,7 @@
 //! End to end with a real server, a real VM and real HTTP/WebSocket clients: a session from
 //! creation to deletion, every API on the way, and nothing left behind.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures::SinkExt;

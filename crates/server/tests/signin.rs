@@ -2,7 +2,7 @@
 //! cookie rotation and sign-out, same-origin rules for cookies, token lifecycle, forged and
 //! malformed credentials, the failed sign-in limit and the audit entries of each.
 
-mod common;
+use crate::common;
 
 use common::users::{as_user, audit, create_token, make_user, status_and_body};
 use common::{TestServer, TOKEN};

@@ -2,7 +2,7 @@
 //! memory and disk it asked for; its QEMU runs unprivileged in a cgroup capped to that size; and
 //! after the session nothing of it is left (process, run dir, cgroups).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! database at once, a bad URL, an unreachable server, and the database restarting under a
 //! store that goes on once it answers again.
 
-mod common;
+use crate::common;
 
 use common::postgres::Postgres;
 use mayfly_server::agent::store::AgentStore;

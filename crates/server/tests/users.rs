@@ -3,9 +3,8 @@
 //! session that does not exist; admins see everything and are audited; a user's saved git token
 //! reaches their session on demand.
 
-mod common;
-#[path = "repos/gitserver.rs"]
-mod gitserver;
+use crate::common;
+use crate::gitserver;
 
 use common::users::{as_user, audit, make_user, status_and_body, Account};
 use common::{TestServer, SLOW, TOKEN};

@@ -2,7 +2,7 @@
 //! the VM. The page's script sets the title, so a title we read back proves the JavaScript ran.
 
 use crate::common::*;
-use crate::helpers::*;
+use super::helpers::*;
 use base64::Engine;
 use mayfly_agent_testing::{call, tools, ScriptedModel};
 use mayfly_agent::ProviderKind;

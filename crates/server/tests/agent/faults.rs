@@ -3,7 +3,7 @@
 //! and that the session still works.
 
 use crate::common::*;
-use crate::helpers::*;
+use super::helpers::*;
 use mayfly_agent_testing::{call, tools, Reply, ScriptedModel};
 use mayfly_agent::ProviderKind;
 use serde_json::json;

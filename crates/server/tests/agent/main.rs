@@ -3,8 +3,6 @@
 //! formats). Assertions are on the VM's real state (files, processes, the preview's response
 //! through the real proxy), not on the transcript.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod browser;
 mod faults;
 mod helpers;

@@ -3,7 +3,7 @@
 //! follow-up prompt that continues the conversation.
 
 use crate::common::*;
-use crate::helpers::*;
+use super::helpers::*;
 use mayfly_agent_testing::{call, tools, Reply, ScriptedModel};
 use mayfly_agent::ProviderKind;
 use serde_json::{json, Value};

@@ -4,8 +4,7 @@
 //! count what actually reached them, so "refused" means nothing got through, not merely that
 //! the client saw an error.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use common::*;
 use mayfly_server::egress::addrs::host_addresses;

@@ -1,5 +1,5 @@
 use crate::common::*;
-use crate::helpers::*;
+use super::helpers::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,8 +7,6 @@
 //! * [`access`] — private by default, the redirect exchange, bearer, public, another session's
 //!   cookie, bad addresses, smuggling, slow clients, a session that goes away, activity.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod access;
 mod helpers;
 mod protocols;
