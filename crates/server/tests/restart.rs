@@ -39,7 +39,13 @@ fn spawn_server(data: &std::path::Path, image_data: Option<&std::path::Path>) ->
     open_to_vm_uids(data);
     let had_token = data.join("token").exists();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_server_process", "--exact", "--nocapture", "--test-threads=1"])
+    // The harness names a test by its module path without the crate: `restart::…` in the
+    // `suites` binary.
+    let name = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::child_server_process"),
+        None => "child_server_process".to_string(),
+    };
+    cmd.args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, data)
         .env("MAYFLY_BIND", "127.0.0.1:0")
         .env("MAYFLY_DEFAULT_IMAGE", "minimal")
@@ -56,7 +62,7 @@ fn spawn_server(data: &std::path::Path, image_data: Option<&std::path::Path>) ->
     let mut token_line = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
-        // The test harness may print "test child_server_process ... " just before.
+        // The test harness may print "test restart::child_server_process ... " just before.
         const LISTENING: &str = "mayfly listening on ";
         if let Some(i) = line.find(LISTENING) {
             base = Some(line[i + LISTENING.len()..].trim().to_string());
