@@ -66,19 +66,6 @@ async fn wait_responsive(server: &TestServer, id: &str) -> Duration {
     }
 }
 
-/// Waits until the server has the `minimal` template (built after the first cold boot).
-async fn wait_template(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (_, pools) = server.get("/api/v1/pool").await;
-        let ready = pools.as_array().into_iter().flatten().any(|p| p["image"] == "minimal" && p["template"] == true);
-        if ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no template: {pools}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn the_qemu(id: &str) -> u32 {
     let pids = qemu_pids_for(id);

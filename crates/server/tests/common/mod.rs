@@ -272,3 +272,17 @@ pub async fn next_notice(ws: &mut Ws) -> Value {
         }
     }
 }
+
+/// Waits until the server has the `minimal` template (built after the first cold boot).
+pub async fn wait_template(server: &TestServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let (_, pools) = server.get("/api/v1/pool").await;
+        let ready = pools.as_array().into_iter().flatten().any(|p| p["image"] == "minimal" && p["template"] == true);
+        if ready {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no template: {pools}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
