@@ -66,7 +66,6 @@ async fn wait_responsive(server: &TestServer, id: &str) -> Duration {
     }
 }
 
-
 fn the_qemu(id: &str) -> u32 {
     let pids = qemu_pids_for(id);
     assert_eq!(pids.len(), 1, "one QEMU for {id}: {pids:?}");
