@@ -62,7 +62,22 @@ impl Vm {
     }
 
     async fn connect(&self) -> Mux {
-        let s = tokio::net::UnixStream::connect(self.dir.path().join("ch.sock")).await.unwrap();
+        // QEMU creates the socket file at bind(), a moment before listen(), and its backlog is
+        // short: a refused or full connect is retried (a loaded machine stretches both).
+        let path = self.dir.path().join("ch.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let s = loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => break s,
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::WouldBlock)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("cannot connect to {}: {e}; console:\n{}", path.display(), self.console()),
+            }
+        };
         let (r, w) = s.into_split();
         match tokio::time::timeout(Duration::from_secs(90), Mux::connect(r, w, Role::Host)).await {
             Ok(m) => m.unwrap(),

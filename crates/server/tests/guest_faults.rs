@@ -2,7 +2,7 @@
 //! guest that writes garbage into its channel, and a full guest disk. Each test ends by
 //! deleting its sessions, stopping the server and checking that nothing leaked.
 
-mod common;
+use crate::common;
 
 use common::leaks::assert_nothing_left;
 use common::*;
@@ -54,6 +54,7 @@ async fn state(server: &TestServer, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_guest_daemon_is_restarted_and_the_session_recovers() {
+    common::alone_in_this_process("guest_faults");
     let _serial = SERIAL.lock().await;
     let baseline = common::leaks::baseline().await;
     let server = TestServer::start(|_| {}).await;
@@ -115,6 +116,7 @@ fn garbage_script(secs: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_writing_garbage_to_its_channel_cannot_stall_the_control_plane() {
+    common::alone_in_this_process("guest_faults");
     let _serial = SERIAL.lock().await;
     let baseline = common::leaks::baseline().await;
     let server = TestServer::start(|_| {}).await;
@@ -166,6 +168,7 @@ fn qemu_img_virtual_size(path: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_guest_disk_is_enospc_inside_and_bounded_outside() {
+    common::alone_in_this_process("guest_faults");
     let _serial = SERIAL.lock().await;
     let baseline = common::leaks::baseline().await;
     let server = TestServer::start(|_| {}).await;

@@ -7,7 +7,7 @@
 //! finishes the round it is in). Figures (sessions/min, create and round latencies) are
 //! printed, not asserted: run with `--nocapture` to see them.
 
-mod common;
+use crate::common;
 
 use common::leaks::{assert_nothing_left, live_rows, qemu_pids_in};
 use common::*;
@@ -120,6 +120,7 @@ fn p50(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_in_a_loop_with_terminals_and_previews_leak_nothing() {
+    common::alone_in_this_process("load");
     let workers = env_or("MAYFLY_LOAD_SESSIONS", 20);
     let secs = env_or("MAYFLY_LOAD_SECS", 45);
     let baseline = common::leaks::baseline().await;

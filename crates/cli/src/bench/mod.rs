@@ -3,6 +3,7 @@
 
 mod cluster;
 mod density;
+mod ports;
 mod procstat;
 mod session;
 pub mod stats;
@@ -51,8 +52,9 @@ pub struct BenchOpts {
     /// (the resume included).
     #[arg(long, value_name = "SECONDS", requires = "density")]
     pause_after: Option<u64>,
-    /// Only the throughput benchmark: bulk downloads through the preview proxy and the files API
-    /// (and uploads) against the same download inside the guest over loopback.
+    /// Only the throughput benchmark (bulk downloads through the preview proxy and the files API,
+    /// and uploads, against the same download inside the guest over loopback) and port
+    /// publishing (listen() in the guest → port_opened → the preview's first answer).
     #[arg(long, conflicts_with_all = ["vm_only", "sessions_only", "density"])]
     throughput: bool,
     /// Size of the throughput benchmark's file, MiB.
@@ -126,9 +128,11 @@ pub async fn run(opts: BenchOpts, data_dir: &Path) -> anyhow::Result<ExitCode> {
     }
     if !opts.vm_only && opts.density.is_none() {
         eprintln!("measuring throughput ({} MiB, {} runs per figure)…", opts.throughput_mib, opts.throughput_runs);
-        let t = throughput_bench(data_dir, &opts.image, opts.throughput_mib, opts.throughput_runs).await?;
+        let (t, ports) = throughput_bench(data_dir, &opts.image, opts.throughput_mib, opts.throughput_runs).await?;
         println!("{t}");
+        println!("{ports}");
         json["throughput"] = serde_json::to_value(&t)?;
+        json["port_publish"] = serde_json::to_value(&ports)?;
     }
     std::fs::write(&opts.out, serde_json::to_vec_pretty(&json)?)?;
     println!("wrote {}", opts.out.display());
@@ -136,14 +140,23 @@ pub async fn run(opts: BenchOpts, data_dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The throughput benchmark on a server and session of its own.
-async fn throughput_bench(data_dir: &Path, image: &str, mib: u64, runs: usize) -> anyhow::Result<throughput::ThroughputBench> {
+/// The throughput and port-publishing benchmarks on a server and session of their own.
+async fn throughput_bench(
+    data_dir: &Path,
+    image: &str,
+    mib: u64,
+    runs: usize,
+) -> anyhow::Result<(throughput::ThroughputBench, ports::PortPublish)> {
     anyhow::ensure!(mib >= 1 && runs >= 1, "--throughput-mib and --throughput-runs must be at least 1");
     let r = session::start(data_dir, image, 0, true, "throughput").await?;
     let result = async {
         let id = density::create(&r).await?;
         density::wait_ready(&r, &id).await?;
-        throughput::run(&r, &id, mib, runs).await
+        let t = throughput::run(&r, &id, mib, runs).await?;
+        // Each run is one listen(): cheap enough for more samples than the bulk transfers.
+        let port_runs = runs.max(ports::MIN_RUNS);
+        eprintln!("measuring port publishing ({port_runs} runs)…");
+        Ok((t, ports::run(&r, &id, port_runs).await?))
     }
     .await;
     r.stop().await;

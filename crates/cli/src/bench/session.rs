@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "bench-token";
 
+/// A WebSocket to the benchmark's server.
+pub(super) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 #[derive(Debug, Serialize)]
 pub struct Mode {
     pub create_to_first_shell_byte: Summary,
@@ -135,11 +138,17 @@ impl Running {
         Ok((total, created, id))
     }
 
-    async fn pty(
-        &self,
-        id: &str,
-    ) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
-        let mut req = format!("{}/api/v1/sessions/{id}/pty?cols=80&rows=24", self.ws).into_client_request()?;
+    async fn pty(&self, id: &str) -> anyhow::Result<Ws> {
+        self.websocket(&format!("/api/v1/sessions/{id}/pty?cols=80&rows=24")).await
+    }
+
+    /// The session's events (`GET …/events` as a WebSocket).
+    pub(super) async fn events(&self, id: &str) -> anyhow::Result<Ws> {
+        self.websocket(&format!("/api/v1/sessions/{id}/events")).await
+    }
+
+    async fn websocket(&self, path: &str) -> anyhow::Result<Ws> {
+        let mut req = format!("{}{path}", self.ws).into_client_request()?;
         req.headers_mut().insert("authorization", format!("Bearer {TOKEN}").parse()?);
         Ok(tokio_tungstenite::connect_async(req).await?.0)
     }

@@ -107,7 +107,7 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
 }
 
 /// Runs `bash -c script` in the guest; its stdout, or an error with its exit and stderr.
-async fn exec_ok(r: &Running, id: &str, script: &str) -> anyhow::Result<String> {
+pub(super) async fn exec_ok(r: &Running, id: &str, script: &str) -> anyhow::Result<String> {
     let body = serde_json::json!({ "cmd": ["bash", "-c", script], "timeout_seconds": 600 });
     let resp = r.http.post(format!("{}/api/v1/sessions/{id}/exec", r.base)).json(&body).send().await?;
     anyhow::ensure!(resp.status().is_success(), "exec {script:?}: {}", resp.text().await?);

@@ -9,6 +9,7 @@
 //! store or the VM, and is redacted from failure reasons a model server might echo it in.
 
 pub mod browser;
+mod cdp;
 mod session_end;
 pub mod shell;
 pub mod store;

@@ -24,6 +24,31 @@ pub const TOKEN: &str = "e2e-token-0123456789abcdef";
 /// Generous bound for anything involving a boot or a teardown (TCG, parallel tests).
 pub const SLOW: Duration = Duration::from_secs(120);
 
+/// For a suite that needs this test process to itself (it counts the process's open sockets,
+/// or installs the process's log subscriber): panics, saying how to run it, unless the test
+/// filter names only `suite`'s tests — as `scripts/run-tests` runs every suite of the `suites`
+/// binary (`--exact` with the suite's test names) or `cargo test --test suites -- load::` does.
+pub fn alone_in_this_process(suite: &str) {
+    let prefix = format!("{suite}::");
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            // libtest options that take a value in the next argument
+            "--test-threads" | "--color" | "--format" | "--logfile" | "--skip" | "-Z" | "--shuffle-seed" => {
+                args.next();
+            }
+            a if a.starts_with('-') => {}
+            a => filters.push(a.to_string()),
+        }
+    }
+    assert!(
+        !filters.is_empty() && filters.iter().all(|f| f.starts_with(&prefix)),
+        "the `{suite}` suite needs this test process to itself; run it alone: \
+         cargo test --release -p mayfly-server --test suites -- {prefix} (scripts/run-tests does)"
+    );
+}
+
 pub fn image_data_dir() -> PathBuf {
     let dir = std::env::var_os("MAYFLY_DATA_DIR").map(PathBuf::from).expect(
         "MAYFLY_DATA_DIR must point at a data dir with the `minimal` image built; run the README's test command (scripts/test)",

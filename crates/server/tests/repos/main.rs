@@ -7,11 +7,11 @@
 //! `mayfly new --repo` binary.
 
 mod cli;
-#[path = "../common/mod.rs"]
-mod common;
-mod gitserver;
 mod push;
 mod token;
+
+use crate::common;
+use crate::gitserver;
 
 use common::*;
 use serde_json::{json, Value};
@@ -33,6 +33,7 @@ struct LogBuf(Arc<Mutex<Vec<u8>>>);
 fn captured_logs() -> LogBuf {
     static LOGS: std::sync::OnceLock<LogBuf> = std::sync::OnceLock::new();
     LOGS.get_or_init(|| {
+        common::alone_in_this_process("repos");
         let logs = LogBuf::default();
         let writer = logs.clone();
         tracing_subscriber::fmt()

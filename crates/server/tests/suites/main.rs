@@ -3,11 +3,9 @@
 //! `common` again (20 binaries took most of CI's build time). `scripts/run-tests` still runs
 //! each suite in a process of its own (`suites <module>::`), as a binary of its own ran before,
 //! so process-wide fixtures stay per suite. `cargo test -p mayfly-server --test suites pause::`
-//! runs one suite by hand.
-//!
-//! Suites that need the process to themselves stay binaries of their own: `load` and
-//! `guest_faults` check the process's open sockets, `repos` installs the process's log
-//! subscriber.
+//! runs one suite by hand. `load` and `guest_faults` count the process's open sockets and
+//! `repos` installs the process's log subscriber: they refuse to run beside another suite
+//! (`common::alone_in_this_process`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -25,8 +23,12 @@ mod egress;
 mod faults;
 #[path = "../file_watch.rs"]
 mod file_watch;
+#[path = "../guest_faults.rs"]
+mod guest_faults;
 #[path = "../isolation.rs"]
 mod isolation;
+#[path = "../load.rs"]
+mod load;
 #[path = "../oidc.rs"]
 mod oidc;
 #[path = "../pause.rs"]
@@ -35,6 +37,8 @@ mod pause;
 mod pool;
 #[path = "../previews/main.rs"]
 mod previews;
+#[path = "../repos/main.rs"]
+mod repos;
 #[path = "../restart.rs"]
 mod restart;
 #[path = "../service_unit.rs"]
