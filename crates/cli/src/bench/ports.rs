@@ -41,12 +41,8 @@ pub async fn run(r: &Running, id: &str, runs: usize) -> anyhow::Result<PortPubli
     for i in 0..runs {
         let port = FIRST_PORT + i as u16;
         let stamp = format!("/tmp/mayfly-bench-listen-{port}");
-        let name = format!("{port}-{id}.localhost");
-        let preview = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve(&name, r.addr()?)
-            .build()?;
-        let url = format!("http://{name}:{}/", r.addr()?.port());
+        let (preview, host) = r.preview_client(id, port)?;
+        let url = format!("http://{host}/");
         let poller = tokio::spawn(first_answer(preview, url, r.token()));
         let _stop_polling = AbortOnDrop(poller.abort_handle());
         let server = format!(

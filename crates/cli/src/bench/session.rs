@@ -94,6 +94,14 @@ impl Running {
         Ok(self.base.trim_start_matches("http://").parse()?)
     }
 
+    /// A client for the preview of `port` in session `id` (its host name resolved to this
+    /// server, redirects not followed), and the preview's `host:port`.
+    pub(super) fn preview_client(&self, id: &str, port: u16) -> anyhow::Result<(reqwest::Client, String)> {
+        let name = format!("{port}-{id}.localhost");
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).resolve(&name, self.addr()?).build()?;
+        Ok((client, format!("{name}:{}", self.addr()?.port())))
+    }
+
     /// The server token the benchmark's clients send.
     pub(super) fn token(&self) -> &'static str {
         TOKEN

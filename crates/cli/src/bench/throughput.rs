@@ -46,12 +46,7 @@ pub async fn run(r: &Running, id: &str, mib: u64, runs: usize) -> anyhow::Result
     .await?;
     wait_listening(r, id).await?;
 
-    let name = format!("{PORT}-{id}.localhost");
-    let preview = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(&name, r.addr()?)
-        .build()?;
-    let host = format!("{name}:{}", r.addr()?.port());
+    let (preview, host) = r.preview_client(id, PORT)?;
     let mut guest = Vec::new();
     let mut via_preview = Vec::new();
     let mut files_down = Vec::new();
