@@ -3,7 +3,7 @@
 //! ended by a NUL byte (https://chromedevtools.github.io/devtools-protocol/). No debugging port
 //! is opened, so no other program on the host can drive the browser.
 //!
-//! Why not a CDP crate: the `browser` tool sends nine commands and reads five events, while the
+//! Why not a CDP crate: the `browser` tool sends eleven commands and reads four events, while the
 //! crates generate bindings for the whole protocol (chromiumoxide's took ≈ 8 minutes of CPU to
 //! compile on the 2-core CI machine, a fifth of a fresh build) and drive it over a WebSocket on
 //! a loopback port.
