@@ -7,7 +7,7 @@
 
 use super::session::Running;
 use super::stats::{summarize, Summary};
-use super::throughput::exec_ok;
+use super::throughput::{exec_argv, exec_ok};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -98,11 +98,7 @@ async fn clock_offset(r: &Running, id: &str) -> anyhow::Result<(f64, f64)> {
     let mut best = (0.0, f64::MAX);
     for _ in 0..10 {
         let before = unix_secs(SystemTime::now());
-        let body = serde_json::json!({ "cmd": ["date", "+%s.%N"], "timeout_seconds": 60 });
-        let resp = r.http.post(format!("{}/api/v1/sessions/{id}/exec", r.base)).json(&body).send().await?;
-        anyhow::ensure!(resp.status().is_success(), "exec date: {}", resp.text().await?);
-        let out: Value = resp.json().await?;
-        let guest: f64 = out["stdout"].as_str().unwrap_or_default().trim().parse()?;
+        let guest: f64 = exec_argv(r, id, &["date", "+%s.%N"]).await?.trim().parse()?;
         let half = (unix_secs(SystemTime::now()) - before) / 2.0;
         if half < best.1 {
             best = (guest - (before + half), half);

@@ -103,11 +103,16 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
 
 /// Runs `bash -c script` in the guest; its stdout, or an error with its exit and stderr.
 pub(super) async fn exec_ok(r: &Running, id: &str, script: &str) -> anyhow::Result<String> {
-    let body = serde_json::json!({ "cmd": ["bash", "-c", script], "timeout_seconds": 600 });
+    exec_argv(r, id, &["bash", "-c", script]).await
+}
+
+/// Runs `argv` in the guest (no shell); its stdout, or an error with its exit and stderr.
+pub(super) async fn exec_argv(r: &Running, id: &str, argv: &[&str]) -> anyhow::Result<String> {
+    let body = serde_json::json!({ "cmd": argv, "timeout_seconds": 600 });
     let resp = r.http.post(format!("{}/api/v1/sessions/{id}/exec", r.base)).json(&body).send().await?;
-    anyhow::ensure!(resp.status().is_success(), "exec {script:?}: {}", resp.text().await?);
+    anyhow::ensure!(resp.status().is_success(), "exec {argv:?}: {}", resp.text().await?);
     let out: Value = resp.json().await?;
-    anyhow::ensure!(out["exit_code"] == 0, "exec {script:?}: {out}");
+    anyhow::ensure!(out["exit_code"] == 0, "exec {argv:?}: {out}");
     Ok(out["stdout"].as_str().unwrap_or_default().to_string())
 }
 
