@@ -80,7 +80,8 @@ test('a session is created from the home page and its IDE opens with a terminal'
   await until('the session to be ready', () => ide(() => window.mayfly?.session().state === 'ready'), 120_000);
   await until('a shell prompt', async () => /root@.*# $/m.test(await term()), 60_000);
   await page.click('.term:not([hidden]) .xterm-screen');
-  // Keystrokes are echoed promptly: keystroke → server → VM → back, timed in the page.
+  // Every keystroke comes back: keystroke → server → VM → echo. The page times each round trip;
+  // the figure is printed for the reader, never asserted (speed is `mayfly bench`'s job).
   const echoes = [];
   for (let i = 0; i < 5; i++) {
     echoes.push(await ide(() => window.mayfly.echoLatency()));
@@ -88,7 +89,7 @@ test('a session is created from the home page and its IDE opens with a terminal'
   }
   echoes.sort((a, b) => a - b);
   console.log(`keystroke echo: median ${echoes[2].toFixed(1)} ms, max ${echoes[4].toFixed(1)} ms`);
-  assert.ok(echoes[2] < 250, `median echo ${echoes[2]} ms`);
+  assert.ok(echoes.every((ms) => Number.isFinite(ms) && ms >= 0), `echo times: ${echoes}`);
 });
 
 test('a file made in the terminal appears in the tree', SLOW, async () => {
@@ -100,7 +101,7 @@ test('a file opens, is edited and saved, and the terminal sees the new text', SL
   await openFile('/root/a.txt');
   const openMs = await ide(() => window.mayfly.lastOpenMs());
   console.log(`file open (click to text on screen): ${openMs.toFixed(1)} ms`);
-  assert.ok(openMs < 300, `opening took ${openMs} ms`);
+  assert.ok(openMs > 0, `the editor recorded no open (${openMs})`);
   assert.equal(await ide(() => window.mayfly.editorText('/root/a.txt')), 'hello\n');
   await editorEnd();
   await page.keyboard.press('Control+a');
