@@ -40,15 +40,20 @@ struct Spare {
 const SPARE_PROMPT_LIMIT: Duration = Duration::from_secs(30);
 /// How often a parking shell is checked for having reached its wait.
 const PARK_POLL: Duration = Duration::from_millis(5);
+/// What [`PARK`] prints just before it waits: an OSC sequence no terminal shows. Output keeps its
+/// order through the PTY, so a shell that printed nothing else has exactly this as its output.
+/// (Echo off alone cannot tell: text printed before it may not have reached the reader yet.)
+const PARK_MARK: &[u8] = b"\x1b]6973;mayfly-parked\x07";
 
 /// bash's `PROMPT_COMMAND` for a parked shell: it runs once, after every start-up file and before
-/// the first prompt, all in builtins. It reads one line with echo off (the host name, written by
-/// [`Terminals::adopt_spare`]; echo off is how the daemon sees that the shell waits), writes that
+/// the first prompt, all in builtins. It prints [`PARK_MARK`] and reads one line with echo off
+/// (the host name, written by [`Terminals::adopt_spare`]; the mark, then echo off, is how the
+/// daemon sees that the shell waits), writes that
 /// name where bash cached the template's (`\h`, `\H` in `PS1`, `$HOSTNAME`), and reseeds
 /// `$RANDOM`, which every clone would otherwise share. A shell whose start-up files set their own
 /// `PROMPT_COMMAND`, or that is not bash, prints a prompt instead and is not kept.
 const PARK: &str = concat!(
-    "unset PROMPT_COMMAND; IFS= read -rs __mayfly_host; ",
+    "unset PROMPT_COMMAND; printf '\\033]6973;mayfly-parked\\007'; IFS= read -rs __mayfly_host; ",
     "if [ -n \"$__mayfly_host\" ]; then HOSTNAME=$__mayfly_host; ",
     "PS1=${PS1//\\\\h/${__mayfly_host%%.*}}; PS1=${PS1//\\\\H/$__mayfly_host}; fi; ",
     "unset __mayfly_host; RANDOM=${SRANDOM:-$$}",
@@ -140,19 +145,29 @@ impl Terminals {
     }
 
     /// Starts a parked spare (see [`PARK`]) and waits until it waits. `Ok(false)`: the shell
-    /// printed something or exited instead, and is not kept.
+    /// printed something else or exited instead, and is not kept.
     async fn park_spare(self: &Arc<Self>, cols: u16, rows: u16) -> Result<bool, PtyError> {
         let mut req = PtyRequest { cols, rows, ..Default::default() };
         req.env.insert("PROMPT_COMMAND".into(), PARK.into());
         let t = Terminal::start(&req, crate::default_cwd(), None, Arc::downgrade(self))?;
         let deadline = tokio::time::Instant::now() + SPARE_PROMPT_LIMIT;
-        while !t.echo_off() && !t.has_printed() && !t.exited() && tokio::time::Instant::now() < deadline {
+        let parked = loop {
+            let output = t.output();
+            if output == PARK_MARK && t.echo_off() {
+                break true;
+            }
+            if !PARK_MARK.starts_with(&output) || t.exited() || tokio::time::Instant::now() >= deadline {
+                tracing::info!(output = %String::from_utf8_lossy(&output), "the login shell cannot be parked");
+                break false;
+            }
             tokio::time::sleep(PARK_POLL).await;
-        }
-        if !t.echo_off() || t.has_printed() || t.exited() {
+        };
+        if !parked {
             t.hang_up();
             return Ok(false);
         }
+        // The mark is no output of the shell's: the adopting terminal must not replay it.
+        t.forget_output();
         self.keep_spare(Spare { terminal: t, hostname: hostname(), parked: true });
         Ok(true)
     }
@@ -199,6 +214,7 @@ impl Terminals {
 /// the adopting client can send a key (which would otherwise be read as the name); the line
 /// fits in the PTY's empty input queue, so the write never waits.
 fn unpark(t: &Arc<Terminal>) {
+    t.hold_keys_until_printed();
     if let Err(e) = t.write_now(format!("{}\n", hostname()).as_bytes()) {
         tracing::warn!(pid = t.pid(), "cannot release the parked shell: {e}");
     }

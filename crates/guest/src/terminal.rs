@@ -40,6 +40,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// while it keeps coming within this gap, for at most [`DRAIN_LIMIT`].
 const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// How long held keys wait for the shell's output at most (then they go in anyway).
+const KEYS_HELD_LIMIT: Duration = Duration::from_secs(10);
 /// A hung-up shell that is still alive after this is killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -88,6 +90,8 @@ pub struct Terminal {
     /// Set (and notified) when the shell printed something for the first time.
     printed: AtomicBool,
     printed_notify: tokio::sync::Notify,
+    /// Set while keys must wait for the shell's next output (see [`Terminal::hold_keys_until_printed`]).
+    keys_held: AtomicBool,
 }
 
 struct State {
@@ -211,6 +215,7 @@ impl Terminal {
             hung_up: AtomicBool::new(false),
             printed: AtomicBool::new(false),
             printed_notify: tokio::sync::Notify::new(),
+            keys_held: AtomicBool::new(false),
         });
         tokio::spawn(run_output(t.clone(), child, registry));
         Ok(t)
@@ -245,9 +250,23 @@ impl Terminal {
         tcgetattr(self.master.get_ref()).is_ok_and(|t| !t.local_flags.contains(LocalFlags::ECHO))
     }
 
-    /// Whether the shell printed anything yet.
-    pub(crate) fn has_printed(&self) -> bool {
-        self.printed.load(Ordering::SeqCst)
+    /// Everything the shell printed so far (as far as the reader task has read it).
+    pub(crate) fn output(&self) -> Vec<u8> {
+        self.state.lock().expect("terminal lock").scrollback.contents()
+    }
+
+    /// Makes client keys wait until the shell prints (or [`KEYS_HELD_LIMIT`] passed). For a
+    /// released parked shell: between its `read -s` and readline's raw mode the terminal echoes,
+    /// so a key typed then would show before the prompt and again after it.
+    pub(crate) fn hold_keys_until_printed(&self) {
+        self.keys_held.store(true, Ordering::SeqCst);
+    }
+
+    /// Forgets everything printed so far, as if the shell had printed nothing yet: the scrollback
+    /// is emptied and [`Terminal::printed`] waits for new output.
+    pub(crate) fn forget_output(&self) {
+        self.state.lock().expect("terminal lock").scrollback = Scrollback::default();
+        self.printed.store(false, Ordering::SeqCst);
     }
 
     /// Whether the shell exited.
@@ -335,6 +354,10 @@ impl Terminal {
 
     /// Writes keys to the shell.
     pub async fn write_input(&self, mut data: &[u8]) -> io::Result<()> {
+        if self.keys_held.load(Ordering::SeqCst) {
+            self.printed(KEYS_HELD_LIMIT).await;
+            self.keys_held.store(false, Ordering::SeqCst);
+        }
         while !data.is_empty() {
             let mut guard = self.master.writable().await?;
             match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {

@@ -35,6 +35,10 @@ impl Guest {
     fn start_full(extra: &[&str], env: &[(&str, &str)]) -> Guest {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("guest.sock");
+        // An empty home, so the login shells it starts do not read this machine's start-up files
+        // (a `~/.bashrc` that waits on a lock or prints would decide the tests); `env` may name another.
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mayfly-guest"))
             .arg("daemon")
             .args(["--egress-listen", "off"])
@@ -42,6 +46,7 @@ impl Guest {
             .arg(&sock)
             .args(extra)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("HOME", &home)
             .envs(env.iter().copied())
             .spawn()
             .unwrap();
@@ -181,7 +186,10 @@ pub fn pty_req(terminal: Option<&str>, cmd: Option<&[&str]>) -> OpenRequest {
 pub async fn read_until(s: &mut Stream, needle: &str) -> String {
     let mut seen = Vec::new();
     loop {
-        match next(s).await {
+        let Ok(event) = tokio::time::timeout(T, s.recv()).await else {
+            panic!("timed out waiting for {needle:?}; output so far {:?}", String::from_utf8_lossy(&seen));
+        };
+        match event {
             Event::Data { data, .. } => {
                 seen.extend_from_slice(&data);
                 if String::from_utf8_lossy(&seen).contains(needle) {
