@@ -18,6 +18,7 @@
 pub mod activity;
 pub mod agent;
 pub mod boot;
+pub mod cpu_busy;
 pub mod credential;
 pub mod egress;
 pub mod exec;
