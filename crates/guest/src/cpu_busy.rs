@@ -12,7 +12,7 @@
 //! fields. Busy = total − idle − iowait.
 
 /// (busy, total) clock ticks since boot, or None when the line is not as above.
-pub fn parse_ticks(stat: &str) -> Option<(u64, u64)> {
+fn parse_ticks(stat: &str) -> Option<(u64, u64)> {
     let fields = stat.lines().next()?.strip_prefix("cpu ")?;
     let ticks: Vec<u64> = fields.split_whitespace().take(8).map(|w| w.parse().ok()).collect::<Option<_>>()?;
     if ticks.len() < 4 {
@@ -51,7 +51,7 @@ impl BusyMeter {
 }
 
 /// Busy ticks over all ticks between two samples of [`parse_ticks`].
-pub fn busy_share((busy0, total0): (u64, u64), (busy1, total1): (u64, u64)) -> f64 {
+fn busy_share((busy0, total0): (u64, u64), (busy1, total1): (u64, u64)) -> f64 {
     let total = total1.saturating_sub(total0);
     if total == 0 {
         return 0.0;

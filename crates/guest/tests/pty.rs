@@ -117,9 +117,14 @@ async fn signal_reaches_the_foreground_job() {
     let g = Guest::start();
     let mux = g.connect().await;
     let mut s = open(&mux, pty_req(None, Some(&["/bin/sh"]))).await;
-    started_pid(&mut s).await;
+    let shell = started_pid(&mut s).await;
     type_keys(&s, "sleep 30\r").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The signal must find `sleep` in the foreground, not the shell still reading the line.
+    let deadline = std::time::Instant::now() + T;
+    while !children_of(shell).iter().any(|(_, comm)| comm == "sleep") {
+        assert!(std::time::Instant::now() < deadline, "the shell never started sleep");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let t0 = std::time::Instant::now();
     s.send_ctrl(&Ctrl::Signal { signal: 2 }).await.unwrap(); // SIGINT: stops sleep, not the shell
     type_keys(&s, "echo after$((3+4))\r").await;

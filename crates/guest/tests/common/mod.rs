@@ -65,19 +65,7 @@ impl Guest {
 
     /// Processes the daemon started, with their command names.
     pub fn children(&self) -> Vec<(u32, String)> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                // pid (comm) state ppid …; comm may contain spaces, so split at the last ')'.
-                let (head, rest) = stat.rsplit_once(')')?;
-                let comm = head.split_once('(')?.1.to_string();
-                let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-                (ppid == self.pid()).then_some((pid, comm))
-            })
-            .collect()
+        children_of(self.pid())
     }
 
     /// A connection whose socket the test can drop abruptly (as a crashing host would) by
@@ -118,6 +106,23 @@ impl Drop for Guest {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Processes whose parent is `parent`, with their command names.
+pub fn children_of(parent: u32) -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid …; comm may contain spaces, so split at the last ')'.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some((pid, comm))
+        })
+        .collect()
 }
 
 pub async fn next(s: &mut Stream) -> Event {
