@@ -27,6 +27,7 @@ pub mod identity;
 pub mod info;
 pub mod init;
 pub mod ports;
+pub mod park;
 pub mod pty;
 pub mod scrollback;
 pub mod serve;

@@ -8,6 +8,7 @@
 //! would otherwise deadlock a large paste.
 
 use crate::exec::resolve_cwd;
+use crate::park::{self as park, Parking, Step};
 use crate::serve::finish;
 use crate::terminal::{Attachment, Output, PtyError, Terminal};
 use mayfly_proto::msg::{Ctrl, PtyRequest};
@@ -28,8 +29,9 @@ pub struct Terminals {
 ///
 /// A plain spare printed its prompt under `hostname`: after an identity change that prompt would
 /// lie, so then it is discarded instead of adopted. A *parked* spare (made in a template) has run
-/// its start-up files but printed nothing: it waits in [`PARK`] for the host name to put in its
-/// prompt, which adoption hands it, so it fits whatever identity the clone got.
+/// its start-up files and readline's set-up but shows nothing: it waits (see [`crate::park`]) for
+/// the host name to put in its prompt, which adoption hands it, so it fits whatever identity the
+/// clone got.
 struct Spare {
     terminal: Arc<Terminal>,
     hostname: String,
@@ -38,26 +40,8 @@ struct Spare {
 
 /// How long a spare shell may take to print its prompt (or to park).
 const SPARE_PROMPT_LIMIT: Duration = Duration::from_secs(30);
-/// How often a parking shell is checked for having reached its wait.
+/// How often a parking shell is looked at (see [`crate::park`]).
 const PARK_POLL: Duration = Duration::from_millis(5);
-/// What [`PARK`] prints just before it waits: an OSC sequence no terminal shows. Output keeps its
-/// order through the PTY, so a shell that printed nothing else has exactly this as its output.
-/// (Echo off alone cannot tell: text printed before it may not have reached the reader yet.)
-const PARK_MARK: &[u8] = b"\x1b]6973;mayfly-parked\x07";
-
-/// bash's `PROMPT_COMMAND` for a parked shell: it runs once, after every start-up file and before
-/// the first prompt, all in builtins. It prints [`PARK_MARK`] and reads one line with echo off
-/// (the host name, written by [`Terminals::adopt_spare`]; the mark, then echo off, is how the
-/// daemon sees that the shell waits), writes that
-/// name where bash cached the template's (`\h`, `\H` in `PS1`, `$HOSTNAME`), and reseeds
-/// `$RANDOM`, which every clone would otherwise share. A shell whose start-up files set their own
-/// `PROMPT_COMMAND`, or that is not bash, prints a prompt instead and is not kept.
-const PARK: &str = concat!(
-    "unset PROMPT_COMMAND; printf '\\033]6973;mayfly-parked\\007'; IFS= read -rs __mayfly_host; ",
-    "if [ -n \"$__mayfly_host\" ]; then HOSTNAME=$__mayfly_host; ",
-    "PS1=${PS1//\\\\h/${__mayfly_host%%.*}}; PS1=${PS1//\\\\H/$__mayfly_host}; fi; ",
-    "unset __mayfly_host; RANDOM=${SRANDOM:-$$}",
-);
 
 fn hostname() -> String {
     nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
@@ -107,7 +91,7 @@ impl Terminals {
         let a = spare.terminal.attach()?;
         spare.terminal.resize(req.cols, req.rows);
         if spare.parked {
-            unpark(&spare.terminal);
+            park::release(&spare.terminal, &hostname());
         }
         tracing::debug!(
             terminal = id.map(String::as_str).unwrap_or(""),
@@ -135,7 +119,7 @@ impl Terminals {
         };
         if let Some(t) = parked {
             t.resize(cols, rows);
-            unpark(&t);
+            park::release(&t, &hostname());
             return Ok(t.printed(SPARE_PROMPT_LIMIT).await);
         }
         let req = PtyRequest { cols, rows, ..Default::default() };
@@ -144,21 +128,34 @@ impl Terminals {
         Ok(t.printed(SPARE_PROMPT_LIMIT).await)
     }
 
-    /// Starts a parked spare (see [`PARK`]) and waits until it waits. `Ok(false)`: the shell
-    /// printed something else or exited instead, and is not kept.
+    /// Starts a parked spare (see [`crate::park`]) and waits until it waits. `Ok(false)`: the
+    /// shell printed something or exited instead, and is not kept.
     async fn park_spare(self: &Arc<Self>, cols: u16, rows: u16) -> Result<bool, PtyError> {
         let mut req = PtyRequest { cols, rows, ..Default::default() };
-        req.env.insert("PROMPT_COMMAND".into(), PARK.into());
+        req.env.insert("PROMPT_COMMAND".into(), park::HOOK.into());
         let t = Terminal::start(&req, crate::default_cwd(), None, Arc::downgrade(self))?;
         let deadline = tokio::time::Instant::now() + SPARE_PROMPT_LIMIT;
+        let mut parking = Parking::default();
         let parked = loop {
             let output = t.output();
-            if output == PARK_MARK && t.echo_off() {
-                break true;
-            }
-            if !PARK_MARK.starts_with(&output) || t.exited() || tokio::time::Instant::now() >= deadline {
-                tracing::info!(output = %String::from_utf8_lossy(&output), "the login shell cannot be parked");
-                break false;
+            let step = if t.exited() || tokio::time::Instant::now() >= deadline {
+                Step::Refused
+            } else {
+                parking.step(&output, t.echo_off())
+            };
+            match step {
+                Step::Parked => break true,
+                Step::Wait => {}
+                Step::TypeEmptyLine => {
+                    if let Err(e) = t.write_now(b"\n") {
+                        tracing::info!("the login shell cannot be parked: typing its warm-up line failed: {e}");
+                        break false;
+                    }
+                }
+                Step::Refused => {
+                    tracing::info!(output = ?String::from_utf8_lossy(&output), "the login shell cannot be parked");
+                    break false;
+                }
             }
             tokio::time::sleep(PARK_POLL).await;
         };
@@ -166,7 +163,8 @@ impl Terminals {
             t.hang_up();
             return Ok(false);
         }
-        // The mark is no output of the shell's: the adopting terminal must not replay it.
+        // The marks and the warm-up line are no output of the shell's: the adopting terminal
+        // must not replay them.
         t.forget_output();
         self.keep_spare(Spare { terminal: t, hostname: hostname(), parked: true });
         Ok(true)
@@ -207,16 +205,6 @@ impl Terminals {
                 }
             }
         });
-    }
-}
-
-/// Hands a parked shell its host name: it goes on to print its prompt. Written at once, before
-/// the adopting client can send a key (which would otherwise be read as the name); the line
-/// fits in the PTY's empty input queue, so the write never waits.
-fn unpark(t: &Arc<Terminal>) {
-    t.hold_keys_until_printed();
-    if let Err(e) = t.write_now(format!("{}\n", hostname()).as_bytes()) {
-        tracing::warn!(pid = t.pid(), "cannot release the parked shell: {e}");
     }
 }
 

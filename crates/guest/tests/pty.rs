@@ -202,6 +202,24 @@ async fn a_parked_shell_prints_its_prompt_only_when_adopted() {
     read_until(&mut a, "status=4").await;
 }
 
+/// A parked shell went through readline's set-up before it parked, so a clone does not repeat
+/// it: a key binding from `~/.inputrc` works after adoption although the file is gone by then.
+#[tokio::test]
+async fn a_parked_shell_has_read_its_inputrc_before_adoption() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputrc = dir.path().join(".inputrc");
+    std::fs::write(&inputrc, "\"\\ew\": \"echo inputrc-$((6*7))\\n\"\n").unwrap();
+    let g = Guest::start_with_env(&[("HOME", dir.path().to_str().unwrap())]);
+    let mux = g.connect().await;
+    assert_eq!(call(&mux, OpenRequest::SpareShell { cols: 80, rows: 24, parked: true }).await.last(), &Ctrl::Ok);
+    std::fs::remove_file(&inputrc).unwrap();
+    let mut a = open(&mux, pty_req(Some("main"), None)).await;
+    let out = read_until(&mut a, &hostname()).await;
+    assert!(!out.contains("mayfly-warm") && !out.contains("mayfly-parked"), "no mark replayed: {out:?}");
+    type_keys(&a, "\x1bw").await;
+    read_until(&mut a, "inputrc-42").await;
+}
+
 /// Naming a pool clone releases its parked shell rather than starting another.
 #[tokio::test]
 async fn a_plain_spare_request_releases_the_parked_shell() {
