@@ -8,7 +8,7 @@
 //! would otherwise deadlock a large paste.
 
 use crate::exec::resolve_cwd;
-use crate::park::{self as park, Parking, Step};
+use crate::park::{self, Parking, Step};
 use crate::serve::finish;
 use crate::terminal::{Attachment, Output, PtyError, Terminal};
 use mayfly_proto::msg::{Ctrl, PtyRequest};
